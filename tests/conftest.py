@@ -1,0 +1,101 @@
+"""Shared fixtures: the answer matrix, rendering through pytest-copie, and checker helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Pairwise matrix: every choice of every question appears at least once, plus the defaults.
+VARIANTS: dict[str, dict] = {
+    "defaults": {},
+    "py-uv-mariadb-caddy-acme": dict(
+        python_installer="uv", environments=["production"], database="mariadb", cache="none",
+        monitoring="prometheus-loki", proxy="caddy", tls="acme", deploy_strategy="blue-green",
+        process_manager="supervisor",
+    ),
+    "py-poetry-traefik-nodb": dict(
+        python_installer="poetry", environments=["dev"], database="none", cache="redis",
+        monitoring="none", proxy="traefik", tls="none", process_manager="none",
+    ),
+    "node-postgres-traefik-files": dict(
+        runtime="node", environments=["dev", "production"], database="postgres", cache="none",
+        monitoring="prometheus-loki", proxy="traefik", tls="files", deploy_strategy="blue-green",
+    ),
+    "node-mariadb-nginx-existing": dict(
+        runtime="node", environments=["staging"], database="mariadb", cache="redis", monitoring="none",
+        proxy="nginx", tls="none", process_manager="supervisor", example_app=False,
+    ),
+    "go-caddy-files": dict(
+        runtime="go", database="none", cache="redis", monitoring="prometheus", proxy="caddy", tls="files",
+    ),
+    "go-postgres-traefik-acme-existing": dict(
+        runtime="go", environments=["production"], database="postgres", cache="none", monitoring="prometheus",
+        proxy="traefik", tls="acme", deploy_strategy="blue-green", process_manager="none", example_app=False,
+        project_name="Billing API", image_name="ghcr.io/acme/billing-api", app_replicas=3,
+        app_cpus="2", app_memory="1G",
+    ),
+    "py-pip-mariadb-nginx-existing": dict(
+        environments=["dev", "staging"], database="mariadb", cache="redis", monitoring="prometheus",
+        proxy="nginx", example_app=False,
+    ),
+}
+
+_rendered: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def render(copie_session):
+    """render(name) -> project dir of VARIANTS[name], rendered once per session."""
+
+    def _render(name: str) -> Path:
+        if name not in _rendered:
+            result = copie_session.copy(extra_answers=VARIANTS[name])
+            assert result.exit_code == 0, f"{name}: {result.exception}"
+            _rendered[name] = result.project_dir
+        return _rendered[name]
+
+    return _render
+
+
+def require_tool(name: str) -> str:
+    """A checker's path; a missing checker fails the test (tests/lab/install-tools.sh installs it)."""
+    path = shutil.which(name)
+    if not path:
+        pytest.fail(f"{name} is not installed: run tests/lab/install-tools.sh", pytrace=False)
+    return path
+
+
+def run(*cmd: str | os.PathLike, cwd: Path | None = None, env: dict | None = None, check: bool = True,
+        **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, text=True, capture_output=True, **kwargs)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    return proc
+
+
+def answers(project: Path) -> dict:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+def compose_config(project: Path, env: str) -> dict:
+    """The merged, interpolated Compose model of one environment, as scripts/compose.sh sees it."""
+    require_tool("docker")
+    proc = run(project / "scripts" / "compose.sh", env, "config", "--format", "json", cwd=project)
+    import json
+
+    return json.loads(proc.stdout)
+
+
+def pytest_configure(config):
+    # pytest-copie renders the template in "." by default: make that the repository wherever pytest runs.
+    if config.getoption("template") == ".":
+        config.option.template = str(ROOT)

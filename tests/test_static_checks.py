@@ -1,0 +1,147 @@
+"""Static checks on every rendered variant: zero findings, or an ignore with a written reason
+(see docs/static-checks.md). Needs the checkers, not a Docker daemon."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import VARIANTS, answers, require_tool, run
+
+pytestmark = pytest.mark.parametrize("variant", VARIANTS)
+
+
+def test_hadolint(render, variant):
+    project = render(variant)
+    run(require_tool("hadolint"), "--failure-threshold", "style", "Dockerfile", cwd=project)
+
+
+def test_shellcheck(render, variant):
+    project = render(variant)
+    scripts = sorted(str(p.relative_to(project)) for p in project.glob("scripts/**/*.sh"))
+    scripts.append("docker/entrypoint.sh")
+    assert "scripts/compose.sh" in scripts
+    run(require_tool("shellcheck"), "-x", "--severity=style", *scripts, cwd=project)
+
+
+def test_compose_config_per_environment(render, variant):
+    project = render(variant)
+    for env in answers(project)["environments"]:
+        run(project / "scripts" / "compose.sh", env, "config", "--quiet", cwd=project)
+
+
+def test_compose_files_match_the_compose_spec_schema(render, variant):
+    project = render(variant)
+    files = sorted(str(p.name) for p in project.glob("compose*.yaml"))
+    assert len(files) == 1 + len(answers(project)["environments"])
+    run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *files, cwd=project)
+
+
+def test_yamllint(render, variant):
+    project = render(variant)
+    run(require_tool("yamllint"), "--strict", ".", cwd=project)
+
+
+def test_prometheus_config_rules_and_rule_tests(render, variant):
+    project = render(variant)
+    prometheus = project / "config" / "prometheus"
+    if answers(project)["monitoring"] == "none":
+        assert not prometheus.exists()
+        return
+    promtool = require_tool("promtool")
+    run(promtool, "check", "config", "prometheus.yml", cwd=prometheus)
+    run(promtool, "check", "rules", "rules/alerts.yml", cwd=prometheus)
+    result = run(promtool, "test", "rules", "alerts.test.yml", cwd=prometheus / "tests")
+    assert "SUCCESS" in result.stdout
+
+
+def test_alertmanager_config(render, variant):
+    project = render(variant)
+    config = project / "config" / "alertmanager" / "alertmanager.yml"
+    if answers(project)["monitoring"] == "none":
+        assert not config.exists()
+        return
+    run(require_tool("amtool"), "check-config", config)
+
+
+def test_grafana_provisioning(render, variant):
+    """Grafana has no offline validator here: data sources and dashboards are checked as data."""
+    project = render(variant)
+    grafana = project / "config" / "grafana"
+    if answers(project)["monitoring"] == "none":
+        assert not grafana.exists()
+        return
+    sources = yaml.safe_load((grafana / "provisioning/datasources/datasources.yml").read_text())["datasources"]
+    uids = {source["uid"] for source in sources}
+    assert ("loki" in uids) == (answers(project)["monitoring"] == "prometheus-loki")
+    for dashboard in (grafana / "dashboards").glob("*.json"):
+        model = json.loads(dashboard.read_text())
+        assert model["panels"], dashboard
+        for panel in model["panels"]:
+            assert panel["datasource"]["uid"] in uids
+            assert all(target["expr"] for target in panel["targets"])
+
+
+def test_systemd_units_verify(render, variant, tmp_path):
+    """systemd-analyze verify in a scratch root holding the host's units, a stand-in docker.service
+    and the project at install_dir, so that ExecStart paths and dependencies resolve."""
+    project = render(variant)
+    units = sorted((project / "deploy" / "systemd").glob("*.service"))
+    if answers(project)["process_manager"] != "systemd":
+        assert not units
+        return
+    assert len(units) == len(answers(project)["environments"])
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "usr/lib/systemd/system/docker.service").write_text(
+        "[Unit]\nDescription=stand-in for the Docker Engine unit\n[Service]\nExecStart=/bin/true\n"
+    )
+    shutil.copytree(project, root / answers(project)["install_dir"].lstrip("/"), symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    for unit in units:
+        shutil.copy(unit, root / "etc/systemd/system" / unit.name)
+    proc = run(require_tool("systemd-analyze"), "verify", f"--root={root}", *[u.name for u in units])
+    # verify exits 0 on unknown keys and similar: any output is a finding.
+    assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
+
+
+def test_supervisor_config_parses(render, variant, tmp_path):
+    """supervisor's own parser reads the program definitions."""
+    project = render(variant)
+    conf = project / "deploy" / "supervisor" / f"{answers(project)['project_slug']}.conf"
+    if answers(project)["process_manager"] != "supervisor":
+        assert not conf.exists()
+        return
+    from supervisor.options import ServerOptions
+
+    # supervisor insists that log directories exist: point /var/log/supervisor at a scratch one.
+    logs = tmp_path / "log"
+    logs.mkdir()
+    copy = tmp_path / conf.name
+    copy.write_text(conf.read_text().replace("/var/log/supervisor/", f"{logs}/"))
+    main = tmp_path / "supervisord.conf"
+    main.write_text(f"[supervisord]\nlogfile=/dev/null\n[include]\nfiles = {copy}\n")
+    options = ServerOptions()
+    options.configfile = str(main)
+    options.process_config(do_usage=False)
+    names = sorted(group.name for group in options.process_group_configs)
+    assert names == sorted(f"{answers(project)['project_slug']}-{env}" for env in answers(project)["environments"])
+    for group in options.process_group_configs:
+        program = group.process_configs[0]
+        assert program.command.startswith(answers(project)["install_dir"] + "/scripts/compose.sh ")
+        assert program.stopsignal == 15 and program.stopasgroup
+
+
+def test_caddyfile_adapts_and_validates(render, variant):
+    project = render(variant)
+    if answers(project)["proxy"] != "caddy":
+        return
+    caddy = require_tool("caddy")
+    for env in answers(project)["environments"]:
+        caddyfile = project / "config" / "caddy" / env / "Caddyfile"
+        run(caddy, "fmt", "--diff", caddyfile)
+        run(caddy, "adapt", "--config", caddyfile, "--adapter", "caddyfile")
