@@ -494,4 +494,8 @@ class DeploymentContext(ContextHook):
         needed = ("runtime", "database", "cache", "monitoring", "proxy", "environments", "project_slug",
                   "app_port", "health_path", "start_command", "app_cpus", "app_memory", "app_replicas")
         if all(key in context for key in needed):
-            context["dp"] = derive(context)
+            try:
+                context["dp"] = derive(context)
+            except (ValueError, TypeError, KeyError):
+                # An answer still being validated: its validator reports it, files are not rendered.
+                pass

@@ -1,0 +1,138 @@
+"""What each rendered variant contains, read from the files and from Compose's merged model."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT, VARIANTS, answers, compose_config
+
+# Documented exceptions (docs/security.md): services that cannot run non-root, read-only or without
+# a health check, and why.
+ROOT_ALLOWED = {"cadvisor", "alloy"}  # host cgroups / Docker socket
+NO_HEALTHCHECK = {"migrate", "proxy-exporter"}  # one-off job / FROM scratch image
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_files_follow_the_answers(render, variant):
+    project = render(variant)
+    a = answers(project)
+    envs = a["environments"]
+    assert sorted(p.name for p in project.glob("compose.*.yaml")) == sorted(f"compose.{e}.yaml" for e in envs)
+    assert sorted(p.name for p in (project / "env").glob("*.example")) == sorted(f"{e}.env.example" for e in envs)
+    for path in ("Dockerfile", ".dockerignore", "compose.yaml", "scripts/compose.sh", "scripts/init-env.sh",
+                 "scripts/lib/common.sh", "docker/entrypoint.sh", "README.md", ".gitignore", ".copier-answers.yml"):
+        assert (project / path).is_file(), path
+    proxy_dir = {"nginx": "nginx", "caddy": "caddy", "traefik": "traefik"}[a["proxy"]]
+    assert sorted(p.name for p in (project / "config" / proxy_dir).iterdir()) == sorted(envs)
+    assert (project / "config/loki").exists() == (a["monitoring"] == "prometheus-loki")
+    units = sorted(p.name for p in project.glob("deploy/systemd/*.service"))
+    assert units == (sorted(f"{a['project_slug']}-{e}.service" for e in envs) if a["process_manager"] == "systemd" else [])
+    assert (project / "deploy/supervisor").exists() == (a["process_manager"] == "supervisor")
+    example = {"python": "app/main.py", "node": "server.js", "go": "main.go"}[a["runtime"]]
+    assert (project / example).exists() == a["example_app"]
+    has_migrations = a["example_app"] and a["database"] != "none" and a["runtime"] != "go"
+    assert (project / "migrations").exists() == has_migrations
+    assert "/env/*.env" in (project / ".gitignore").read_text() and "/secrets/" in (project / ".gitignore").read_text()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
+    project = render(variant)
+    dockerfile = (project / "Dockerfile").read_text()
+    assert "# syntax=" not in dockerfile
+    stages = re.findall(r"^FROM \$\{(\w+)\} AS (\w+)$", dockerfile, re.M)
+    assert [name for _, name in stages] == ["build", "runtime"]
+    # Base images are build arguments with pinned defaults, declared before the first FROM.
+    head = dockerfile.split("\nFROM ", 1)[0]
+    for arg, _ in stages:
+        assert re.search(rf"^ARG {arg}=[\w./-]+:[\w.-]+$", head, re.M), arg
+    runtime_stage = dockerfile.split(" AS runtime", 1)[1]
+    assert "--mount=type=cache" in dockerfile.split(" AS runtime", 1)[0]
+    assert re.search(r"^USER 10001:10001$", runtime_stage, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[", runtime_stage, re.M)
+    assert "curl" not in runtime_stage and "wget" not in runtime_stage
+    assert "org.opencontainers.image.version" in runtime_stage
+    # No compiler or package-manager cache arrives in the runtime stage.
+    assert "apt-get" not in runtime_stage and "pip install" not in runtime_stage and "npm ci" not in runtime_stage
+    ignored = (project / ".dockerignore").read_text().split()
+    assert {"secrets/", "env/", "backups/", ".git"} <= set(ignored)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compose_model_per_environment(render, variant):
+    project = render(variant)
+    a = answers(project)
+    for env in a["environments"]:
+        model = compose_config(project, env)
+        services = model["services"]
+        assert model["name"] == f"{a['project_slug']}-{env}"
+        for name, service in services.items():
+            where = f"{env}/{name}"
+            limits = service["deploy"]["resources"]["limits"]
+            assert float(limits["cpus"]) > 0 and int(limits["memory"]) > 0, where
+            assert service["logging"]["options"]["max-size"], where
+            if name not in NO_HEALTHCHECK:
+                assert service["healthcheck"].get("test"), where
+            restart = service.get("restart", "no")
+            if env == "dev" or name == "migrate":
+                assert restart == "no", where
+            else:
+                assert restart in {"always", "unless-stopped"}, where
+            if name != "cadvisor":
+                assert service.get("read_only") is True, where
+                assert service.get("cap_drop") == ["ALL"], where
+            assert "no-new-privileges:true" in service.get("security_opt", []), where
+            user = service.get("user", "")
+            acme_proxy = name == "proxy" and a["tls"] == "acme"
+            if name not in ROOT_ALLOWED and not acme_proxy:
+                assert user and not user.startswith("0:"), where
+            for condition in service.get("depends_on", {}).values():
+                assert condition["condition"] in {"service_healthy", "service_completed_successfully"}, where
+            # Secrets are files: no password or key in an environment value.
+            for key, value in (service.get("environment") or {}).items():
+                assert not re.search(r"PASSWORD$|SECRET$|_KEY$", key), f"{where}: {key}"
+                assert "://" not in str(value) or "@" not in str(value), f"{where}: {key}"
+        for secret in model.get("secrets", {}).values():
+            assert secret["file"].startswith(str(project / "secrets" / env)), secret
+        # Only the proxy publishes ports outside dev; the database never does.
+        published = {name for name, s in services.items() if s.get("ports")}
+        if env == "dev":
+            assert "proxy" in published and all(p["host_ip"] == "127.0.0.1" for s in services.values() for p in s.get("ports", []))
+        else:
+            assert published == {"proxy"}
+            for network, spec in model["networks"].items():
+                assert spec.get("internal", False) == (network != "edge"), network
+        if "db" in services:
+            assert set(services["db"]["networks"]) == {"backend"}
+            assert services["app"]["depends_on"]["db"]["condition"] == "service_healthy"
+        app = services["app"]
+        assert app["environment"]["PORT"] == str(a["app_port"])
+        assert app["image"].startswith(a["image_name"] + ":")
+        expected_replicas = 1 if env == "dev" else (min(2, a["app_replicas"]) if env == "staging" else a["app_replicas"])
+        assert app["deploy"]["replicas"] == expected_replicas
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_env_examples_hold_settings_not_secrets(render, variant):
+    project = render(variant)
+    for example in (project / "env").glob("*.env.example"):
+        env = example.name.split(".")[0]
+        settings = dict(line.split("=", 1) for line in example.read_text().splitlines() if line and not line.startswith("#"))
+        assert settings["APP_ENV"] in {"development", "staging", "production"} and settings["LOG_LEVEL"]
+        assert not any(re.search(r"PASSWORD|SECRET|TOKEN", key) for key in settings), example
+        assert settings["APP_IMAGE"] == answers(project)["image_name"]
+        assert (settings["BIND_ADDRESS"] == "127.0.0.1") == (env == "dev")
+
+
+def test_answers_file_records_every_question(render):
+    """.copier-answers.yml holds every answer, so that `copier update` can replay them."""
+    project = render("defaults")
+    recorded = answers(project)
+    questions = [key for key in yaml.safe_load((ROOT / "copier.yml").read_text()) if not key.startswith("_")]
+    not_asked = {"acme_email"}  # asked only when tls is "acme"
+    assert recorded["_src_path"]
+    assert sorted(key for key in recorded if not key.startswith("_")) == sorted(set(questions) - not_asked)
+    assert recorded["project_slug"] == "my-service"

@@ -1,0 +1,134 @@
+"""The rendered scripts, executed: first-use setup of an environment, secret files and their
+permissions, refusals with a one-line reason, and the container entrypoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import answers, require_tool, run
+
+
+@pytest.fixture
+def project(render, tmp_path):
+    """A private copy of the default rendering, so that each test starts with no env or secret files."""
+    copy = tmp_path / "project"
+    shutil.copytree(render("defaults"), copy, ignore=shutil.ignore_patterns("secrets", "*.env"))
+    return copy
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_unknown_environment_is_refused_with_one_line(project):
+    proc = run(project / "scripts/compose.sh", "prod", "ps", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0
+    assert "unknown environment 'prod': use one of dev staging production" in proc.stderr
+    assert not (project / "env/prod.env").exists() and not (project / "secrets").exists()
+
+
+def test_usage_without_arguments(project):
+    proc = run(project / "scripts/compose.sh", check=False)
+    assert proc.returncode != 0 and "usage: scripts/compose.sh ENV" in proc.stderr
+
+
+def test_init_env_creates_settings_and_secrets_once(project):
+    run(project / "scripts/init-env.sh", "production")
+    env_file = project / "env/production.env"
+    assert env_file.read_text() == (project / "env/production.env.example").read_text()
+    secrets = project / "secrets/production"
+    assert mode(project / "secrets") == 0o700 and mode(secrets) == 0o700
+    expected = {"db_password", "redis_password", "grafana_admin_password", "tls_cert", "tls_key"}
+    assert {p.name for p in secrets.iterdir()} == expected
+    for secret in secrets.iterdir():
+        assert mode(secret) == 0o640 and secret.stat().st_gid == 10001, secret
+    password = (secrets / "db_password").read_text()
+    assert len(password) == 48 and all(c in "0123456789abcdef" for c in password)
+    # A second run keeps every file as it was: a database keeps the password it was made with.
+    before = {p.name: p.read_bytes() for p in secrets.iterdir()}
+    env_file.write_text(env_file.read_text() + "LOG_LEVEL=debug\n")
+    run(project / "scripts/init-env.sh", "production")
+    assert {p.name: p.read_bytes() for p in secrets.iterdir()} == before
+    assert env_file.read_text().endswith("LOG_LEVEL=debug\n")
+    assert not list(secrets.glob("*.*"))  # no temporary files left behind
+
+
+def test_first_tls_pair_is_self_signed_for_the_domain(project):
+    run(project / "scripts/init-env.sh", "staging")
+    proc = run(require_tool("openssl"), "x509", "-in", project / "secrets/staging/tls_cert", "-noout", "-subject", "-ext", "subjectAltName")
+    domain = answers(project)["domain_staging"]
+    assert f"CN = {domain}" in proc.stdout and f"DNS:{domain}" in proc.stdout
+
+
+@pytest.fixture
+def nobodys_project(project):
+    """The project copied where UID 65534 can reach it (pytest's tmp_path is private to root)."""
+    home = Path(tempfile.mkdtemp(prefix="dp-nobody-", dir="/tmp"))
+    copy = home / "project"
+    shutil.copytree(project, copy)
+    subprocess.run(["chown", "-R", "65534:65534", str(home)], check=True)
+    yield copy
+    shutil.rmtree(home)
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess:
+    """Runs a command as UID/GID 65534 with no supplementary groups: not root, not in group 10001."""
+    return run(require_tool("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", *args, check=False,
+               env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"})
+
+
+def test_production_secrets_need_the_secrets_group(nobodys_project):
+    project = nobodys_project
+    proc = _as_nobody(str(project / "scripts/init-env.sh"), "production")
+    assert proc.returncode != 0
+    assert "cannot give" in proc.stderr and "run as root (or a member of group 10001)" in proc.stderr
+    assert not [p for p in (project / "secrets/production").iterdir()], "no half-made secret may stay"
+
+
+def test_dev_secrets_fall_back_to_world_readable_with_a_warning(nobodys_project):
+    project = nobodys_project
+    proc = _as_nobody(str(project / "scripts/init-env.sh"), "dev")
+    assert proc.returncode == 0, proc.stderr
+    assert "acceptable for dev only" in proc.stderr
+    assert mode(project / "secrets/dev/db_password") == 0o644
+
+
+def _entrypoint(project: Path, env: dict, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(project / "docker/entrypoint.sh"), *command], env={"PATH": os.environ["PATH"], **env},
+                          text=True, capture_output=True)
+
+
+def test_entrypoint_builds_urls_from_secret_files(project, tmp_path):
+    (tmp_path / "db").write_text("s3cret-Value_1.~")
+    (tmp_path / "redis").write_text("r3dis")
+    env = {
+        "DATABASE_SCHEME": "postgresql", "DATABASE_USER": "app", "DATABASE_HOST": "db", "DATABASE_PORT": "5432",
+        "DATABASE_NAME": "app", "DATABASE_PASSWORD_FILE": str(tmp_path / "db"),
+        "REDIS_HOST": "cache", "REDIS_PORT": "6379", "REDIS_PASSWORD_FILE": str(tmp_path / "redis"),
+    }
+    proc = _entrypoint(project, env, "env")
+    assert proc.returncode == 0, proc.stderr
+    assert "DATABASE_URL=postgresql://app:s3cret-Value_1.~@db:5432/app" in proc.stdout.splitlines()
+    assert "REDIS_URL=redis://:r3dis@cache:6379/0" in proc.stdout.splitlines()
+    assert "password=" not in proc.stdout
+
+
+def test_entrypoint_refuses_secrets_that_need_url_encoding(project, tmp_path):
+    (tmp_path / "db").write_text("p@ss/word")
+    proc = _entrypoint(project, {"DATABASE_PASSWORD_FILE": str(tmp_path / "db"), "DATABASE_SCHEME": "mysql",
+                                 "DATABASE_USER": "app", "DATABASE_HOST": "db", "DATABASE_PORT": "3306",
+                                 "DATABASE_NAME": "app"}, "true")
+    assert proc.returncode == 1 and "regenerate it" in proc.stderr
+
+
+def test_entrypoint_says_which_secret_it_cannot_read(project, tmp_path):
+    proc = _entrypoint(project, {"DATABASE_PASSWORD_FILE": str(tmp_path / "missing")}, "true")
+    assert proc.returncode == 1 and f"cannot read secret file {tmp_path / 'missing'}" in proc.stderr

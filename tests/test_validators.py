@@ -1,0 +1,56 @@
+"""Bad answers are refused before anything is written, with a message that names the fix."""
+
+from __future__ import annotations
+
+import pytest
+from copier import run_copy
+
+from conftest import ROOT
+
+BAD_ANSWERS = [
+    ({"project_name": "   "}, "project_name is empty"),
+    ({"project_slug": "Bad Slug"}, "use 1-40 lowercase letters"),
+    ({"project_slug": "1api"}, "starting with a letter"),
+    ({"project_slug": "api--v2"}, "single dashes"),
+    ({"app_port": 80}, "use a port between 1024 and 65535"),
+    ({"app_port": 70000}, "use a port between 1024 and 65535"),
+    ({"health_path": "healthz"}, 'starting with "/"'),
+    ({"start_command": ""}, "start_command is empty"),
+    ({"start_command": "gunicorn app:app | tee log"}, "runs in exec form without a shell"),
+    ({"start_command": "node 'server.js"}, "check its quotes"),
+    ({"migrate_command": "python -m app.migrate && echo done"}, "runs in exec form without a shell"),
+    ({"environments": []}, "choose at least one of dev, staging, production"),
+    ({"proxy": "nginx", "tls": "acme"}, "choose proxy caddy or traefik"),
+    ({"tls": "acme", "proxy": "caddy", "acme_email": "nobody"}, "acme_email must be an e-mail address"),
+    ({"install_dir": "srv/app"}, "install_dir must be an absolute path"),
+    ({"image_name": "Registry/App:1.0"}, "without a tag, e.g. ghcr.io/acme/billing-api"),
+    ({"domain_production": "not a domain"}, "use lowercase DNS labels"),
+    ({"domain_staging": "-bad-.example.com"}, "use lowercase DNS labels"),
+    ({"app_replicas": 0}, "app_replicas must be between 1 and 50"),
+    ({"app_cpus": "lots"}, "use a number of cores between 0.05 and 64"),
+    ({"app_memory": "512MB"}, "use a whole number with M or G"),
+    ({"app_memory": "32M"}, "at least 64M"),
+    ({"backup_time": "3am"}, "backup_time must be HH:MM"),
+    ({"backup_time": "24:00"}, "backup_time must be HH:MM"),
+    ({"backup_keep_last": 0}, "the newest backup is never deleted"),
+    ({"backup_keep_days": -1}, "backup_keep_days must be 0 or more"),
+]
+
+
+@pytest.mark.parametrize("data, fix", BAD_ANSWERS, ids=[next(iter(d)) + "=" + repr(d[next(iter(d))]) for d, _ in BAD_ANSWERS])
+def test_bad_answer_is_refused_with_the_fix_and_nothing_written(tmp_path, data, fix):
+    destination = tmp_path / "project"
+    with pytest.raises(ValueError) as refused:
+        run_copy(str(ROOT), str(destination), data=data, defaults=True, unsafe=True, vcs_ref="HEAD", quiet=True)
+    assert fix in str(refused.value)
+    assert not destination.exists() or not any(destination.iterdir())
+
+
+def test_good_non_default_answers_are_accepted(tmp_path):
+    run_copy(
+        str(ROOT), str(tmp_path / "ok"), defaults=True, unsafe=True, vcs_ref="HEAD", quiet=True,
+        data={"project_name": "Billing API", "app_port": 1024, "app_memory": "2G", "app_cpus": "0.25",
+              "backup_time": "23:59", "domain_production": "api.example.org", "image_name": "ghcr.io/acme/billing-api"},
+    )
+    answers = (tmp_path / "ok" / ".copier-answers.yml").read_text()
+    assert "project_slug: billing-api" in answers and "app_port: 1024" in answers
