@@ -8,6 +8,7 @@ call the `*_error` filters, which return an empty string or a message that names
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -486,16 +487,30 @@ class DeploymentExtension(Extension):
         environment.globals.update(runtime_defaults=RUNTIME_DEFAULTS)
 
 
+# The answers derive() reads; the hook runs for every file and path, so results are cached on them.
+DERIVED_FROM = (
+    "runtime", "python_installer", "database", "cache", "monitoring", "proxy", "tls", "environments",
+    "project_slug", "app_port", "health_path", "start_command", "migrate_command", "app_cpus",
+    "app_memory", "app_replicas", "domain_staging", "domain_production",
+)
+REQUIRED = ("runtime", "database", "cache", "monitoring", "proxy", "environments", "project_slug",
+            "app_port", "health_path", "start_command", "app_cpus", "app_memory", "app_replicas")
+
+
+@functools.lru_cache(maxsize=32)
+def _derive_cached(key: str) -> dict[str, Any]:
+    return derive(json.loads(key))
+
+
 class DeploymentContext(ContextHook):
     """Adds `dp` (derived settings) to the context of every rendered file."""
 
     def hook(self, context: dict[str, Any]) -> None:
         # Questions are rendered before every answer exists: derive only once they all do.
-        needed = ("runtime", "database", "cache", "monitoring", "proxy", "environments", "project_slug",
-                  "app_port", "health_path", "start_command", "app_cpus", "app_memory", "app_replicas")
-        if all(key in context for key in needed):
+        if all(key in context for key in REQUIRED):
+            key = json.dumps({k: context.get(k) for k in DERIVED_FROM}, sort_keys=True, default=list)
             try:
-                context["dp"] = derive(context)
+                context["dp"] = _derive_cached(key)
             except (ValueError, TypeError, KeyError):
                 # An answer still being validated: its validator reports it, files are not rendered.
                 pass
