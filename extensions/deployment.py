@@ -354,6 +354,19 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         secrets["redis_password"] = ["app", "cache"] + (["cache-exporter"] if monitored else [])
     if monitored:
         secrets["grafana_admin_password"] = ["grafana"]
+    # The app's contract in variables; *_PASSWORD_FILE names a secret the entrypoint turns into a URL.
+    database_env = {
+        "DATABASE_SCHEME": db["scheme"], "DATABASE_HOST": "db", "DATABASE_PORT": str(db["port"]),
+        "DATABASE_NAME": "app", "DATABASE_USER": "app", "DATABASE_PASSWORD_FILE": "/run/secrets/db_password",
+    } if db else {}
+    cache_env = {
+        "REDIS_HOST": "cache", "REDIS_PORT": "6379", "REDIS_PASSWORD_FILE": "/run/secrets/redis_password",
+    } if cache == "redis" else {}
+    service_environment = {
+        "app": {"PORT": str(app_port), **database_env, **cache_env},
+        "migrate": {"PORT": str(app_port), **database_env},
+    }
+
     service_secrets: dict[str, list[str]] = {}
     for secret, readers in secrets.items():
         for service in readers:
@@ -441,6 +454,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "services": services,
         "secrets": secrets,
         "service_secrets": service_secrets,
+        "service_environment": service_environment,
         "service_networks": service_networks,
         "networks": networks,
         "volumes": volumes,

@@ -99,3 +99,42 @@ def pytest_configure(config):
     # pytest-copie renders the template in "." by default: make that the repository wherever pytest runs.
     if config.getoption("template") == ".":
         config.option.template = str(ROOT)
+
+
+LAB_STATE = ROOT / "tests" / "lab" / ".state"
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """A Docker engine and every image the stacks use: tests/lab/prepare.sh, once per session
+    (idempotent; stand-ins are rebuilt only when their recipe changes)."""
+    proc = subprocess.run(["bash", str(ROOT / "tests" / "lab" / "prepare.sh")], text=True, capture_output=True)
+    if proc.returncode != 0:
+        pytest.fail(f"tests/lab/prepare.sh failed:\n{proc.stderr[-4000:]}", pytrace=False)
+    return lab_images()
+
+
+def lab_images() -> list[dict]:
+    record = LAB_STATE / "images.tsv"
+    if not record.exists():
+        return []
+    rows = [line.split("\t") for line in record.read_text().splitlines()[1:]]
+    return [{"image": image, "source": source, "provides": provides} for image, source, provides in rows]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Says which images the e2e tier ran on: official, or a stand-in built here."""
+    if not any(report.keywords.get("e2e") for reports in terminalreporter.stats.values()
+               for report in reports if hasattr(report, "keywords")):
+        return
+    images = lab_images()
+    terminalreporter.section("images used by the e2e tier")
+    if not images:
+        terminalreporter.write_line("no record (tests/lab/prepare.sh did not finish)")
+    for row in images:
+        terminalreporter.write_line(f"{row['source']:9} {row['image']:55} {row['provides']}")
+    terminalreporter.write_line(
+        "STAND-IN = built here from Debian packages because no registry was reachable; not the official image. "
+        "Grafana, Loki, Alloy and cAdvisor have no stand-in: the stacks run here use monitoring=none, and their "
+        "configuration is validated statically (tests/test_static_checks.py)."
+    )

@@ -36,7 +36,10 @@ install_trixie_plugin() {
 	local opts=(-o "Dir::Etc::SourceList=$apt_state/trixie.list" -o "Dir::Etc::SourceParts=-"
 		-o "Dir::State::Lists=$apt_state/lists" -o "Dir::Cache::Archives=$apt_state/archives"
 		-o "APT::Get::List-Cleanup=0")
-	[[ -n "$(ls -A "$apt_state/lists" 2>/dev/null | grep -v partial)" ]] || apt-get "${opts[@]}" update -qq
+	if [[ ! -f "$apt_state/lists/.updated" ]]; then
+		apt-get "${opts[@]}" update -qq
+		touch "$apt_state/lists/.updated"
+	fi
 	work=$(mktemp -d)
 	(cd "$work" && apt-get "${opts[@]}" download "$package" >/dev/null)
 	deb=$(ls "$work"/*.deb)

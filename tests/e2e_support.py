@@ -1,0 +1,149 @@
+"""Helpers for the e2e tier: a rendered stack driven through its own scripts/compose.sh against a
+real Docker engine. Traffic goes only to 127.0.0.1 (published ports) or to containers on
+networks these tests create."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import answers, run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return run("docker", *args, check=check, timeout=timeout)
+
+
+def inspect(container: str) -> dict:
+    return json.loads(docker("inspect", container).stdout)[0]
+
+
+@dataclass
+class Stack:
+    """One environment of a rendered project, on 127.0.0.1 ports chosen for this run."""
+
+    project: Path
+    env: str
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def answers(self) -> dict:
+        return answers(self.project)
+
+    @property
+    def name(self) -> str:
+        return f"{self.answers['project_slug']}-{self.env}"
+
+    @property
+    def tls(self) -> bool:
+        return self.env != "dev" and self.answers["tls"] != "none"
+
+    @property
+    def domain(self) -> str:
+        return self.answers.get(f"domain_{self.env}", "localhost")
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return run(self.project / "scripts" / "compose.sh", self.env, *args, cwd=self.project, check=check,
+                   timeout=timeout)
+
+    def configure(self) -> None:
+        """First-use setup through the project's own script, then this run's ports on 127.0.0.1."""
+        run(self.project / "scripts" / "init-env.sh", self.env)
+        self.ports = {"HTTP_PORT": free_port(), "HTTPS_PORT": free_port()}
+        env_file = self.project / "env" / f"{self.env}.env"
+        lines = env_file.read_text().splitlines()
+        for line in lines:
+            key = line.split("=", 1)[0]
+            if key.endswith("_PORT") and key not in self.ports and not line.startswith("#"):
+                self.ports[key] = free_port()
+        settings = {**{k: str(v) for k, v in self.ports.items()}, "BIND_ADDRESS": "127.0.0.1"}
+        kept = [line for line in lines if line.split("=", 1)[0] not in settings]
+        env_file.write_text("\n".join(kept + [f"{k}={v}" for k, v in settings.items()]) + "\n")
+
+    def up(self) -> None:
+        proc = self.compose("up", "--detach", "--build", "--wait", "--wait-timeout", "300", check=False, timeout=900)
+        if proc.returncode != 0:
+            logs = self.compose("logs", "--no-color", "--tail", "40", check=False).stdout
+            pytest.fail(f"{self.name}: up failed\n{proc.stderr[-3000:]}\n--- service logs ---\n{logs[-6000:]}", pytrace=False)
+
+    def down(self) -> None:
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False)
+
+    def containers(self, service: str | None = None, all_states: bool = False) -> list[dict]:
+        args = ["ps", "--format", "json"] + (["--all"] if all_states else []) + ([service] if service else [])
+        out = self.compose(*args).stdout.strip()
+        if not out:
+            return []
+        return json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines()]
+
+    def container(self, service: str) -> str:
+        found = self.containers(service)
+        assert found, f"no running container for {service}"
+        return found[0]["Name"]
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Containers, volumes and networks still labelled with this compose project."""
+        label = f"label=com.docker.compose.project={self.name}"
+        return {
+            "containers": docker("ps", "-a", "--filter", label, "--format", "{{.Names}}").stdout.split(),
+            "volumes": docker("volume", "ls", "--filter", label, "--format", "{{.Name}}").stdout.split(),
+            "networks": docker("network", "ls", "--filter", label, "--format", "{{.Name}}").stdout.split(),
+        }
+
+    # --- HTTP through the proxy, with curl, to 127.0.0.1 only ------------------------------------
+
+    def url(self, path: str, secure: bool | None = None) -> tuple[str, list[str]]:
+        secure = self.tls if secure is None else secure
+        port = self.ports["HTTPS_PORT" if secure else "HTTP_PORT"]
+        host = self.domain if self.tls else "localhost"
+        scheme = "https" if secure else "http"
+        return f"{scheme}://{host}:{port}{path}", ["--resolve", f"{host}:{port}:127.0.0.1", "--insecure"]
+
+    def http(self, method: str, path: str, body: dict | None = None, secure: bool | None = None) -> tuple[int, str, dict]:
+        url, options = self.url(path, secure)
+        cmd = ["curl", "-sS", "--max-time", "10", "-X", method, "-o", "-", "-w", "\n%{http_code}\n%{redirect_url}", *options]
+        if body is not None:
+            cmd += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
+        proc = run(*cmd, url, check=False, timeout=30)
+        if proc.returncode != 0:
+            return 0, proc.stderr, {}
+        text, status, location = proc.stdout.rsplit("\n", 2)
+        return int(status), text, {"location": location}
+
+    def get_json(self, path: str) -> dict:
+        status, text, _ = self.http("GET", path)
+        assert status == 200, f"GET {path}: {status} {text}"
+        return json.loads(text)
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})", pytrace=False)
+
+
+def healthy(container: str) -> bool:
+    state = inspect(container)["State"]
+    return state["Running"] and state.get("Health", {}).get("Status") == "healthy"
+
+
+def memory_bytes(limit: str) -> int:
+    number, unit = int(limit[:-1]), limit[-1]
+    return number * 1024 * 1024 * (1024 if unit == "G" else 1)
