@@ -116,6 +116,8 @@ def check_through_the_proxy(stack: Stack) -> None:
 def check_running_containers(stack: Stack) -> None:
     app = stack.container("app")
     assert docker("exec", app, "id", "-u").stdout.strip() == "10001"
+    toolchain = docker("exec", app, "sh", "-c", "command -v gcc cc g++ make", check=False)
+    assert toolchain.stdout.strip() == "", f"the runtime image carries a toolchain: {toolchain.stdout}"
     denied = docker("exec", app, "sh", "-c", "touch /app/written || touch /written", check=False)
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
     config = json.loads(stack.compose("config", "--format", "json").stdout)["services"]

@@ -56,7 +56,10 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     assert "curl" not in runtime_stage and "wget" not in runtime_stage
     assert "org.opencontainers.image.version" in runtime_stage
     # No compiler or package-manager cache arrives in the runtime stage.
-    assert "apt-get" not in runtime_stage and "pip install" not in runtime_stage and "npm ci" not in runtime_stage
+    assert "pip install" not in runtime_stage and "npm ci" not in runtime_stage and "BUILD_PACKAGES" not in runtime_stage
+    # The only apt-get there installs the user's RUNTIME_PACKAGES (shared libraries) and drops the lists.
+    installs = [line for line in runtime_stage.splitlines() if "apt-get install" in line]
+    assert all("$RUNTIME_PACKAGES" in line and "rm -rf /var/lib/apt/lists/*" in line for line in installs), installs
     ignored = (project / ".dockerignore").read_text().split()
     assert {"secrets/", "env/", "backups/", ".git"} <= set(ignored)
 
