@@ -294,6 +294,11 @@ def _app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
     return ["CMD", "bash", "-c", script]
 
 
+def _cron_daily(hh_mm: str) -> str:
+    hour, minute = hh_mm.split(":")
+    return f"{int(minute)} {int(hour)} * * *"
+
+
 def _image_keys(runtime: str, proxy: str, database: str, services: list[str]) -> list[str]:
     """The images this stack uses, in the order the env file lists them."""
     keys = {"python": ["python"], "node": ["node"], "go": ["go", "debian"]}[runtime] + [proxy]
@@ -450,6 +455,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "app_uid": APP_UID,
         "secrets_gid": SECRETS_GID,
         "environments": environments,
+        # Environments with scheduled backups: dev data is disposable.
+        "backup_environments": [env for env in environments if env != "dev"] if db else [],
         "envs": envs,
         "services": services,
         "secrets": secrets,
@@ -477,6 +484,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "start_exec": exec_form(answers["start_command"]),
         "migrate_exec": exec_form(answers["migrate_command"]) if migrate else "[]",
         "tools": TOOLS,
+        # cron's "minute hour" fields of the daily backup time (HH:MM).
+        "backup_cron": _cron_daily(answers.get("backup_time") or "03:00"),
         "python_installer": answers.get("python_installer") if runtime == "python" else None,
     }
 
@@ -505,7 +514,7 @@ class DeploymentExtension(Extension):
 DERIVED_FROM = (
     "runtime", "python_installer", "database", "cache", "monitoring", "proxy", "tls", "environments",
     "project_slug", "app_port", "health_path", "start_command", "migrate_command", "app_cpus",
-    "app_memory", "app_replicas", "domain_staging", "domain_production",
+    "app_memory", "app_replicas", "domain_staging", "domain_production", "backup_time",
 )
 REQUIRED = ("runtime", "database", "cache", "monitoring", "proxy", "environments", "project_slug",
             "app_port", "health_path", "start_command", "app_cpus", "app_memory", "app_replicas")

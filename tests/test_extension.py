@@ -98,3 +98,30 @@ def test_exec_form(command, expected):
 @pytest.mark.parametrize("value, ok", [("64M", True), ("1G", True), ("63M", False), ("1.5G", False), ("512", False)])
 def test_memory_validation(value, ok):
     assert (d.memory_error(value) == "") is ok
+
+
+class RecordingDict(dict):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_derive_reads_only_the_answers_its_cache_key_holds():
+    """The context hook caches derive() on DERIVED_FROM: an answer read but not listed would be stale."""
+    answers = RecordingDict(BASE, tls="acme", acme_email="a@b.c", backup_time="23:05", domain_staging="s.example.com")
+    d.derive(answers)
+    assert answers.read <= set(d.DERIVED_FROM), answers.read - set(d.DERIVED_FROM)
+
+
+def test_backup_schedule_follows_the_answer():
+    assert derive(backup_time="23:05")["backup_cron"] == "5 23 * * *"
+    assert derive()["backup_environments"] == ["production"]
+    assert derive(database="none")["backup_environments"] == []

@@ -28,8 +28,11 @@ def test_files_follow_the_answers(render, variant):
     proxy_dir = {"nginx": "nginx", "caddy": "caddy", "traefik": "traefik"}[a["proxy"]]
     assert sorted(p.name for p in (project / "config" / proxy_dir).iterdir()) == sorted(envs)
     assert (project / "config/loki").exists() == (a["monitoring"] == "prometheus-loki")
-    units = sorted(p.name for p in project.glob("deploy/systemd/*.service"))
+    units = sorted(p.name for p in project.glob("deploy/systemd/*.service") if not p.name.endswith("-backup.service"))
     assert units == (sorted(f"{a['project_slug']}-{e}.service" for e in envs) if a["process_manager"] == "systemd" else [])
+    data_scripts = {"backup.sh", "restore.sh", "verify-backup.sh", "migrate.sh", "scheduled-backup.sh", "lib/db.sh", "lib/backups.sh"}
+    for script in data_scripts:
+        assert (project / "scripts" / script).exists() == (a["database"] != "none"), script
     assert (project / "deploy/supervisor").exists() == (a["process_manager"] == "supervisor")
     example = {"python": "app/main.py", "node": "server.js", "go": "main.go"}[a["runtime"]]
     assert (project / example).exists() == a["example_app"]

@@ -90,11 +90,15 @@ def test_systemd_units_verify(render, variant, tmp_path):
     """systemd-analyze verify in a scratch root holding the host's units, a stand-in docker.service
     and the project at install_dir, so that ExecStart paths and dependencies resolve."""
     project = render(variant)
-    units = sorted((project / "deploy" / "systemd").glob("*.service"))
-    if answers(project)["process_manager"] != "systemd":
+    a = answers(project)
+    units = sorted(p for p in (project / "deploy" / "systemd").glob("*") if p.suffix in (".service", ".timer"))
+    if a["process_manager"] != "systemd":
         assert not units
         return
-    assert len(units) == len(answers(project)["environments"])
+    backed_up = [e for e in a["environments"] if e != "dev"] if a["database"] != "none" else []
+    expected = [f"{a['project_slug']}-{e}.service" for e in a["environments"]]
+    expected += [f"{a['project_slug']}-{e}-backup.{kind}" for e in backed_up for kind in ("service", "timer")]
+    assert sorted(u.name for u in units) == sorted(expected)
     root = tmp_path / "root"
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     (root / "usr/lib/systemd/system/docker.service").write_text(
@@ -145,3 +149,17 @@ def test_caddyfile_adapts_and_validates(render, variant):
         caddyfile = project / "config" / "caddy" / env / "Caddyfile"
         run(caddy, "fmt", "--diff", caddyfile)
         run(caddy, "adapt", "--config", caddyfile, "--adapter", "caddyfile")
+
+
+def test_cron_schedule(render, variant):
+    """With supervisor or no process manager, backups are scheduled by a cron.d file."""
+    project = render(variant)
+    a = answers(project)
+    cron = project / "deploy" / "cron" / f"{a['project_slug']}-backup"
+    if a["process_manager"] == "systemd" or a["database"] == "none":
+        assert not cron.exists()
+        return
+    jobs = [line.split() for line in cron.read_text().splitlines() if line and not line.startswith("#") and "=" not in line.split()[0]]
+    hour, minute = a["backup_time"].split(":")
+    assert [job[5:7] for job in jobs] == [["root", f"{a['install_dir']}/scripts/scheduled-backup.sh"] for e in a["environments"] if e != "dev"]
+    assert all(job[:5] == [str(int(minute)), str(int(hour)), "*", "*", "*"] for job in jobs)

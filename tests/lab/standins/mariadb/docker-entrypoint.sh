@@ -15,7 +15,7 @@ file_env() {
 
 if [[ ${1:-} == mariadbd && $(id -u) == 0 ]]; then
 	chown -R mysql:mysql "$DATADIR" /run/mysqld
-	exec gosu mysql "${BASH_SOURCE[0]}" "$@"
+	exec gosu mysql bash "${BASH_SOURCE[0]}" "$@"
 fi
 
 if [[ ${1:-} == mariadbd && ! -d "$DATADIR/mysql" ]]; then
@@ -31,6 +31,11 @@ if [[ ${1:-} == mariadbd && ! -d "$DATADIR/mysql" ]]; then
 	pid=$!
 	for _ in $(seq 60); do mariadb-admin --socket="$SOCKET" ping >/dev/null 2>&1 && break; sleep 1; done
 	health_password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+	# Like the official image: root only as root@localhost and root@'%', no anonymous users
+	# (install-db also makes password-less root@127.0.0.1, root@::1, root@<hostname>, which
+	# would shadow root@'%').
+	mariadb --socket="$SOCKET" -uroot -N -e "SELECT CONCAT('DROP USER ', QUOTE(User), '@', QUOTE(Host), ';') FROM mysql.user
+		WHERE User = '' OR (User = 'root' AND Host <> 'localhost')" | mariadb --socket="$SOCKET" -uroot
 	{
 		echo "ALTER USER 'root'@'localhost' IDENTIFIED BY '${MARIADB_ROOT_PASSWORD}';"
 		echo "CREATE USER 'root'@'%' IDENTIFIED BY '${MARIADB_ROOT_PASSWORD}'; GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"

@@ -18,7 +18,7 @@ file_env() {
 
 if [[ ${1:-} == postgres && $(id -u) == 0 ]]; then
 	mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 0700 "$PGDATA"
-	exec gosu postgres "${BASH_SOURCE[0]}" "$@"
+	exec gosu postgres bash "${BASH_SOURCE[0]}" "$@"
 fi
 
 if [[ ${1:-} == postgres && ! -s "$PGDATA/PG_VERSION" ]]; then

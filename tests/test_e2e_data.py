@@ -1,0 +1,261 @@
+"""Data operations against real databases, for PostgreSQL and MariaDB: backup and restore round
+trip, verification that catches damage, faults during backup and migration, retention over a
+simulated series of days, and the off-host copy. Every script is the rendered project's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+from e2e_support import Stack, docker
+
+pytestmark = pytest.mark.e2e
+
+DATABASES = ["postgres", "mariadb"]
+ANSWERS = dict(environments=["production"], monitoring="none", process_manager="none", proxy="nginx", tls="none",
+               cache="none", app_replicas=1)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def stack(request, copie_session, lab):
+    """A running production stack per database, shared by the tests of this module."""
+    result = copie_session.copy(extra_answers={**ANSWERS, "database": request.param,
+                                               "project_name": f"Data {request.param}"})
+    assert result.exit_code == 0, result.exception
+    stack = Stack(result.project_dir, "production")
+    stack.configure()
+    stack.up()
+    yield stack
+    stack.down()
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def script(stack: Stack, name: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return run(stack.project / "scripts" / name, *args, cwd=stack.project, check=check, timeout=900,
+               env={**os.environ, **(env or {})})
+
+
+def backup(stack: Stack, env: dict | None = None) -> str:
+    proc = script(stack, "backup.sh", "production", env=env)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def sql(stack: Stack, statement: str) -> str:
+    """A statement as the app's database user, inside the db container; tab-separated rows."""
+    if stack.answers["database"] == "postgres":
+        cmd = ["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-U", "app", "-d", "app", "-c", statement]
+    else:
+        cmd = ["sh", "-c", 'MYSQL_PWD="$(cat /run/secrets/db_root_password)" exec mariadb -uroot --batch --skip-column-names app -e "$0"', statement]
+    return stack.compose("exec", "-T", "db", *cmd).stdout
+
+
+def table_bytes(stack: Stack) -> str:
+    return sql(stack, "SELECT id, name FROM items ORDER BY id")
+
+
+def backups_dir(stack: Stack) -> Path:
+    return stack.project / "backups" / "production"
+
+
+def latest(stack: Stack) -> str | None:
+    link = backups_dir(stack) / "latest"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+NAMES = ["plain", "quote ' and \\\\ backslash", "tab\there", "ünïcödé ✓", "percent % and $dollar", "x" * 200]
+
+
+def test_round_trip_restores_every_byte(stack):
+    for name in NAMES:
+        assert stack.http("POST", "/items", {"name": name})[0] == 201
+    before = table_bytes(stack)
+    before_api = stack.http("GET", "/items")[1]
+    backup_id = backup(stack)
+    # Change, delete and add after the backup.
+    sql(stack, "UPDATE items SET name = 'changed' WHERE id = (SELECT min_id FROM (SELECT MIN(id) AS min_id FROM items) m)")
+    sql(stack, "DELETE FROM items WHERE name LIKE 'percent%'")
+    assert stack.http("POST", "/items", {"name": "added after the backup"})[0] == 201
+    assert table_bytes(stack) != before
+
+    refused = script(stack, "restore.sh", "production", backup_id, check=False)
+    assert refused.returncode != 0 and "--confirm-production" in refused.stderr
+    script(stack, "restore.sh", "production", backup_id, "--confirm-production")
+    assert table_bytes(stack) == before
+    assert stack.http("GET", "/items")[1] == before_api
+    # The data it replaced is kept, not dropped.
+    if stack.answers["database"] == "postgres":
+        kept = sql(stack, "SELECT datname FROM pg_database WHERE datname LIKE 'app_pre_restore_%'")
+    else:
+        kept = sql(stack, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'app_pre_restore_%'")
+    assert kept.strip()
+
+
+def _copy_backup(stack: Stack, backup_id: str, target: Path) -> Path:
+    """A private BACKUP_DIR holding one copy of a backup, to damage."""
+    shutil.copytree(backups_dir(stack) / backup_id, target / backup_id)
+    os.symlink(backup_id, target / "latest")
+    return target / backup_id
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "rows removed, checksums recomputed"])
+def test_verification_catches_damage(stack, tmp_path, damage):
+    backup_id = backup(stack)
+    ok = script(stack, "verify-backup.sh", "production", backup_id)
+    assert "verified" in ok.stderr and (backups_dir(stack) / backup_id / "verified").exists()
+
+    copy = _copy_backup(stack, backup_id, tmp_path)
+    dump = copy / "dump.sql.gz"
+    data = bytearray(dump.read_bytes())
+    if damage == "flipped byte":
+        data[len(data) // 2] ^= 0xFF
+        dump.write_bytes(bytes(data))
+    elif damage == "truncated":
+        dump.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        import gzip
+
+        lines = gzip.decompress(bytes(data)).decode().splitlines(keepends=True)
+        kept = [line for line in lines if not (line.startswith("INSERT INTO `items`") or line.startswith("1\t"))]
+        dump.write_bytes(gzip.compress("".join(kept).encode()))
+        run("bash", "-c", "sha256sum dump.sql.gz counts.tsv meta.env > SHA256SUMS", cwd=copy)
+    proc = script(stack, "verify-backup.sh", "production", backup_id, env={"BACKUP_DIR": str(tmp_path)}, check=False)
+    assert proc.returncode != 0
+    reason = {"flipped byte": "checksum", "truncated": "checksum", "rows removed, checksums recomputed": "row counts differ"}
+    assert reason[damage] in proc.stderr.splitlines()[-1], proc.stderr
+    assert (copy / "verify-failed").exists() and not (copy / "verified").exists()
+    assert 'backup_last_verify_ok{environment="production"} 0' in (tmp_path / "backup.prom").read_text()
+
+
+def test_encrypted_backup_needs_the_right_key(stack, tmp_path):
+    key, wrong = tmp_path / "key", tmp_path / "wrong"
+    key.write_text("correct horse battery staple")
+    wrong.write_text("not the key")
+    backup_id = backup(stack, env={"BACKUP_KEY_FILE": str(key)})
+    meta = (backups_dir(stack) / backup_id / "meta.env").read_text()
+    assert "ENCRYPTED=yes" in meta and "DUMP=dump.sql.gz.gpg" in meta
+    raw = (backups_dir(stack) / backup_id / "dump.sql.gz.gpg").read_bytes()
+    assert b"CREATE TABLE" not in raw and raw[:2] != b"\x1f\x8b"
+    script(stack, "verify-backup.sh", "production", backup_id, env={"BACKUP_KEY_FILE": str(key)})
+    proc = script(stack, "verify-backup.sh", "production", backup_id, env={"BACKUP_KEY_FILE": str(wrong)}, check=False)
+    assert proc.returncode != 0 and "does not load" in proc.stderr.splitlines()[-1]
+    proc = script(stack, "verify-backup.sh", "production", backup_id, env={"BACKUP_KEY_FILE": ""}, check=False)
+    assert proc.returncode != 0 and "is encrypted and no key is set" in proc.stderr
+    assert "throwaway" not in proc.stderr, "a missing key is found before any database starts"
+
+
+def _fill(stack: Stack, rows: int) -> None:
+    """Rows of poorly compressible text, so that a dump takes a few seconds and some megabytes."""
+    if stack.answers["database"] == "postgres":
+        sql(stack, f"INSERT INTO items (name) SELECT md5(random()::text) || md5(random()::text) FROM generate_series(1, {rows})")
+    else:
+        sql(stack, f"INSERT INTO items (name) SELECT CONCAT(MD5(RAND()), MD5(RAND())) FROM seq_1_to_{rows}")
+
+
+def test_database_killed_mid_backup_leaves_no_new_latest(stack):
+    first = backup(stack)
+    before = sorted(p.name for p in backups_dir(stack).iterdir())
+    _fill(stack, 600_000)
+    proc = subprocess.Popen([str(stack.project / "scripts" / "backup.sh"), "production"], cwd=stack.project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Kill the database once the dump is being written.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(backups_dir(stack).glob(".incomplete-*/dump.sql.gz")):
+        time.sleep(0.05)
+    assert list(backups_dir(stack).glob(".incomplete-*/dump.sql.gz")), "the dump never started"
+    docker("kill", stack.container("db"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert "no backup was made" in err.strip().splitlines()[-1]
+    assert latest(stack) == first
+    assert sorted(p.name for p in backups_dir(stack).iterdir()) == before, "nothing new, nothing half-written"
+    script(stack, "verify-backup.sh", "production", first)
+    stack.compose("up", "--detach", "--wait", "db")
+    sql(stack, "DELETE FROM items WHERE LENGTH(name) = 64")
+
+
+def test_full_disk_fails_cleanly(stack, tmp_path):
+    target = tmp_path / "small"
+    target.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target)
+    try:
+        first = backup(stack, env={"BACKUP_DIR": str(target)})
+        _fill(stack, 200_000)
+        proc = script(stack, "backup.sh", "production", env={"BACKUP_DIR": str(target)}, check=False)
+        assert proc.returncode != 0
+        assert "no backup was made" in proc.stderr.strip().splitlines()[-1]
+        assert sorted(p.name for p in target.iterdir()) == sorted([first, "latest", "backup.prom"])
+        assert os.readlink(target / "latest") == first
+        run("sha256sum", "--quiet", "-c", "SHA256SUMS", cwd=target / first)
+    finally:
+        run("umount", target)
+        sql(stack, "DELETE FROM items WHERE LENGTH(name) = 64")
+
+
+def test_failing_migration_is_undone_or_restorable(stack):
+    before_rows = table_bytes(stack)
+    schema_query = ("SELECT column_name FROM information_schema.columns WHERE table_name = 'items' ORDER BY column_name"
+                    if stack.answers["database"] == "postgres" else
+                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'app' AND TABLE_NAME = 'items' ORDER BY 1")
+    before_schema = sql(stack, schema_query)
+    broken = stack.project / "migrations" / "0002_broken.sql"
+    broken.write_text("ALTER TABLE items ADD COLUMN note VARCHAR(100);\nUPDATE items SET name = 'clobbered';\nSELECT * FROM no_such_table;\n")
+    try:
+        stack.compose("build", "app")
+        proc = script(stack, "migrate.sh", "production", check=False)
+        assert proc.returncode != 0
+        reason = proc.stderr.strip().splitlines()[-1]
+        assert "migrations failed on production" in reason and "scripts/restore.sh production" in reason
+        backup_id = reason.split("scripts/restore.sh production ")[1].split()[0]
+        if (sql(stack, schema_query), table_bytes(stack)) != (before_schema, before_rows):
+            # MariaDB commits DDL as it goes: the automatic backup brings the state back.
+            assert stack.answers["database"] == "mariadb", "PostgreSQL runs each migration in one transaction"
+            script(stack, "restore.sh", "production", backup_id, "--confirm-production")
+        assert sql(stack, schema_query) == before_schema
+        assert table_bytes(stack) == before_rows
+    finally:
+        broken.unlink()
+        stack.compose("build", "app")
+
+
+def test_retention_over_a_series_of_days(stack, tmp_path):
+    """Daily backups for 20 simulated days with keep-last 3 and keep-days 7; the newest verified
+    backup (day 2) survives every deletion."""
+    keep_last, keep_days, day = 3, 7, 86400
+    start = 1_800_000_000
+    settings = {"BACKUP_DIR": str(tmp_path), "BACKUP_KEEP_LAST": str(keep_last), "BACKUP_KEEP_DAYS": str(keep_days)}
+    made = []
+    for n in range(20):
+        now = start + n * day
+        made.append((now, backup(stack, env={**settings, "BACKUP_NOW": str(now)})))
+        if n == 2:
+            script(stack, "verify-backup.sh", "production", made[-1][1], env=settings)
+        ages = [(now - t, backup_id) for t, backup_id in made]
+        newest = sorted(ages)[:keep_last]
+        verified = {made[2][1]} if n >= 2 else set()
+        expected = {b for age, b in ages if age < keep_days * day} | {b for _, b in newest} | verified
+        kept = {p.name for p in tmp_path.iterdir() if p.name[0].isdigit()}
+        assert kept == expected, f"day {n}"
+    assert made[2][1] in kept and made[1][1] not in kept and made[0][1] not in kept
+
+
+def test_off_host_copy_in_a_restic_repository(stack, tmp_path):
+    repository, password = tmp_path / "restic", tmp_path / "restic-password"
+    password.write_text("restic test password")
+    settings = {"BACKUP_RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password)}
+    backup_id = backup(stack, env=settings)
+    restic = {**os.environ, "RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password)}
+    snapshots = json.loads(subprocess.run(["restic", "snapshots", "--json"], env=restic, text=True,
+                                          capture_output=True, check=True).stdout)
+    assert any(backup_id in s["tags"] and "production" in s["tags"] for s in snapshots)
+    restored = tmp_path / "restored"
+    subprocess.run(["restic", "restore", "latest", "--target", str(restored)], env=restic, check=True, capture_output=True)
+    copy = next(restored.rglob(backup_id))
+    run("sha256sum", "--quiet", "-c", "SHA256SUMS", cwd=copy)
