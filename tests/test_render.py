@@ -142,3 +142,17 @@ def test_answers_file_records_every_question(render):
     assert recorded["_src_path"]
     assert sorted(key for key in recorded if not key.startswith("_")) == sorted(set(questions) - not_asked)
     assert recorded["project_slug"] == "my-service"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_alert_links_to_a_runbook_section(render, variant):
+    project = render(variant)
+    rules = project / "config" / "prometheus" / "rules" / "alerts.yml"
+    if not rules.exists():
+        return
+    headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in (project / "README.md").read_text().splitlines() if line.startswith("#")}
+    for group in yaml.safe_load(rules.read_text())["groups"]:
+        for rule in group["rules"]:
+            page, anchor = rule["annotations"]["runbook"].split("#")
+            assert page == "README.md" and anchor in headings, rule["alert"]
