@@ -367,9 +367,11 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     cache_env = {
         "REDIS_HOST": "cache", "REDIS_PORT": "6379", "REDIS_PASSWORD_FILE": "/run/secrets/redis_password",
     } if cache == "redis" else {}
+    # APP_VERSION from the same interpolation as the image tag: the env file's copy must not win.
+    version_env = {"APP_VERSION": "${APP_VERSION:-dev}"}
     service_environment = {
-        "app": {"PORT": str(app_port), **database_env, **cache_env},
-        "migrate": {"PORT": str(app_port), **database_env},
+        "app": {"PORT": str(app_port), **version_env, **database_env, **cache_env},
+        "migrate": {"PORT": str(app_port), **version_env, **database_env},
     }
 
     service_secrets: dict[str, list[str]] = {}

@@ -4,9 +4,11 @@ networks these tests create."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,3 +149,66 @@ def healthy(container: str) -> bool:
 def memory_bytes(limit: str) -> int:
     number, unit = int(limit[:-1]), limit[-1]
     return number * 1024 * 1024 * (1024 if unit == "G" else 1)
+
+
+class Load:
+    """Steady requests to a stack's proxy on 127.0.0.1, from a few threads, each request on a new
+    connection (as independent clients), bounded in time. Records status and latency of each."""
+
+    def __init__(self, port: int, path: str = "/", threads: int = 4, pause: float = 0.02, limit_seconds: float = 900):
+        self.port, self.path, self.pause, self.limit = port, path, pause, limit_seconds
+        self.results: list[tuple[float, int, float]] = []  # (start time, status or 0 for an error, seconds)
+        self.bodies: set[bytes] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                status, body = response.status, response.read(400)
+                conn.close()
+                with self._lock:
+                    self.bodies.add(body)
+            except (OSError, http.client.HTTPException):
+                status = 0
+            with self._lock:
+                self.results.append((started, status, time.monotonic() - started))
+            time.sleep(self.pause)
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def failures(self, since: float = 0.0) -> list[tuple[float, int, float]]:
+        return [r for r in self.results if r[0] >= since and not 200 <= r[1] < 300]
+
+    def versions(self) -> set[str]:
+        """The versions that answered (the example apps put theirs in the body of "/")."""
+        found = set()
+        for body in self.bodies:
+            try:
+                found.add(json.loads(body)["version"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        return found
+
+    def latencies(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
+        return sorted(r[2] for r in self.results if start <= r[0] <= end and 200 <= r[1] < 300)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]

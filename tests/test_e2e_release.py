@@ -1,0 +1,157 @@
+"""Release operations against real stacks, under load: versioned deploys without failed requests,
+a broken version (health check or migration) that never reaches users, rollback to the exact
+previous image (and the data before a deploy), and one deploy per environment at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import run
+from e2e_support import Load, Stack, docker, inspect
+
+pytestmark = pytest.mark.e2e
+
+# Rolling deploys behind each proxy (the proxy is what keeps requests from failing).
+VARIANTS = {
+    "rolling-nginx-postgres": dict(proxy="nginx", database="postgres"),
+    "rolling-caddy-mariadb": dict(proxy="caddy", database="mariadb"),
+    "rolling-traefik-postgres": dict(proxy="traefik", database="postgres"),
+}
+COMMON = dict(environments=["production"], monitoring="none", process_manager="none", tls="none", cache="none",
+              app_replicas=2, deploy_strategy="rolling")
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def stack(request, copie_session, lab):
+    answers = {**COMMON, **VARIANTS[request.param], "project_name": f"Release {request.param}"}
+    result = copie_session.copy(extra_answers=answers)
+    assert result.exit_code == 0, result.exception
+    stack = Stack(result.project_dir, "production")
+    stack.configure()
+    yield stack
+    stack.down()
+    for version in ("v1", "v2", "v3", "v4", "v5", "v6", "v7"):
+        docker("image", "rm", "--force", f"{stack.answers['image_name']}:{version}", check=False)
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def deploy(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(stack.project / "scripts" / "deploy.sh", "production", *args, cwd=stack.project, check=check, timeout=900)
+
+
+def rollback(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(stack.project / "scripts" / "rollback.sh", "production", *args, cwd=stack.project, check=check, timeout=900)
+
+
+def history(stack: Stack) -> list[dict]:
+    lines = (stack.project / ".deploy" / "production" / "releases.tsv").read_text().splitlines()
+    keys = lines[0].split("\t")
+    return [dict(zip(keys, line.split("\t"))) for line in lines[1:]]
+
+
+def serving(stack: Stack) -> set[str]:
+    """Versions answering through the proxy (asked often enough to reach every replica)."""
+    return {stack.get_json("/")["version"] for _ in range(12)}
+
+
+def replica_images(stack: Stack) -> set[str]:
+    return {inspect(c["Name"])["Image"] for c in stack.containers("app")}
+
+
+def image_id(stack: Stack, version: str) -> str:
+    return json.loads(docker("image", "inspect", f"{stack.answers['image_name']}:{version}").stdout)[0]["Id"]
+
+
+def under_load(stack: Stack, action):
+    with Load(stack.ports["HTTP_PORT"], "/") as load:
+        time.sleep(2)
+        result = action()
+        time.sleep(6)  # the proxy's DNS refresh and health checks settle while requests continue
+    assert len(load.results) > 50, "the load generator ran"
+    return result, load
+
+
+def test_first_deploy_then_a_new_version_without_failed_requests(stack):
+    deploy(stack, "v1")
+    assert serving(stack) == {"v1"}
+    _, load = under_load(stack, lambda: deploy(stack, "v2"))
+    assert load.failures() == [], f"{len(load.failures())} failed of {len(load.results)}"
+    assert load.versions() == {"v1", "v2"}
+    assert serving(stack) == {"v2"}
+    assert replica_images(stack) == {image_id(stack, "v2")} and len(stack.containers("app")) == 2
+    assert [(r["version"], r["kind"]) for r in history(stack)] == [("v1", "deploy"), ("v2", "deploy")]
+    assert history(stack)[-1]["image"] == image_id(stack, "v2")
+    assert "APP_VERSION=v2" in (stack.project / "env/production.env").read_text().splitlines()
+
+
+def test_a_version_failing_its_health_check_never_serves(stack):
+    main = stack.project / "app" / "main.py"
+    original = main.read_text()
+    main.write_text(original.replace('return "health", "200 OK"', 'return "health", "500 Internal Server Error"'))
+    try:
+        before = history(stack)
+        proc, load = under_load(stack, lambda: deploy(stack, "v3", check=False))
+    finally:
+        main.write_text(original)
+    assert proc.returncode != 0
+    assert "did not become healthy; v2 is still serving" in proc.stderr.strip().splitlines()[-1]
+    assert load.failures() == [], f"{len(load.failures())} failed of {len(load.results)}"
+    assert load.versions() == {"v2"}, "no user request reached the broken version"
+    assert serving(stack) == {"v2"} and replica_images(stack) == {image_id(stack, "v2")}
+    assert history(stack) == before
+
+
+def test_a_version_failing_its_migration_never_serves(stack):
+    broken = stack.project / "migrations" / "0002_broken.sql"
+    broken.write_text("SELECT * FROM no_such_table;\n")
+    try:
+        before = history(stack)
+        proc, load = under_load(stack, lambda: deploy(stack, "v4", check=False))
+    finally:
+        broken.unlink()
+    assert proc.returncode != 0
+    assert "its migrations failed (users are still served by v2)" in proc.stderr.strip().splitlines()[-1]
+    assert load.failures() == []
+    assert serving(stack) == {"v2"} and history(stack) == before
+
+
+def test_a_second_deploy_of_the_environment_is_refused(stack):
+    first = subprocess.Popen([str(stack.project / "scripts" / "deploy.sh"), "production", "v5"], cwd=stack.project,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        second = deploy(stack, "v6", check=False)
+        assert second.returncode != 0
+        assert "another deploy or rollback of production is running" in second.stderr
+    finally:
+        out, err = first.communicate(timeout=900)
+    assert first.returncode == 0, err
+    assert serving(stack) == {"v5"}
+
+
+def test_rollback_returns_the_exact_previous_image_without_failed_requests(stack):
+    assert history(stack)[-1]["version"] == "v5"
+    proc, load = under_load(stack, lambda: rollback(stack))
+    assert load.failures() == []
+    assert "rolled production back to v2" in proc.stderr
+    assert serving(stack) == {"v2"}
+    recorded = next(r["image"] for r in history(stack) if r["version"] == "v2" and r["kind"] == "deploy")
+    assert replica_images(stack) == {recorded}
+    assert history(stack)[-1]["kind"] == "rollback"
+
+
+def test_rollback_with_restore_db_brings_back_the_data_before_the_deploy(stack):
+    assert stack.http("POST", "/items", {"name": "before v7"})[0] == 201
+    before = stack.get_json("/items")["items"]
+    deploy(stack, "v7")
+    assert stack.http("POST", "/items", {"name": "written by v7"})[0] == 201
+    assert len(stack.get_json("/items")["items"]) == len(before) + 1
+    proc = rollback(stack, "--restore-db")
+    assert "data restored from" in proc.stderr
+    assert serving(stack) == {"v2"}
+    assert stack.get_json("/items")["items"] == before
