@@ -15,6 +15,8 @@ release_init() {
 	compose_cmd "$1"
 	DEPLOY_HEALTH_TIMEOUT=${DEPLOY_HEALTH_TIMEOUT:-180}
 	DEPLOY_STOP_TIMEOUT=${DEPLOY_STOP_TIMEOUT:-30}
+	# Longer than the proxy's DNS refresh (2 s): it knows a new replica before an old one goes.
+	DEPLOY_SETTLE_SECONDS=${DEPLOY_SETTLE_SECONDS:-4}
 }
 
 # image_of VERSION: the app's image reference for VERSION, from the merged configuration
@@ -118,6 +120,7 @@ switch_to() {
 			return 1
 		fi
 		show_to_proxy "$new"
+		sleep "$DEPLOY_SETTLE_SECONDS"
 		if ((${#old[@]} > 0)); then
 			retire "${old[0]}"
 			old=("${old[@]:1}")
