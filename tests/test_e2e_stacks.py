@@ -16,7 +16,7 @@ from e2e_support import Stack, docker, healthy, inspect, memory_bytes, wait_unti
 
 pytestmark = pytest.mark.e2e
 
-# Each runtime (Python with each installer) and each database, across the three proxies.
+# Every runtime (Python with each installer) with every database, across the three proxies.
 # Monitoring stays off: Grafana, Loki and cAdvisor have no image on this lab (see the report).
 E2E = {
     "py-pip-postgres-nginx": dict(database="postgres", cache="redis", proxy="nginx"),
@@ -24,8 +24,10 @@ E2E = {
     "py-pip-nodb-traefik": dict(database="none", cache="none", proxy="traefik"),
     "py-uv-postgres-traefik": dict(python_installer="uv", database="postgres", cache="none", proxy="traefik"),
     "py-uv-mariadb-nginx": dict(python_installer="uv", database="mariadb", cache="redis", proxy="nginx"),
+    "py-uv-nodb-caddy": dict(python_installer="uv", database="none", cache="redis", proxy="caddy"),
     "py-poetry-postgres-caddy": dict(python_installer="poetry", database="postgres", cache="none", proxy="caddy"),
     "py-poetry-mariadb-nginx": dict(python_installer="poetry", database="mariadb", cache="redis", proxy="nginx", tls="none"),
+    "py-poetry-nodb-traefik": dict(python_installer="poetry", database="none", cache="none", proxy="traefik"),
     "node-postgres-caddy": dict(runtime="node", database="postgres", cache="redis", proxy="caddy"),
     "node-mariadb-traefik": dict(runtime="node", database="mariadb", cache="none", proxy="traefik"),
     "node-nodb-nginx": dict(runtime="node", database="none", cache="none", proxy="nginx"),

@@ -77,7 +77,7 @@ def add_psycopg2(project: Path) -> None:
 
 
 def build(context: Path, tag: str, dockerfile: str, args: dict[str, str]) -> tuple[float, str]:
-    cmd = ["docker", "build", "--progress", "plain", "-f", dockerfile, "-t", tag]
+    cmd = ["docker", "build", "--progress", "plain", "-f", str(context / dockerfile), "-t", tag]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     started = time.perf_counter()
