@@ -58,9 +58,11 @@ def sh(*cmd, cwd=None, check=True) -> subprocess.CompletedProcess:
 
 
 def render(where: Path) -> Path:
+    # A name of its own: its compose projects must not be those of a test run on the same engine.
     project = where / "svc"
     run_copy(str(ROOT), str(project), defaults=True, unsafe=True, vcs_ref="HEAD", quiet=True,
-             data={"monitoring": "none", "environments": ["dev", "production"], "process_manager": "none"})
+             data={"project_name": f"Bench images {where.name}", "monitoring": "none",
+                   "environments": ["dev", "production"], "process_manager": "none"})
     return project
 
 
