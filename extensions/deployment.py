@@ -447,6 +447,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             published=published,
         )
 
+    healthcheck = _app_healthcheck(runtime, app_port, answers["health_path"])
     image_vars = {key: key.upper().replace("-", "_") + "_IMAGE" for key in IMAGES}
     # What compose files write for an image: the pinned default, overridable from the env file.
     image_ref = {key: "${%s:-%s}" % (image_vars[key], IMAGES[key]) for key in IMAGES}
@@ -480,9 +481,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "with_logs": with_logs,
         "app_port": app_port,
         "proxy_ports": {"http": PROXY_HTTP_PORT, "https": PROXY_HTTPS_PORT, "ops": PROXY_OPS_PORT},
-        "app_healthcheck": _app_healthcheck(runtime, app_port, answers["health_path"]),
+        "app_healthcheck": healthcheck,
         # Compose interpolates "$": the same check, escaped for a compose file.
-        "app_healthcheck_compose": [arg.replace("$", "$$") for arg in _app_healthcheck(runtime, app_port, answers["health_path"])],
+        "app_healthcheck_compose": [arg.replace("$", "$$") for arg in healthcheck],
         "start_exec": exec_form(answers["start_command"]),
         "migrate_exec": exec_form(answers["migrate_command"]) if migrate else "[]",
         "tools": TOOLS,
