@@ -48,6 +48,7 @@ IMAGES = {
     "nginx-exporter": "nginx/nginx-prometheus-exporter:1.3.0",
     "loki": "grafana/loki:3.1.1",
     "alloy": "grafana/alloy:v1.3.1",
+    "blackbox-exporter": "prom/blackbox-exporter:v0.25.0",
 }
 
 # Build tools installed in the build stage only (pinned; override with --build-arg).
@@ -144,6 +145,7 @@ SIZES = {
     "proxy-exporter": (0.25, 64),
     "loki": (1.0, 512),
     "alloy": (0.5, 256),
+    "blackbox-exporter": (0.25, 64),
 }
 
 # Host ports that dev publishes on 127.0.0.1 for a service's internal port (env file key, port).
@@ -155,15 +157,18 @@ DEV_PORTS = {
 
 # Where each proxy's per-environment configuration lives (config/<proxy>/<env>/) and is mounted.
 PROXY_CONFIG = {
-    "nginx": {"config_dir": "config/nginx", "mount": "/etc/nginx/deploy"},
-    "caddy": {"config_dir": "config/caddy", "mount": "/etc/caddy/deploy"},
-    "traefik": {"config_dir": "config/traefik", "mount": "/etc/traefik/deploy"},
+    "nginx": {"config_dir": "config/nginx", "mount": "/etc/nginx/deploy", "active": "/etc/nginx/active"},
+    "caddy": {"config_dir": "config/caddy", "mount": "/etc/caddy/deploy", "active": "/etc/caddy/active"},
+    "traefik": {"config_dir": "config/traefik", "mount": "/etc/traefik/deploy", "active": "/etc/traefik/active"},
 }
 
 MONITORING_SERVICES = (
     "prometheus", "alertmanager", "grafana", "node-exporter", "cadvisor",
-    "db-exporter", "cache-exporter", "proxy-exporter", "loki", "alloy",
+    "db-exporter", "cache-exporter", "proxy-exporter", "loki", "alloy", "blackbox-exporter",
 )
+
+# Secret files the operator fills in (a placeholder is made on first use), not random values.
+OPERATOR_SECRETS = ("alert_webhook_url", "alert_smtp_password")
 
 # Internal port on every proxy for its health check and metrics; never published.
 PROXY_OPS_PORT = 8081
@@ -235,6 +240,22 @@ def image_error(value: str) -> str:
 def domain_error(value: str, name: str) -> str:
     if not DOMAIN_RE.match(value or ""):
         return f"{name} {value!r} is not a host name: use lowercase DNS labels, e.g. api.example.com"
+    return ""
+
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+SMARTHOST_RE = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+
+
+def email_error(value: str, name: str) -> str:
+    if not EMAIL_RE.match(value or ""):
+        return f"{name} {value!r} is not an e-mail address: use one like ops@example.com"
+    return ""
+
+
+def smarthost_error(value: str) -> str:
+    if not SMARTHOST_RE.match(value or "") or not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        return f"alert_smtp_smarthost {value!r} is not host:port: use e.g. smtp.example.com:587"
     return ""
 
 
@@ -359,6 +380,11 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         secrets["redis_password"] = ["app", "cache"] + (["cache-exporter"] if monitored else [])
     if monitored:
         secrets["grafana_admin_password"] = ["grafana"]
+    alert_receiver = (answers.get("alert_receiver") or "none") if monitored else "none"
+    if alert_receiver == "webhook":
+        secrets["alert_webhook_url"] = ["alertmanager"]
+    if alert_receiver == "email" and (answers.get("alert_smtp_username") or "").strip():
+        secrets["alert_smtp_password"] = ["alertmanager"]
     # The app's contract in variables; *_PASSWORD_FILE names a secret the entrypoint turns into a URL.
     database_env = {
         "DATABASE_SCHEME": db["scheme"], "DATABASE_HOST": "db", "DATABASE_PORT": str(db["port"]),
@@ -373,6 +399,26 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "app": {"PORT": str(app_port), **version_env, **database_env, **cache_env},
         "migrate": {"PORT": str(app_port), **version_env, **database_env},
     }
+
+    # The app's Compose services: one ("app") for rolling deploys, two colours for blue-green. A
+    # colour has its own version and replica count (the env file records them, scripts/deploy.sh
+    # sets them); the idle colour keeps running the previous release for a fast rollback.
+    blue_green = answers.get("deploy_strategy") == "blue-green"
+    colours = ["blue", "green"] if blue_green else [None]
+    apps = {}
+    for colour in colours:
+        name = f"app-{colour}" if colour else "app"
+        prefix = f"APP_{colour.upper()}" if colour else "APP"
+        apps[name] = {
+            "colour": colour,
+            "version_var": f"{prefix}_VERSION",
+            "version": "${%s_VERSION:-dev}" % prefix,
+            "replicas_var": f"{prefix}_REPLICAS",
+            # Only one service builds the image (both colours share its name).
+            "builds": name in ("app", "app-blue"),
+        }
+    for name, app in apps.items():
+        service_environment[name] = dict(service_environment["app"], APP_VERSION=app["version"])
 
     service_secrets: dict[str, list[str]] = {}
     for secret, readers in secrets.items():
@@ -393,7 +439,16 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         service_networks[name] = ["backend", "monitoring"]
     for name in ("alertmanager", "grafana"):  # alertmanager sends out; grafana is proxied
         service_networks[name] = ["monitoring", "edge"]
-    service_networks = {name: nets for name, nets in service_networks.items() if name in services}
+    service_networks["blackbox-exporter"] = ["monitoring"]
+    probed = monitored and answers.get("tls", "none") != "none"
+    service_networks = {name: nets for name, nets in service_networks.items()
+                        if name in services or (name == "blackbox-exporter" and probed)}
+    for name in apps:
+        # Colours are "app" to Prometheus (the monitoring network), never to the proxy.
+        service_networks[name] = (
+            {net: {"aliases": ["app"]} if net == "monitoring" and name != "app" else {} for net in service_networks["app"]}
+            if name != "app" else service_networks["app"]
+        )
     networks = [net for net in ("edge", "backend", "monitoring") if any(net in n for n in service_networks.values())]
     volumes = [
         volume
@@ -429,19 +484,35 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         limits["app"] = _limits(app_cpus, app_memory, profile["scale"])
         limits["migrate"] = limits["app"]
         env_secrets = list(secrets) + (tls_secrets if tls_on else [])
+        # Replicas per app service: APP_REPLICAS for all; a colour's own count once deployed
+        # (the green colour has none until the second deploy).
+        app_replicas = {}
+        for name, app in apps.items():
+            default = "${APP_REPLICAS:-%d}" % replicas
+            if app["colour"] == "blue":
+                default = "${APP_BLUE_REPLICAS:-%s}" % default
+            elif app["colour"] == "green":
+                default = "${APP_GREEN_REPLICAS:-0}"
+            app_replicas[name] = default
         # Dev publishes internals on 127.0.0.1 only; other environments publish the proxy alone.
         published = {}
         if profile["publish_internals"]:
             internal_ports = dict(DEV_PORTS, db=("DB_PORT", db["port"]) if db else None)
             for name, (key, port) in ((n, p) for n, p in internal_ports.items() if p and n in services):
                 published[name] = {"key": key, "port": port, "mapping": f"127.0.0.1:${{{key}:-{port}}}:{port}"}
+        # Certificate expiry is probed where TLS ends here (blackbox exporter, this environment only).
+        env_services = [n for s in services for n in (list(apps) if s == "app" else [s])]
+        if monitored and tls_on:
+            env_services.append("blackbox-exporter")
         envs[env] = dict(
             profile,
+            services=env_services,
             name=env,
             project=f"{slug}-{env}",
             domain=domains[env],
             tls=tls_on,
             replicas=replicas,
+            app_replicas=app_replicas,
             limits=limits,
             secrets=env_secrets,
             published=published,
@@ -462,6 +533,11 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "backup_environments": [env for env in environments if env != "dev"] if db else [],
         "envs": envs,
         "services": services,
+        # The Compose services, with the app's expanded to its colours; role: what each one is.
+        "compose_services": [n for s in services for n in (list(apps) if s == "app" else [s])],
+        "role": {**{s: s for s in services}, **{name: "app" for name in apps}},
+        "apps": apps,
+        "blue_green": blue_green,
         "secrets": secrets,
         "service_secrets": service_secrets,
         "service_environment": service_environment,
@@ -470,7 +546,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "volumes": volumes,
         "tls_secrets": tls_secrets,
         "images": dict(IMAGES),
-        "image_keys": _image_keys(runtime, proxy, database, services),
+        "image_keys": _image_keys(runtime, proxy, database, services + (["blackbox-exporter"] if probed else [])),
         "image_vars": image_vars,
         "image_ref": image_ref,
         # Non-root proxy unless ACME state must go to a root-owned volume (then UID 0, no caps).
@@ -479,6 +555,12 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "migrate": migrate,
         "monitored": monitored,
         "with_logs": with_logs,
+        "alert_receiver": alert_receiver,
+        "operator_secrets": [name for name in OPERATOR_SECRETS if name in secrets],
+        # Environments whose TLS certificate Prometheus watches.
+        "probe_environments": [env for env in environments if "blackbox-exporter" in envs[env]["services"]],
+        # Node exporter reads the backup scripts' metrics (metrics/ENV/*.prom).
+        "backup_metrics": bool(db) and monitored,
         "app_port": app_port,
         "proxy_ports": {"http": PROXY_HTTP_PORT, "https": PROXY_HTTPS_PORT, "ops": PROXY_OPS_PORT},
         "app_healthcheck": healthcheck,
@@ -505,6 +587,8 @@ class DeploymentExtension(Extension):
             command_error=command_error,
             image_error=image_error,
             domain_error=domain_error,
+            email_error=email_error,
+            smarthost_error=smarthost_error,
             cpus_error=cpus_error,
             memory_error=memory_error,
             exec_form=exec_form,
@@ -517,7 +601,8 @@ class DeploymentExtension(Extension):
 DERIVED_FROM = (
     "runtime", "python_installer", "database", "cache", "monitoring", "proxy", "tls", "environments",
     "project_slug", "app_port", "health_path", "start_command", "migrate_command", "app_cpus",
-    "app_memory", "app_replicas", "domain_staging", "domain_production", "backup_time",
+    "app_memory", "app_replicas", "domain_staging", "domain_production", "backup_time", "deploy_strategy",
+    "alert_receiver", "alert_smtp_username",
 )
 REQUIRED = ("runtime", "database", "cache", "monitoring", "proxy", "environments", "project_slug",
             "app_port", "health_path", "start_command", "app_cpus", "app_memory", "app_replicas")

@@ -126,12 +126,13 @@ def test_verification_catches_damage(stack, tmp_path, damage):
         kept = [line for line in lines if not (line.startswith("INSERT INTO `items`") or line.startswith("1\t"))]
         dump.write_bytes(gzip.compress("".join(kept).encode()))
         run("bash", "-c", "sha256sum dump.sql.gz counts.tsv meta.env > SHA256SUMS", cwd=copy)
-    proc = script(stack, "verify-backup.sh", "production", backup_id, env={"BACKUP_DIR": str(tmp_path)}, check=False)
+    proc = script(stack, "verify-backup.sh", "production", backup_id,
+                  env={"BACKUP_DIR": str(tmp_path), "BACKUP_METRICS_DIR": str(tmp_path / "metrics")}, check=False)
     assert proc.returncode != 0
     reason = {"flipped byte": "checksum", "truncated": "checksum", "rows removed, checksums recomputed": "row counts differ"}
     assert reason[damage] in proc.stderr.splitlines()[-1], proc.stderr
     assert (copy / "verify-failed").exists() and not (copy / "verified").exists()
-    assert 'backup_last_verify_ok{environment="production"} 0' in (tmp_path / "backup.prom").read_text()
+    assert 'backup_last_verify_ok{environment="production"} 0' in (tmp_path / "metrics" / "backup.prom").read_text()
 
 
 def test_encrypted_backup_needs_the_right_key(stack, tmp_path):
@@ -191,7 +192,7 @@ def test_full_disk_fails_cleanly(stack, tmp_path):
         proc = script(stack, "backup.sh", "production", env={"BACKUP_DIR": str(target)}, check=False)
         assert proc.returncode != 0
         assert "no backup was made" in proc.stderr.strip().splitlines()[-1]
-        assert sorted(p.name for p in target.iterdir()) == sorted([first, "latest", "backup.prom"])
+        assert sorted(p.name for p in target.iterdir()) == sorted([first, "latest"])
         assert os.readlink(target / "latest") == first
         run("sha256sum", "--quiet", "-c", "SHA256SUMS", cwd=target / first)
     finally:

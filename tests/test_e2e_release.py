@@ -1,6 +1,7 @@
 """Release operations against real stacks, under load: versioned deploys without failed requests,
 a broken version (health check or migration) that never reaches users, rollback to the exact
-previous image (and the data before a deploy), and one deploy per environment at a time."""
+previous image (and the data before a deploy), and one deploy per environment at a time. Each
+deploy strategy (rolling, blue-green) behind each proxy: they switch in different ways."""
 
 from __future__ import annotations
 
@@ -12,18 +13,23 @@ import time
 import pytest
 
 from conftest import run
-from e2e_support import Load, Stack, docker, inspect
+from e2e_support import Load, Stack, docker, inspect, wait_until
 
 pytestmark = pytest.mark.e2e
 
-# Rolling deploys behind each proxy (the proxy is what keeps requests from failing).
+# Rolling: replicas join and leave the proxy's DNS name one by one. Blue-green: the proxy's
+# configuration names the active colour and is reloaded (nginx -s reload, Caddy's admin API,
+# Traefik's watched file provider).
 VARIANTS = {
-    "rolling-nginx-postgres": dict(proxy="nginx", database="postgres"),
-    "rolling-caddy-mariadb": dict(proxy="caddy", database="mariadb"),
-    "rolling-traefik-postgres": dict(proxy="traefik", database="postgres"),
+    "rolling-nginx-postgres": dict(proxy="nginx", database="postgres", deploy_strategy="rolling"),
+    "rolling-caddy-mariadb": dict(proxy="caddy", database="mariadb", deploy_strategy="rolling"),
+    "rolling-traefik-postgres": dict(proxy="traefik", database="postgres", deploy_strategy="rolling"),
+    "blue-green-nginx-mariadb": dict(proxy="nginx", database="mariadb", deploy_strategy="blue-green"),
+    "blue-green-caddy-postgres": dict(proxy="caddy", database="postgres", deploy_strategy="blue-green"),
+    "blue-green-traefik-postgres": dict(proxy="traefik", database="postgres", deploy_strategy="blue-green"),
 }
 COMMON = dict(environments=["production"], monitoring="none", process_manager="none", tls="none", cache="none",
-              app_replicas=2, deploy_strategy="rolling")
+              app_replicas=2)
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -59,8 +65,24 @@ def serving(stack: Stack) -> set[str]:
     return {stack.get_json("/")["version"] for _ in range(12)}
 
 
-def replica_images(stack: Stack) -> set[str]:
-    return {inspect(c["Name"])["Image"] for c in stack.containers("app")}
+def blue_green(stack: Stack) -> bool:
+    return stack.answers["deploy_strategy"] == "blue-green"
+
+
+def active_colour(stack: Stack) -> str:
+    return (stack.project / ".deploy" / "production" / "active-colour").read_text().strip()
+
+
+def app_service(stack: Stack, which: str = "active") -> str:
+    """The Compose service that serves ("active") or waits ("idle")."""
+    if not blue_green(stack):
+        return "app"
+    colour = active_colour(stack)
+    return f"app-{colour if which == 'active' else {'blue': 'green', 'green': 'blue'}[colour]}"
+
+
+def replica_images(stack: Stack, which: str = "active") -> set[str]:
+    return {inspect(c["Name"])["Image"] for c in stack.containers(app_service(stack, which))}
 
 
 def image_id(stack: Stack, version: str) -> str:
@@ -79,14 +101,23 @@ def under_load(stack: Stack, action):
 def test_first_deploy_then_a_new_version_without_failed_requests(stack):
     deploy(stack, "v1")
     assert serving(stack) == {"v1"}
+    proxy_before = inspect(stack.container("proxy"))
     _, load = under_load(stack, lambda: deploy(stack, "v2"))
+    proxy_after = inspect(stack.container("proxy"))
+    # The proxy was reconfigured (blue-green: a reload), never restarted or recreated.
+    assert (proxy_after["Id"], proxy_after["State"]["StartedAt"]) == (proxy_before["Id"], proxy_before["State"]["StartedAt"])
     assert load.failures() == [], f"{len(load.failures())} failed of {len(load.results)}"
     assert load.versions() == {"v1", "v2"}
     assert serving(stack) == {"v2"}
-    assert replica_images(stack) == {image_id(stack, "v2")} and len(stack.containers("app")) == 2
+    assert replica_images(stack) == {image_id(stack, "v2")} and len(stack.containers(app_service(stack))) == 2
     assert [(r["version"], r["kind"]) for r in history(stack)] == [("v1", "deploy"), ("v2", "deploy")]
     assert history(stack)[-1]["image"] == image_id(stack, "v2")
-    assert "APP_VERSION=v2" in (stack.project / "env/production.env").read_text().splitlines()
+    settings = (stack.project / "env/production.env").read_text().splitlines()
+    assert "APP_VERSION=v2" in settings
+    if blue_green(stack):
+        # v2 went to the idle colour; the colour that served keeps v1 running for a rollback.
+        assert active_colour(stack) == "green" and "APP_GREEN_VERSION=v2" in settings
+        assert replica_images(stack, "idle") == {image_id(stack, "v1")} and len(stack.containers("app-blue")) == 2
 
 
 def test_a_version_failing_its_health_check_never_serves(stack):
@@ -104,6 +135,11 @@ def test_a_version_failing_its_health_check_never_serves(stack):
     assert load.versions() == {"v2"}, "no user request reached the broken version"
     assert serving(stack) == {"v2"} and replica_images(stack) == {image_id(stack, "v2")}
     assert history(stack) == before
+    if blue_green(stack):
+        # The idle colour went back to the release it kept: a rollback still needs no start.
+        assert active_colour(stack) == "green" and replica_images(stack, "idle") == {image_id(stack, "v1")}
+        wait_until(lambda: all(inspect(c["Name"])["State"]["Health"]["Status"] == "healthy"
+                               for c in stack.containers("app-blue")), 120, "the idle colour is healthy again")
 
 
 def test_a_version_failing_its_migration_never_serves(stack):
@@ -143,6 +179,10 @@ def test_rollback_returns_the_exact_previous_image_without_failed_requests(stack
     recorded = next(r["image"] for r in history(stack) if r["version"] == "v2" and r["kind"] == "deploy")
     assert replica_images(stack) == {recorded}
     assert history(stack)[-1]["kind"] == "rollback"
+    if blue_green(stack):
+        # v2 was still running in the idle colour: the rollback was a proxy reload, nothing started.
+        assert "runs it already" in proc.stderr
+        assert replica_images(stack, "idle") == {image_id(stack, "v5")}
 
 
 def test_rollback_with_restore_db_brings_back_the_data_before_the_deploy(stack):

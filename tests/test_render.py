@@ -111,14 +111,28 @@ def test_compose_model_per_environment(render, variant):
             assert published == {"proxy"}
             for network, spec in model["networks"].items():
                 assert spec.get("internal", False) == (network != "edge"), network
-        if "db" in services:
-            assert set(services["db"]["networks"]) == {"backend"}
-            assert services["app"]["depends_on"]["db"]["condition"] == "service_healthy"
-        app = services["app"]
-        assert app["environment"]["PORT"] == str(a["app_port"])
-        assert app["image"].startswith(a["image_name"] + ":")
+        # The app: one service (rolling), or two colours of which only blue runs before a deploy.
+        colours = a["deploy_strategy"] == "blue-green"
+        apps = ["app-blue", "app-green"] if colours else ["app"]
+        assert [name for name in services if name.startswith("app")] == apps
         expected_replicas = 1 if env == "dev" else (min(2, a["app_replicas"]) if env == "staging" else a["app_replicas"])
-        assert app["deploy"]["replicas"] == expected_replicas
+        for name in apps:
+            app = services[name]
+            if "db" in services:
+                assert set(services["db"]["networks"]) == {"backend"}
+                assert app["depends_on"]["db"]["condition"] == "service_healthy"
+            assert app["environment"]["PORT"] == str(a["app_port"])
+            assert app["image"].startswith(a["image_name"] + ":")
+            assert ("build" in app) == (name != "app-green"), "one service builds the shared image"
+            assert app["deploy"]["replicas"] == (0 if name == "app-green" else expected_replicas)
+            if colours:
+                # The proxy must not find a colour by "app"; Prometheus (monitoring network) does.
+                for network, spec in app["networks"].items():
+                    assert ("app" in ((spec or {}).get("aliases") or [])) == (network == "monitoring"), network
+        if colours:
+            assert "depends_on" not in services["proxy"] or not set(services["proxy"]["depends_on"]) & set(apps)
+            volumes = [v["target"] for v in services["proxy"]["volumes"]]
+            assert any(t.endswith("/active") for t in volumes), volumes
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -138,7 +152,8 @@ def test_answers_file_records_every_question(render):
     project = render("defaults")
     recorded = answers(project)
     questions = [key for key in yaml.safe_load((ROOT / "copier.yml").read_text()) if not key.startswith("_")]
-    not_asked = {"acme_email"}  # asked only when tls is "acme"
+    # Asked only when tls is "acme", or alert_receiver is "email".
+    not_asked = {"acme_email", "alert_email_to", "alert_email_from", "alert_smtp_smarthost", "alert_smtp_username"}
     assert recorded["_src_path"]
     assert sorted(key for key in recorded if not key.startswith("_")) == sorted(set(questions) - not_asked)
     assert recorded["project_slug"] == "my-service"

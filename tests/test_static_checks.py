@@ -145,10 +145,23 @@ def test_caddyfile_adapts_and_validates(render, variant):
     if answers(project)["proxy"] != "caddy":
         return
     caddy = require_tool("caddy")
+    blue_green = answers(project)["deploy_strategy"] == "blue-green"
     for env in answers(project)["environments"]:
         caddyfile = project / "config" / "caddy" / env / "Caddyfile"
         run(caddy, "fmt", "--diff", caddyfile)
-        run(caddy, "adapt", "--config", caddyfile, "--adapter", "caddyfile")
+        if not blue_green:
+            run(caddy, "adapt", "--config", caddyfile, "--adapter", "caddyfile")
+            continue
+        # Blue-green imports the active colour the scripts write: adapt it with each colour.
+        for colour in ("green", "blue"):
+            run("bash", "-c", f'source scripts/lib/common.sh && write_proxy_upstream {env} {colour}', cwd=project)
+            active = project / ".deploy" / env / "proxy"
+            adapted = caddyfile.with_name("Caddyfile.adapt-test")
+            adapted.write_text(caddyfile.read_text().replace("/etc/caddy/active", str(active)))
+            out = run(caddy, "adapt", "--config", adapted, "--adapter", "caddyfile").stdout
+            adapted.unlink()
+            assert f'"name":"app-{colour}"' in out.replace(" ", "")
+        shutil.rmtree(project / ".deploy")  # the render is shared with other checks
 
 
 def test_cron_schedule(render, variant):
