@@ -135,6 +135,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"{row['source']:9} {row['image']:55} {row['provides']}")
     terminalreporter.write_line(
         "STAND-IN = built here from Debian packages because no registry was reachable; not the official image. "
-        "Grafana, Loki, Alloy and cAdvisor have no stand-in: the stacks run here use monitoring=none, and their "
-        "configuration is validated statically (tests/test_static_checks.py)."
+        "Grafana, Loki, Alloy and cAdvisor have no stand-in: no e2e test starts them (tests/test_e2e_monitoring.py "
+        "runs the rest of the monitoring stack), and their configuration is validated statically (tests/test_static_checks.py)."
     )

@@ -31,6 +31,11 @@ ensure_engine() {
 		log "installing docker.io"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 	}
+	# systemd hosts mount / shared; node exporter's rslave bind of / needs that (this lab may not).
+	if [[ $(findmnt -no PROPAGATION / 2>/dev/null) == private ]]; then
+		log "making / a shared mount, as systemd does"
+		mount --make-rshared /
+	fi
 	docker info >/dev/null 2>&1 && return 0
 	log "starting dockerd"
 	# No systemd on these machines: the daemon runs in its own session and outlives the tests.

@@ -1,0 +1,190 @@
+"""Monitoring against a real stack: Prometheus scrapes the app replicas, the database, cache and
+proxy exporters, the host and the TLS probe; alerts fire from real failures (an error burst, a
+stopped database, a backup that does not verify, no backup for too long, a certificate close to
+expiry) and reach the receiver (a Slack-compatible webhook, here a sink container).
+
+What is changed for the test, and why: the alert rules' `for:` durations become 10 s and the
+scrape/evaluation interval 5 s, so that an alert fires in seconds instead of minutes; the
+durations themselves are checked by the promtool unit tests on every variant. Grafana, cAdvisor,
+Loki and Alloy have no image here (no registry, no Debian package): they are not started, and
+their configuration is validated statically (tests/test_static_checks.py). Every other image is
+the official one where a registry answers, else a stand-in (see the e2e report)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import run
+from e2e_support import Stack, docker, wait_until
+
+pytestmark = pytest.mark.e2e
+
+NOT_RUN_HERE = {"grafana", "cadvisor", "loki", "alloy"}
+VARIANTS = {
+    "postgres-redis-nginx-tls": dict(database="postgres", cache="redis", proxy="nginx", tls="files"),
+    "mariadb-caddy": dict(database="mariadb", cache="none", proxy="caddy", tls="none"),
+}
+COMMON = dict(environments=["production"], monitoring="prometheus", alert_receiver="webhook", process_manager="none",
+              app_replicas=2, deploy_strategy="rolling")
+SINK = """
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        print("POST " + body.decode(errors="replace"), flush=True)
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Sink).serve_forever()
+"""
+
+
+def shorten_for_test(project) -> None:
+    """Alerts in seconds, not minutes (see the module docstring)."""
+    rules = project / "config" / "prometheus" / "rules" / "alerts.yml"
+    rules.write_text(re.sub(r"for: \d+[smh]", "for: 10s", rules.read_text()))
+    config = project / "config" / "prometheus" / "prometheus.yml"
+    config.write_text(config.read_text().replace("interval: 15s", "interval: 5s"))
+    routes = project / "config" / "alertmanager" / "alertmanager.yml"
+    routes.write_text(routes.read_text().replace("group_wait: 30s", "group_wait: 2s"))
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def stack(request, copie_session, lab):
+    answers = {**COMMON, **VARIANTS[request.param], "project_name": f"Monitoring {request.param}"}
+    result = copie_session.copy(extra_answers=answers)
+    assert result.exit_code == 0, result.exception
+    stack = Stack(result.project_dir, "production")
+    stack.configure()
+    shorten_for_test(stack.project)
+    sink = f"{stack.name}-sink"
+    (stack.project / "secrets" / "production" / "alert_webhook_url").write_text(f"http://{sink}:8080/hook\n")
+    services = stack.compose("config", "--services").stdout.split()
+    started = [s for s in services if s not in NOT_RUN_HERE and s != "migrate"]
+    try:
+        proc = stack.compose("up", "--detach", "--build", "--wait", "--wait-timeout", "300", *started, check=False, timeout=900)
+        if proc.returncode != 0:
+            logs = stack.compose("logs", "--no-color", "--tail", "30", check=False).stdout
+            pytest.fail(f"up failed\n{proc.stderr[-3000:]}\n{logs[-6000:]}", pytrace=False)
+        # The webhook receiver: a sink on the network Alertmanager sends out on.
+        docker("run", "-d", "--name", sink, "--network", f"{stack.name}_edge", "--network-alias", sink,
+               "python:3.12-slim-bookworm", "python3", "-c", SINK)
+        yield stack
+    finally:
+        docker("rm", "-f", sink, check=False)
+        stack.down()
+        assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def prometheus(stack: Stack, path: str, **params) -> dict:
+    """Prometheus' HTTP API, asked from inside its container (it is not published outside dev)."""
+    url = f"http://127.0.0.1:9090{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
+    out = docker("exec", stack.container("prometheus"), "wget", "-q", "-O", "-", url).stdout
+    answer = json.loads(out)
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def targets_up(stack: Stack) -> dict[str, list[bool]]:
+    found: dict[str, list[bool]] = {}
+    for target in prometheus(stack, "/api/v1/targets")["activeTargets"]:
+        found.setdefault(target["labels"]["job"], []).append(target["health"] == "up")
+    return found
+
+
+def firing(stack: Stack) -> set[str]:
+    return {a["labels"]["alertname"] for a in prometheus(stack, "/api/v1/alerts")["alerts"] if a["state"] == "firing"}
+
+
+def query(stack: Stack, expr: str) -> list[dict]:
+    return prometheus(stack, "/api/v1/query", query=expr)["result"]
+
+
+def sink_messages(stack: Stack) -> str:
+    return docker("logs", f"{stack.name}-sink").stdout
+
+
+def test_every_scraped_target_is_up(stack):
+    expected = {"app", "proxy", "db", "node", "prometheus", "alertmanager"}
+    expected |= {"cache"} if stack.answers["cache"] == "redis" else set()
+    expected |= {"tls"} if stack.tls else set()
+
+    def all_up():
+        jobs = targets_up(stack)
+        return expected <= {job for job, ups in jobs.items() if ups and all(ups)} and jobs
+    jobs = wait_until(all_up, 120, f"targets {sorted(expected)} up")
+    assert len(jobs["app"]) == 2, "each app replica is a target (DNS discovery)"
+    assert not jobs["containers"][0], "cAdvisor is not run here (no image), so its target is down"
+    # The example app's own metrics, through the proxy's traffic.
+    for _ in range(20):
+        stack.http("GET", "/")
+    wait_until(lambda: query(stack, 'sum(http_requests_total{job="app", route="root"})'), 60, "the app's request counter")
+    # Shortened to 10 s, absent() rules can fire before the first scrapes (with the real 1 m they
+    # do not): once every target is scraped, a healthy stack fires nothing.
+    wait_until(lambda: firing(stack) == set(), 60, "no alert firing in a healthy stack")
+
+
+def test_an_error_burst_fires_high_error_ratio_and_reaches_the_webhook(stack):
+    # Over several scrapes: rate() counts increases between samples, not a counter's first value.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert stack.http("GET", "/")[0] == 200
+        assert stack.http("GET", "/error")[0] == 500
+    wait_until(lambda: "HighErrorRatio" in firing(stack), 120, "HighErrorRatio firing")
+    wait_until(lambda: "HighErrorRatio" in sink_messages(stack), 60, "the alert at the webhook")
+    message = next(json.loads(line[5:]) for line in sink_messages(stack).splitlines() if "HighErrorRatio" in line)
+    assert "FIRING: HighErrorRatio (production)" in message["attachments"][0]["title"]
+    assert "runbook: README.md#high-error-ratio" in message["attachments"][0]["text"]
+
+
+def test_a_backup_that_does_not_verify_fires_backup_verify_failed(stack):
+    scripts = stack.project / "scripts"
+    backup_id = run(scripts / "backup.sh", "production", cwd=stack.project).stdout.strip().splitlines()[-1]
+    wait_until(lambda: query(stack, 'backup_last_success_timestamp_seconds{environment="production"}'), 60,
+               "the backup's metric, read by node exporter from metrics/production/")
+    dump = next((stack.project / "backups" / "production" / backup_id).glob("dump.sql*"))
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    assert run(scripts / "verify-backup.sh", "production", backup_id, cwd=stack.project, check=False).returncode != 0
+    wait_until(lambda: "BackupVerifyFailed" in firing(stack), 90, "BackupVerifyFailed firing")
+
+
+def test_no_backup_for_too_long_fires_backup_missing_and_a_backup_clears_it(stack):
+    metrics = stack.project / "metrics" / "production" / "backup.prom"
+    old = int(time.time()) - 27 * 3600
+    lines = [line for line in metrics.read_text().splitlines() if not line.startswith("backup_last_success")]
+    metrics.write_text("\n".join(lines + [f'backup_last_success_timestamp_seconds{{environment="production"}} {old}']) + "\n")
+    wait_until(lambda: "BackupMissing" in firing(stack), 90, "BackupMissing firing")
+    run(stack.project / "scripts" / "backup.sh", "production", cwd=stack.project)
+    wait_until(lambda: "BackupMissing" not in firing(stack), 90, "BackupMissing resolved by a new backup")
+
+
+def test_a_certificate_close_to_expiry_fires_certificate_expires_soon(stack):
+    if not stack.tls:
+        assert "tls" not in targets_up(stack), "no TLS here: nothing is probed"
+        return
+    expiry = query(stack, 'probe_ssl_earliest_cert_expiry{job="tls"}')
+    assert expiry and float(expiry[0]["value"][1]) - time.time() > 80 * 86400, "the first self-signed pair: 90 days"
+    secrets = stack.project / "secrets" / "production"
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "5", "-subj", f"/CN={stack.domain}",
+        "-keyout", secrets / "tls_key.new", "-out", secrets / "tls_cert.new")
+    for name in ("tls_key", "tls_cert"):
+        (secrets / f"{name}.new").chmod(0o640)
+        run("chgrp", "10001", secrets / f"{name}.new")
+        (secrets / f"{name}.new").replace(secrets / name)
+    stack.compose("restart", "proxy")
+    wait_until(lambda: "CertificateExpiresSoon" in firing(stack), 120, "CertificateExpiresSoon firing")
+
+
+def test_a_stopped_database_fires_database_down(stack):
+    stack.compose("stop", "db")
+    try:
+        wait_until(lambda: "DatabaseDown" in firing(stack), 120, "DatabaseDown firing")
+        wait_until(lambda: "DatabaseDown" in sink_messages(stack), 60, "DatabaseDown at the webhook")
+    finally:
+        stack.compose("start", "db")
