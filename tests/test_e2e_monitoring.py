@@ -141,6 +141,21 @@ def test_an_error_burst_fires_high_error_ratio_and_reaches_the_webhook(stack):
     assert "runbook: README.md#high-error-ratio" in message["attachments"][0]["text"]
 
 
+def test_every_dashboard_panel_has_data(stack):
+    """Grafana is not run here, but its dashboard's queries are: each returns series from this
+    stack (after the traffic, errors and a backup), except cAdvisor's container panels."""
+    run(stack.project / "scripts" / "backup.sh", "production", cwd=stack.project)
+    dashboard = json.loads((stack.project / "config" / "grafana" / "dashboards" / "service.json").read_text())
+    panels = {p["title"]: p["targets"][0]["expr"] for p in dashboard["panels"]}
+    assert {"Requests per second", "Database connections", "Host CPU busy", "Age of the last backup"} <= set(panels)
+    for title, expr in panels.items():
+        if "container_" in expr:
+            continue  # cAdvisor: no image here
+        if "redis_keyspace" in expr:
+            continue  # a ratio of reads: the example app only INCRements, which Redis does not count as hits
+        wait_until(lambda: query(stack, expr), 60, f"data for the panel {title!r}: {expr}")
+
+
 def test_a_backup_that_does_not_verify_fires_backup_verify_failed(stack):
     scripts = stack.project / "scripts"
     backup_id = run(scripts / "backup.sh", "production", cwd=stack.project).stdout.strip().splitlines()[-1]

@@ -68,7 +68,7 @@ def test_alertmanager_config(render, variant):
     run(require_tool("amtool"), "check-config", config)
 
 
-def test_grafana_provisioning(render, variant):
+def test_grafana_provisioning(render, variant, tmp_path):
     """Grafana has no offline validator here: data sources and dashboards are checked as data."""
     project = render(variant)
     grafana = project / "config" / "grafana"
@@ -84,6 +84,24 @@ def test_grafana_provisioning(render, variant):
         for panel in model["panels"]:
             assert panel["datasource"]["uid"] in uids
             assert all(target["expr"] for target in panel["targets"])
+        # Every panel's PromQL parses: promtool checks it as a recording rule.
+        rules = {"groups": [{"name": "panels", "rules": [
+            {"record": f"panel_{i}", "expr": target["expr"]}
+            for i, panel in enumerate(model["panels"]) for target in panel["targets"]]}]}
+        check = tmp_path / f"{dashboard.stem}-panels.yml"
+        check.write_text(yaml.safe_dump(rules))
+        run(require_tool("promtool"), "check", "rules", check)
+
+
+def test_blackbox_config(render, variant):
+    """Where TLS ends at the proxy and monitoring is on, the blackbox exporter's own check."""
+    project = render(variant)
+    a = answers(project)
+    configs = sorted((project / "config" / "blackbox").glob("*.yml"))
+    probed = [e for e in a["environments"] if e != "dev"] if a["monitoring"] != "none" and a["tls"] != "none" else []
+    assert [c.stem for c in configs] == sorted(probed)
+    for config in configs:
+        run(require_tool("prometheus-blackbox-exporter"), "--config.check", f"--config.file={config}")
 
 
 def test_systemd_units_verify(render, variant, tmp_path):

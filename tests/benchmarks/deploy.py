@@ -1,7 +1,8 @@
-"""Deploy benchmark: failed requests and latency under steady load during a rolling deploy and a
-rollback, against the same load in steady state just before (the baseline), plus wall times.
+"""Deploy benchmark: failed requests and latency under steady load during a deploy and a rollback
+(rolling and blue-green), against the same load in steady state just before (the baseline), plus
+wall times.
 
-    python3 tests/benchmarks/deploy.py [--proxy nginx] [--proxy caddy] ...   # needs tests/lab/prepare.sh
+    python3 tests/benchmarks/deploy.py [--proxy nginx ...] [--strategy blue-green ...]   # needs tests/lab/prepare.sh
 
 Each proxy: a production stack (Python example, PostgreSQL, 2 replicas) deployed as v1; then 20 s
 of steady load, a deploy of v2 under the same load, and a rollback to v1 under load. Prints Markdown.
@@ -43,26 +44,28 @@ def measure(stack: Stack, action) -> dict:
     }
 
 
-def bench(proxy: str, scratch: Path) -> list[str]:
-    project = scratch / proxy
+def bench(proxy: str, strategy: str, scratch: Path) -> list[str]:
+    project = scratch / f"{proxy}-{strategy}"
     run_copy(str(ROOT), str(project), defaults=True, unsafe=True, vcs_ref="HEAD", quiet=True,
-             data={"project_name": f"Bench deploy {proxy}", "proxy": proxy, "environments": ["production"],
-                   "monitoring": "none", "cache": "none", "tls": "none", "process_manager": "none", "app_replicas": 2})
+             data={"project_name": f"Bench deploy {proxy} {strategy}", "proxy": proxy, "environments": ["production"],
+                   "monitoring": "none", "cache": "none", "tls": "none", "process_manager": "none", "app_replicas": 2,
+                   "deploy_strategy": strategy})
     stack = Stack(project, "production")
     stack.configure()
     deploy = project / "scripts" / "deploy.sh"
     rows = []
     try:
         run(deploy, "production", "v1", cwd=project, timeout=900)
-        run(project / "scripts" / "compose.sh", "production", "build", "app", cwd=project, timeout=900,
-            env={**os.environ, "APP_VERSION": "v2"})  # built before, so that the figures are the switch's
+        builder, variable = ("app-blue", "APP_BLUE_VERSION") if strategy == "blue-green" else ("app", "APP_VERSION")
+        run(project / "scripts" / "compose.sh", "production", "build", builder, cwd=project, timeout=900,
+            env={**os.environ, variable: "v2"})  # built before, so that the figures are the switch's
         for name, action in (
             ("deploy v1 -> v2", lambda: run(deploy, "production", "v2", cwd=project, timeout=900)),
             ("rollback v2 -> v1", lambda: run(project / "scripts" / "rollback.sh", "production", cwd=project, timeout=900)),
         ):
             m = measure(stack, action)
             rows.append(
-                f"| {proxy} | {name} | {m['requests']} | {m['failed']} | {m['steady'][0] * 1000:.1f} / {m['steady'][1] * 1000:.1f} | "
+                f"| {proxy} | {strategy} | {name} | {m['requests']} | {m['failed']} | {m['steady'][0] * 1000:.1f} / {m['steady'][1] * 1000:.1f} | "
                 f"{m['during'][0] * 1000:.1f} / {m['during'][1] * 1000:.1f} | {m['during'][1] / m['steady'][1]:.1f}x | {m['wall']:.1f} |"
             )
     finally:
@@ -75,15 +78,17 @@ def bench(proxy: str, scratch: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxy", choices=["nginx", "caddy", "traefik"], action="append")
+    parser.add_argument("--strategy", choices=["rolling", "blue-green"], action="append")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for proxy in args.proxy or ["nginx", "caddy", "traefik"]:
-            rows += bench(proxy, Path(scratch))
+            for strategy in args.strategy or ["rolling", "blue-green"]:
+                rows += bench(proxy, strategy, Path(scratch))
     print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; load: 4 clients, a new connection per request, "
           f"20 ms pause; {time.strftime('%Y-%m-%d')}.\n")
-    print("| proxy | operation | requests during it | failed | steady p50 / p99 (ms) | during p50 / p99 (ms) | p99 ratio | wall time (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| proxy | strategy | operation | requests during it | failed | steady p50 / p99 (ms) | during p50 / p99 (ms) | p99 ratio | wall time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
