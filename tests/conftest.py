@@ -20,7 +20,7 @@ VARIANTS: dict[str, dict] = {
     "py-uv-mariadb-caddy-acme": dict(
         python_installer="uv", environments=["production"], database="mariadb", cache="none",
         monitoring="prometheus-loki", proxy="caddy", tls="acme", deploy_strategy="blue-green",
-        process_manager="supervisor",
+        process_manager="supervisor", alert_receiver="webhook",
     ),
     "py-poetry-traefik-nodb": dict(
         python_installer="poetry", environments=["dev"], database="none", cache="redis",
@@ -36,6 +36,8 @@ VARIANTS: dict[str, dict] = {
     ),
     "go-caddy-files": dict(
         runtime="go", database="none", cache="redis", monitoring="prometheus", proxy="caddy", tls="files",
+        alert_receiver="email", alert_email_to="oncall@example.org", alert_smtp_smarthost="mail.example.org:587",
+        alert_smtp_username="alertmanager",
     ),
     "go-postgres-traefik-acme-existing": dict(
         runtime="go", environments=["production"], database="postgres", cache="none", monitoring="prometheus",
@@ -45,7 +47,7 @@ VARIANTS: dict[str, dict] = {
     ),
     "py-pip-mariadb-nginx-existing": dict(
         environments=["dev", "staging"], database="mariadb", cache="redis", monitoring="prometheus",
-        proxy="nginx", example_app=False,
+        proxy="nginx", example_app=False, deploy_strategy="blue-green", alert_receiver="email",
     ),
 }
 

@@ -171,3 +171,31 @@ def test_every_alert_links_to_a_runbook_section(render, variant):
         for rule in group["rules"]:
             page, anchor = rule["annotations"]["runbook"].split("#")
             assert page == "README.md" and anchor in headings, rule["alert"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_alert_receiver_and_its_secret_files(render, variant):
+    """The receiver chosen at copy time; its credentials only ever as secret files."""
+    project = render(variant)
+    a = answers(project)
+    config = project / "config" / "alertmanager" / "alertmanager.yml"
+    if a["monitoring"] == "none":
+        assert not config.exists()
+        return
+    receivers = yaml.safe_load(config.read_text())["receivers"]
+    assert [r["name"] for r in receivers] == ["default"]
+    receiver = a["alert_receiver"]
+    expected_secrets = {"webhook": {"alert_webhook_url"}, "email": {"alert_smtp_password"} if a.get("alert_smtp_username") else set(),
+                        "none": set()}[receiver]
+    if receiver == "webhook":
+        assert receivers[0]["slack_configs"][0]["api_url_file"] == "/run/secrets/alert_webhook_url"
+    elif receiver == "email":
+        assert receivers[0]["email_configs"][0]["to"] == a["alert_email_to"]
+    else:
+        assert set(receivers[0]) == {"name"}
+    assert "REPLACE" not in config.read_text() and "hooks.slack.com" not in config.read_text()
+    for env in a["environments"]:
+        alertmanager = compose_config(project, env)["services"]["alertmanager"]
+        assert {s["source"] for s in alertmanager.get("secrets", [])} == expected_secrets
+        if expected_secrets:
+            assert alertmanager["user"].endswith(":10001"), "reads the 0640 secret files through their group"

@@ -61,6 +61,29 @@ def test_init_env_creates_settings_and_secrets_once(project):
     assert not list(secrets.glob("*.*"))  # no temporary files left behind
 
 
+def test_init_env_starts_the_backup_clock_only_where_backups_are_scheduled(project):
+    for env in ("dev", "production"):
+        run(project / "scripts/init-env.sh", env)
+    assert list((project / "metrics/dev").iterdir()) == []
+    metric = (project / "metrics/production/backup.prom").read_text()
+    assert metric.startswith('backup_expected_since_timestamp_seconds{environment="production"} ')
+    before = metric
+    run(project / "scripts/init-env.sh", "production")
+    assert (project / "metrics/production/backup.prom").read_text() == before, "set once, never moved"
+
+
+def test_receiver_credentials_start_as_a_placeholder_with_a_warning(render, tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(render("py-uv-mariadb-caddy-acme"), copy, ignore=shutil.ignore_patterns("secrets", "*.env"))
+    proc = run(copy / "scripts/init-env.sh", "production")
+    url = copy / "secrets/production/alert_webhook_url"
+    assert url.read_text() == "REPLACE-ME\n" and mode(url) == 0o640 and url.stat().st_gid == 10001
+    assert "secrets/production/alert_webhook_url is a placeholder: put the real value there" in proc.stderr
+    url.write_text("https://chat.example.org/hooks/abc\n")
+    run(copy / "scripts/init-env.sh", "production")
+    assert url.read_text() == "https://chat.example.org/hooks/abc\n", "the operator's value is kept"
+
+
 def test_first_tls_pair_is_self_signed_for_the_domain(project):
     run(project / "scripts/init-env.sh", "staging")
     proc = run(require_tool("openssl"), "x509", "-in", project / "secrets/staging/tls_cert", "-noout", "-subject", "-ext", "subjectAltName")
