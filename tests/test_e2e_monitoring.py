@@ -28,9 +28,11 @@ NOT_RUN_HERE = {"grafana", "cadvisor", "loki", "alloy"}
 VARIANTS = {
     "postgres-redis-nginx-tls": dict(database="postgres", cache="redis", proxy="nginx", tls="files"),
     "mariadb-caddy": dict(database="mariadb", cache="none", proxy="caddy", tls="none"),
+    "postgres-traefik-tls": dict(database="postgres", cache="none", proxy="traefik", tls="files", deploy_strategy="blue-green"),
 }
 COMMON = dict(environments=["production"], monitoring="prometheus", alert_receiver="webhook", process_manager="none",
               app_replicas=2, deploy_strategy="rolling")
+# Blue-green's idle colour has no replica before a second deploy: Prometheus finds the active one.
 SINK = """
 import http.server, sys
 class Sink(http.server.BaseHTTPRequestHandler):
