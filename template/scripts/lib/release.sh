@@ -221,7 +221,7 @@ colour_serves() {
 
 # switch_colour VERSION (blue-green): VERSION runs in the idle colour (started and health-checked
 # unless it already runs that exact image), then the proxy is pointed at it with a configuration
-# reload. The colour that served keeps running its release: a rollback to it is a reload away.
+# reload or re-read. The colour that served keeps running its release: a rollback to it starts nothing.
 switch_colour() {
 	local version=$1 active idle prefix target replicas
 	active=$(active_colour "$RELEASE_ENV")
