@@ -5,6 +5,7 @@ passing the static checks; changing answers through an update equals a fresh cop
 from __future__ import annotations
 
 import filecmp
+import fnmatch
 import re
 import subprocess
 from pathlib import Path
@@ -28,6 +29,12 @@ def _releases() -> list[tuple[str, str]]:
 
 
 RELEASES = _releases()
+# The app's own files (copier.yml `_skip_if_exists`): rendered once, never replaced by an update.
+USER_OWNED = yaml.safe_load((ROOT / "copier.yml").read_text())["_skip_if_exists"]
+
+
+def user_owned(relative: Path | str) -> bool:
+    return any(fnmatch.fnmatch(str(relative), pattern) for pattern in USER_OWNED)
 ANSWERS = {"project_name": "Update Test"}
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
 
@@ -113,6 +120,8 @@ def test_update_from_release_keeps_edits_and_brings_changes(version, commit, tmp
     app.write_text(app.read_text() + "\n# our own change to the app\n")
     owned = app.read_bytes()
     commit_all(project, "local edits")
+    owned_before = {p.relative_to(project): p.read_bytes() for p in project.rglob("*")
+                    if p.is_file() and ".git" not in p.parts and user_owned(p.relative_to(project))}
 
     update(project)
 
@@ -129,6 +138,9 @@ def test_update_from_release_keeps_edits_and_brings_changes(version, commit, tmp
         if path.is_dir() or relative.parts[0] == ".copier-answers.yml":
             continue
         if relative in {Path("compose.production.yaml"), Path("scripts/compose.sh"), Path("app/main.py")}:
+            continue
+        if user_owned(relative) and relative in owned_before:
+            assert (project / relative).read_bytes() == owned_before[relative], f"{relative} is the app's: kept as it was"
             continue
         assert (project / relative).exists(), f"{relative} did not arrive"
         assert filecmp.cmp(path, project / relative, shallow=False), f"{relative} differs from HEAD's"
@@ -173,7 +185,7 @@ def test_changing_answers_in_an_update_equals_a_fresh_copy(tmp_path):
     fresh = render("HEAD", tmp_path / "fresh", {**before, **after})
     comparison = filecmp.dircmp(project, fresh, ignore=[".git"])
     # The answers file may differ in _commit only (compared below); everything else is identical.
-    differing = _differences(comparison) - {".copier-answers.yml"}
+    differing = {path for path in _differences(comparison) - {".copier-answers.yml"} if not user_owned(path)}
     assert differing == {"scripts/compose.sh"}, differing
     assert compose_sh.read_text() == (fresh / "scripts/compose.sh").read_text() + "# our note\n"
     project_answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
