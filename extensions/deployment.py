@@ -155,11 +155,15 @@ DEV_PORTS = {
     "grafana": ("GRAFANA_PORT", 3000),
 }
 
-# Where each proxy's per-environment configuration lives (config/<proxy>/<env>/) and is mounted.
+# Where each proxy's per-environment configuration lives (config/<proxy>/<env>/) and is mounted;
+# with blue-green, where .deploy/<env>/proxy/ is mounted and the file in it that names the colour.
 PROXY_CONFIG = {
-    "nginx": {"config_dir": "config/nginx", "mount": "/etc/nginx/deploy", "active": "/etc/nginx/active"},
-    "caddy": {"config_dir": "config/caddy", "mount": "/etc/caddy/deploy", "active": "/etc/caddy/active"},
-    "traefik": {"config_dir": "config/traefik", "mount": "/etc/traefik/deploy", "active": "/etc/traefik/active"},
+    "nginx": {"config_dir": "config/nginx", "mount": "/etc/nginx/deploy", "active": "/etc/nginx/active",
+              "upstream_file": "upstream.conf"},
+    "caddy": {"config_dir": "config/caddy", "mount": "/etc/caddy/deploy", "active": "/etc/caddy/active",
+              "upstream_file": "upstream-name"},
+    "traefik": {"config_dir": "config/traefik", "mount": "/etc/traefik/deploy", "active": "/etc/traefik/active",
+                "upstream_file": "upstream.yml"},
 }
 
 MONITORING_SERVICES = (
@@ -411,7 +415,6 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         prefix = f"APP_{colour.upper()}" if colour else "APP"
         apps[name] = {
             "colour": colour,
-            "version_var": f"{prefix}_VERSION",
             "version": "${%s_VERSION:-dev}" % prefix,
             "replicas_var": f"{prefix}_REPLICAS",
             # Only one service builds the image (both colours share its name).
@@ -419,6 +422,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         }
     for name, app in apps.items():
         service_environment[name] = dict(service_environment["app"], APP_VERSION=app["version"])
+
+    # The Compose services, with the app's expanded to its colours.
+    compose_services = [n for s in services for n in (list(apps) if s == "app" else [s])]
 
     service_secrets: dict[str, list[str]] = {}
     for secret, readers in secrets.items():
@@ -443,12 +449,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     probed = monitored and answers.get("tls", "none") != "none"
     service_networks = {name: nets for name, nets in service_networks.items()
                         if name in services or (name == "blackbox-exporter" and probed)}
-    for name in apps:
+    for name in [n for n in apps if n != "app"]:
         # Colours are "app" to Prometheus (the monitoring network), never to the proxy.
-        service_networks[name] = (
-            {net: {"aliases": ["app"]} if net == "monitoring" and name != "app" else {} for net in service_networks["app"]}
-            if name != "app" else service_networks["app"]
-        )
+        service_networks[name] = {net: {"aliases": ["app"]} if net == "monitoring" else {} for net in service_networks["app"]}
     networks = [net for net in ("edge", "backend", "monitoring") if any(net in n for n in service_networks.values())]
     volumes = [
         volume
@@ -486,27 +489,21 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         env_secrets = list(secrets) + (tls_secrets if tls_on else [])
         # Replicas per app service: APP_REPLICAS for all; a colour's own count once deployed
         # (the green colour has none until the second deploy).
-        app_replicas = {}
-        for name, app in apps.items():
-            default = "${APP_REPLICAS:-%d}" % replicas
-            if app["colour"] == "blue":
-                default = "${APP_BLUE_REPLICAS:-%s}" % default
-            elif app["colour"] == "green":
-                default = "${APP_GREEN_REPLICAS:-0}"
-            app_replicas[name] = default
+        shared = "${APP_REPLICAS:-%d}" % replicas
+        app_replicas = {
+            name: shared if name == "app" else "${%s:-%s}" % (app["replicas_var"], "0" if app["colour"] == "green" else shared)
+            for name, app in apps.items()
+        }
         # Dev publishes internals on 127.0.0.1 only; other environments publish the proxy alone.
         published = {}
         if profile["publish_internals"]:
             internal_ports = dict(DEV_PORTS, db=("DB_PORT", db["port"]) if db else None)
             for name, (key, port) in ((n, p) for n, p in internal_ports.items() if p and n in services):
                 published[name] = {"key": key, "port": port, "mapping": f"127.0.0.1:${{{key}:-{port}}}:{port}"}
-        # Certificate expiry is probed where TLS ends here (blackbox exporter, this environment only).
-        env_services = [n for s in services for n in (list(apps) if s == "app" else [s])]
-        if monitored and tls_on:
-            env_services.append("blackbox-exporter")
         envs[env] = dict(
             profile,
-            services=env_services,
+            # Certificate expiry is probed where TLS ends here (blackbox exporter, this environment only).
+            services=compose_services + (["blackbox-exporter"] if monitored and tls_on else []),
             name=env,
             project=f"{slug}-{env}",
             domain=domains[env],
@@ -533,8 +530,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "backup_environments": [env for env in environments if env != "dev"] if db else [],
         "envs": envs,
         "services": services,
-        # The Compose services, with the app's expanded to its colours; role: what each one is.
-        "compose_services": [n for s in services for n in (list(apps) if s == "app" else [s])],
+        # What each Compose service is: a colour's role is "app".
         "role": {**{s: s for s in services}, **{name: "app" for name in apps}},
         "apps": apps,
         "blue_green": blue_green,

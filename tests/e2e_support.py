@@ -74,8 +74,18 @@ class Stack:
         kept = [line for line in lines if line.split("=", 1)[0] not in settings]
         env_file.write_text("\n".join(kept + [f"{k}={v}" for k, v in settings.items()]) + "\n")
 
-    def up(self) -> None:
-        proc = self.compose("up", "--detach", "--build", "--wait", "--wait-timeout", "300", check=False, timeout=900)
+    @classmethod
+    def rendered(cls, copie_session, answers: dict, env: str = "production") -> "Stack":
+        """A fresh rendering with these answers, set up for ENV through its own scripts."""
+        result = copie_session.copy(extra_answers=answers)
+        assert result.exit_code == 0, result.exception
+        stack = cls(result.project_dir, env)
+        stack.configure()
+        return stack
+
+    def up(self, *services: str) -> None:
+        """Build and start (all services, or these and their dependencies), waiting for health."""
+        proc = self.compose("up", "--detach", "--build", "--wait", "--wait-timeout", "300", *services, check=False, timeout=900)
         if proc.returncode != 0:
             logs = self.compose("logs", "--no-color", "--tail", "40", check=False).stdout
             pytest.fail(f"{self.name}: up failed\n{proc.stderr[-3000:]}\n--- service logs ---\n{logs[-6000:]}", pytrace=False)

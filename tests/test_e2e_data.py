@@ -27,11 +27,7 @@ ANSWERS = dict(environments=["production"], monitoring="none", process_manager="
 @pytest.fixture(scope="module", params=DATABASES)
 def stack(request, copie_session, lab):
     """A running production stack per database, shared by the tests of this module."""
-    result = copie_session.copy(extra_answers={**ANSWERS, "database": request.param,
-                                               "project_name": f"Data {request.param}"})
-    assert result.exit_code == 0, result.exception
-    stack = Stack(result.project_dir, "production")
-    stack.configure()
+    stack = Stack.rendered(copie_session, {**ANSWERS, "database": request.param, "project_name": f"Data {request.param}"})
     stack.up()
     yield stack
     stack.down()

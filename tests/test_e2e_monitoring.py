@@ -57,21 +57,14 @@ def shorten_for_test(project) -> None:
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def stack(request, copie_session, lab):
-    answers = {**COMMON, **VARIANTS[request.param], "project_name": f"Monitoring {request.param}"}
-    result = copie_session.copy(extra_answers=answers)
-    assert result.exit_code == 0, result.exception
-    stack = Stack(result.project_dir, "production")
-    stack.configure()
+    stack = Stack.rendered(copie_session, {**COMMON, **VARIANTS[request.param], "project_name": f"Monitoring {request.param}"})
     shorten_for_test(stack.project)
     sink = f"{stack.name}-sink"
     (stack.project / "secrets" / "production" / "alert_webhook_url").write_text(f"http://{sink}:8080/hook\n")
     services = stack.compose("config", "--services").stdout.split()
     started = [s for s in services if s not in NOT_RUN_HERE and s != "migrate"]
     try:
-        proc = stack.compose("up", "--detach", "--build", "--wait", "--wait-timeout", "300", *started, check=False, timeout=900)
-        if proc.returncode != 0:
-            logs = stack.compose("logs", "--no-color", "--tail", "30", check=False).stdout
-            pytest.fail(f"up failed\n{proc.stderr[-3000:]}\n{logs[-6000:]}", pytrace=False)
+        stack.up(*started)
         # The webhook receiver: a sink on the network Alertmanager sends out on.
         docker("run", "-d", "--name", sink, "--network", f"{stack.name}_edge", "--network-alias", sink,
                "python:3.12-slim-bookworm", "python3", "-c", SINK)

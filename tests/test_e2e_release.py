@@ -34,11 +34,7 @@ COMMON = dict(environments=["production"], monitoring="none", process_manager="n
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def stack(request, copie_session, lab):
-    answers = {**COMMON, **VARIANTS[request.param], "project_name": f"Release {request.param}"}
-    result = copie_session.copy(extra_answers=answers)
-    assert result.exit_code == 0, result.exception
-    stack = Stack(result.project_dir, "production")
-    stack.configure()
+    stack = Stack.rendered(copie_session, {**COMMON, **VARIANTS[request.param], "project_name": f"Release {request.param}"})
     yield stack
     stack.down()
     for version in ("v1", "v2", "v3", "v4", "v5", "v6", "v7"):
