@@ -156,7 +156,7 @@ DEV_PORTS = {
 }
 
 # Where each proxy's per-environment configuration lives (config/<proxy>/<env>/) and is mounted;
-# with blue-green, where .deploy/<env>/proxy/ is mounted and the file in it that names the colour.
+# where .deploy/<env>/proxy/ is mounted and the file in it that names the active colour.
 PROXY_CONFIG = {
     "nginx": {"config_dir": "config/nginx", "mount": "/etc/nginx/deploy", "active": "/etc/nginx/active",
               "upstream_file": "upstream.conf"},
@@ -404,21 +404,21 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "migrate": {"PORT": str(app_port), **version_env, **database_env},
     }
 
-    # The app's Compose services: one ("app") for rolling deploys, two colours for blue-green. A
-    # colour has its own version and replica count (the env file records them, scripts/deploy.sh
-    # sets them); the idle colour keeps running the previous release for a fast rollback.
+    # The app runs as two Compose services, its colours: the proxy routes to one of them
+    # (.deploy/<env>/active-colour). A deploy starts the new version in the other colour and points
+    # the proxy at it once healthy, so that a replica leaves the proxy's rotation before it is told
+    # to stop. Rolling then stops the old colour; blue-green keeps it running for a fast rollback.
     blue_green = answers.get("deploy_strategy") == "blue-green"
-    colours = ["blue", "green"] if blue_green else [None]
     apps = {}
-    for colour in colours:
-        name = f"app-{colour}" if colour else "app"
-        prefix = f"APP_{colour.upper()}" if colour else "APP"
-        apps[name] = {
+    for colour in ("blue", "green"):
+        prefix = f"APP_{colour.upper()}"
+        apps[f"app-{colour}"] = {
             "colour": colour,
             "version": "${%s_VERSION:-dev}" % prefix,
+            "version_var": f"{prefix}_VERSION",
             "replicas_var": f"{prefix}_REPLICAS",
             # Only one service builds the image (both colours share its name).
-            "builds": name in ("app", "app-blue"),
+            "builds": colour == "blue",
         }
     for name, app in apps.items():
         service_environment[name] = dict(service_environment["app"], APP_VERSION=app["version"])
@@ -449,7 +449,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     probed = monitored and answers.get("tls", "none") != "none"
     service_networks = {name: nets for name, nets in service_networks.items()
                         if name in services or (name == "blackbox-exporter" and probed)}
-    for name in [n for n in apps if n != "app"]:
+    for name in apps:
         # Colours are "app" to Prometheus (the monitoring network), never to the proxy.
         service_networks[name] = {net: {"aliases": ["app"]} if net == "monitoring" else {} for net in service_networks["app"]}
     networks = [net for net in ("edge", "backend", "monitoring") if any(net in n for n in service_networks.values())]
@@ -487,11 +487,11 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         limits["app"] = _limits(app_cpus, app_memory, profile["scale"])
         limits["migrate"] = limits["app"]
         env_secrets = list(secrets) + (tls_secrets if tls_on else [])
-        # Replicas per app service: APP_REPLICAS for all; a colour's own count once deployed
-        # (the green colour has none until the second deploy).
+        # Replicas per colour: its own count once deployed, else APP_REPLICAS for blue and none for
+        # green (it has none until the second deploy).
         shared = "${APP_REPLICAS:-%d}" % replicas
         app_replicas = {
-            name: shared if name == "app" else "${%s:-%s}" % (app["replicas_var"], "0" if app["colour"] == "green" else shared)
+            name: "${%s:-%s}" % (app["replicas_var"], "0" if app["colour"] == "green" else shared)
             for name, app in apps.items()
         }
         # Dev publishes internals on 127.0.0.1 only; other environments publish the proxy alone.

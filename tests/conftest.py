@@ -103,6 +103,17 @@ def pytest_configure(config):
         config.option.template = str(ROOT)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Parallel e2e (pytest-xdist, --dist loadgroup): the tests that share a stack (a module-scoped
+    `stack` fixture, or one variant) run on one worker, in order; other stacks run side by side."""
+    for item in items:
+        if "e2e" not in item.keywords:
+            continue
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        key = params.get("stack") or params.get("variant") or item.name
+        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{key}"))
+
+
 LAB_STATE = ROOT / "tests" / "lab" / ".state"
 
 

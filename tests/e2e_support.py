@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -18,10 +19,24 @@ import pytest
 from conftest import answers, run
 
 
+_next_port = [0]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port on 127.0.0.1, from a range of its own per test worker (parallel workers never
+    pick the same one), below the kernel's ephemeral ports."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    low, high = 20000 + worker * 1000, 20999 + worker * 1000
+    for _ in range(high - low + 1):
+        port = low + _next_port[0] % (high - low + 1)
+        _next_port[0] += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -163,32 +178,45 @@ def memory_bytes(limit: str) -> int:
 
 class Load:
     """Steady requests to a stack's proxy on 127.0.0.1, from a few threads, each request on a new
-    connection (as independent clients), bounded in time. Records status and latency of each."""
+    connection (as independent clients), bounded in time. Records status and latency of each.
+    `requests` gives each thread its (method, path), e.g. [("GET", "/")] * 3 + [("POST", "/")];
+    by default `threads` threads GET `path`."""
 
-    def __init__(self, port: int, path: str = "/", threads: int = 4, pause: float = 0.02, limit_seconds: float = 900):
-        self.port, self.path, self.pause, self.limit = port, path, pause, limit_seconds
-        self.results: list[tuple[float, int, float]] = []  # (start time, status or 0 for an error, seconds)
+    def __init__(self, port: int, path: str = "/", threads: int = 4, pause: float = 0.02, limit_seconds: float = 900,
+                 requests: list[tuple[str, str]] | None = None):
+        self.port, self.pause, self.limit = port, pause, limit_seconds
+        self.requests = requests or [("GET", path)] * threads
+        # (start time, status or 0 for an error, seconds, (method, path))
+        self.results: list[tuple[float, int, float, tuple[str, str]]] = []
+        self.failed: list[tuple[str, str, int]] = []  # (method, path, status) of each failure
+        self.succeeded: dict[tuple[str, str], int] = {}  # (method, path) -> requests answered 2xx
         self.bodies: set[bytes] = set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, args=r, daemon=True) for r in self.requests]
 
-    def _run(self) -> None:
+    def _run(self, method: str, path: str) -> None:
         deadline = time.monotonic() + self.limit
+        body = b"{}" if method == "POST" else None
         while not self._stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", self.path)
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
                 response = conn.getresponse()
-                status, body = response.status, response.read(400)
+                status, content = response.status, response.read(400)
                 conn.close()
-                with self._lock:
-                    self.bodies.add(body)
+                if path == "/":
+                    with self._lock:
+                        self.bodies.add(content)
             except (OSError, http.client.HTTPException):
                 status = 0
             with self._lock:
-                self.results.append((started, status, time.monotonic() - started))
+                self.results.append((started, status, time.monotonic() - started, (method, path)))
+                if 200 <= status < 300:
+                    self.succeeded[(method, path)] = self.succeeded.get((method, path), 0) + 1
+                else:
+                    self.failed.append((method, path, status))
             time.sleep(self.pause)
 
     def __enter__(self) -> "Load":
@@ -214,8 +242,9 @@ class Load:
                 pass
         return found
 
-    def latencies(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
-        return sorted(r[2] for r in self.results if start <= r[0] <= end and 200 <= r[1] < 300)
+    def latencies(self, start: float = 0.0, end: float = float("inf"), skip: tuple[str, ...] = ()) -> list[float]:
+        """Sorted seconds of the successful requests started in [start, end], except paths in skip."""
+        return sorted(r[2] for r in self.results if start <= r[0] <= end and 200 <= r[1] < 300 and r[3][1] not in skip)
 
 
 def percentile(values: list[float], p: float) -> float:

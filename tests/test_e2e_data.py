@@ -205,7 +205,7 @@ def test_failing_migration_is_undone_or_restorable(stack):
     broken = stack.project / "migrations" / "0002_broken.sql"
     broken.write_text("ALTER TABLE items ADD COLUMN note VARCHAR(100);\nUPDATE items SET name = 'clobbered';\nSELECT * FROM no_such_table;\n")
     try:
-        stack.compose("build", "app")
+        stack.compose("build", "app-blue")
         proc = script(stack, "migrate.sh", "production", check=False)
         assert proc.returncode != 0
         reason = proc.stderr.strip().splitlines()[-1]
@@ -219,7 +219,7 @@ def test_failing_migration_is_undone_or_restorable(stack):
         assert table_bytes(stack) == before_rows
     finally:
         broken.unlink()
-        stack.compose("build", "app")
+        stack.compose("build", "app-blue")
 
 
 def test_retention_over_a_series_of_days(stack, tmp_path):

@@ -1,7 +1,11 @@
 """Release operations against real stacks, under load: versioned deploys without failed requests,
 a broken version (health check or migration) that never reaches users, rollback to the exact
 previous image (and the data before a deploy), and one deploy per environment at a time. Each
-deploy strategy (rolling, blue-green) behind each proxy: they switch in different ways."""
+deploy strategy (rolling, blue-green) behind each proxy: each proxy switches in its own way.
+
+The load is what exposes a replica stopped while the proxy could still send it a request: GETs,
+POSTs (which no proxy retries elsewhere) and slow requests that keep a stopping replica busy (the
+app of this test answers /slow after 1.5 s; its source is patched here, before the first build)."""
 
 from __future__ import annotations
 
@@ -13,13 +17,13 @@ import time
 import pytest
 
 from conftest import run
-from e2e_support import Load, Stack, docker, inspect, wait_until
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, inspect, wait_until
 
 pytestmark = pytest.mark.e2e
 
-# Rolling: replicas join and leave the proxy's DNS name one by one. Blue-green: the proxy's
-# configuration names the active colour and is reloaded (nginx -s reload, Caddy's admin API,
-# Traefik's watched file provider).
+# Both strategies start the new version in the idle colour and switch the proxy to it (nginx: a
+# reload; Caddy: a name read at every request; Traefik: its watched file provider); rolling then
+# stops the old colour, blue-green keeps it.
 VARIANTS = {
     "rolling-nginx-postgres": dict(proxy="nginx", database="postgres", deploy_strategy="rolling"),
     "rolling-caddy-mariadb": dict(proxy="caddy", database="mariadb", deploy_strategy="rolling"),
@@ -35,6 +39,7 @@ COMMON = dict(environments=["production"], monitoring="none", process_manager="n
 @pytest.fixture(scope="module", params=VARIANTS)
 def stack(request, copie_session, lab):
     stack = Stack.rendered(copie_session, {**COMMON, **VARIANTS[request.param], "project_name": f"Release {request.param}"})
+    add_slow_route(stack.project)
     yield stack
     stack.down()
     for version in ("v1", "v2", "v3", "v4", "v5", "v6", "v7"):
@@ -70,9 +75,7 @@ def active_colour(stack: Stack) -> str:
 
 
 def app_service(stack: Stack, which: str = "active") -> str:
-    """The Compose service that serves ("active") or waits ("idle")."""
-    if not blue_green(stack):
-        return "app"
+    """The Compose service (colour) that serves ("active") or does not ("idle")."""
     colour = active_colour(stack)
     return f"app-{colour if which == 'active' else {'blue': 'green', 'green': 'blue'}[colour]}"
 
@@ -86,12 +89,16 @@ def image_id(stack: Stack, version: str) -> str:
 
 
 def under_load(stack: Stack, action):
-    with Load(stack.ports["HTTP_PORT"], "/") as load:
+    with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC) as load:
         time.sleep(2)
         result = action()
-        time.sleep(6)  # the proxy's DNS refresh and health checks settle while requests continue
-    assert len(load.results) > 50, "the load generator ran"
+        time.sleep(3)  # requests continue after the switch, against the new colour only
+    assert len(load.results) > 50 and set(load.succeeded) == set(TRAFFIC), f"every kind of request ran: {load.succeeded}"
     return result, load
+
+
+def no_failures(load: Load) -> None:
+    assert load.failed == [], f"{len(load.failed)} failed of {len(load.results)}: {load.failed[:10]}"
 
 
 def test_first_deploy_then_a_new_version_without_failed_requests(stack):
@@ -100,9 +107,9 @@ def test_first_deploy_then_a_new_version_without_failed_requests(stack):
     proxy_before = inspect(stack.container("proxy"))
     _, load = under_load(stack, lambda: deploy(stack, "v2"))
     proxy_after = inspect(stack.container("proxy"))
-    # The proxy was reconfigured (blue-green: a reload), never restarted or recreated.
+    # The proxy was reconfigured, never restarted or recreated.
     assert (proxy_after["Id"], proxy_after["State"]["StartedAt"]) == (proxy_before["Id"], proxy_before["State"]["StartedAt"])
-    assert load.failures() == [], f"{len(load.failures())} failed of {len(load.results)}"
+    no_failures(load)
     assert load.versions() == {"v1", "v2"}
     assert serving(stack) == {"v2"}
     assert replica_images(stack) == {image_id(stack, "v2")} and len(stack.containers(app_service(stack))) == 2
@@ -110,10 +117,14 @@ def test_first_deploy_then_a_new_version_without_failed_requests(stack):
     assert history(stack)[-1]["image"] == image_id(stack, "v2")
     settings = (stack.project / "env/production.env").read_text().splitlines()
     assert "APP_VERSION=v2" in settings
+    # v2 went to the idle colour, which now serves.
+    assert active_colour(stack) == "green" and "APP_GREEN_VERSION=v2" in settings
     if blue_green(stack):
-        # v2 went to the idle colour; the colour that served keeps v1 running for a rollback.
-        assert active_colour(stack) == "green" and "APP_GREEN_VERSION=v2" in settings
+        # The colour that served keeps v1 running for a rollback.
         assert replica_images(stack, "idle") == {image_id(stack, "v1")} and len(stack.containers("app-blue")) == 2
+    else:
+        # Rolling: the colour that served finished its requests and stopped, and stays stopped.
+        assert stack.containers("app-blue", all_states=True) == [] and "APP_BLUE_REPLICAS=0" in settings
 
 
 def test_a_version_failing_its_health_check_never_serves(stack):
@@ -127,15 +138,18 @@ def test_a_version_failing_its_health_check_never_serves(stack):
         main.write_text(original)
     assert proc.returncode != 0
     assert "did not become healthy; v2 is still serving" in proc.stderr.strip().splitlines()[-1]
-    assert load.failures() == [], f"{len(load.failures())} failed of {len(load.results)}"
+    no_failures(load)
     assert load.versions() == {"v2"}, "no user request reached the broken version"
     assert serving(stack) == {"v2"} and replica_images(stack) == {image_id(stack, "v2")}
     assert history(stack) == before
+    assert active_colour(stack) == "green"
     if blue_green(stack):
         # The idle colour went back to the release it kept: a rollback still needs no start.
-        assert active_colour(stack) == "green" and replica_images(stack, "idle") == {image_id(stack, "v1")}
+        assert replica_images(stack, "idle") == {image_id(stack, "v1")}
         wait_until(lambda: all(inspect(c["Name"])["State"]["Health"]["Status"] == "healthy"
                                for c in stack.containers("app-blue")), 120, "the idle colour is healthy again")
+    else:
+        assert stack.containers("app-blue", all_states=True) == [], "the broken version's replicas are gone"
 
 
 def test_a_version_failing_its_migration_never_serves(stack):
@@ -148,7 +162,7 @@ def test_a_version_failing_its_migration_never_serves(stack):
         broken.unlink()
     assert proc.returncode != 0
     assert "its migrations failed (users are still served by v2)" in proc.stderr.strip().splitlines()[-1]
-    assert load.failures() == []
+    no_failures(load)
     assert serving(stack) == {"v2"} and history(stack) == before
 
 
@@ -169,7 +183,7 @@ def test_a_second_deploy_of_the_environment_is_refused(stack):
 def test_rollback_returns_the_exact_previous_image_without_failed_requests(stack):
     assert history(stack)[-1]["version"] == "v5"
     proc, load = under_load(stack, lambda: rollback(stack))
-    assert load.failures() == []
+    no_failures(load)
     assert "rolled production back to v2" in proc.stderr
     assert serving(stack) == {"v2"}
     recorded = next(r["image"] for r in history(stack) if r["version"] == "v2" and r["kind"] == "deploy")

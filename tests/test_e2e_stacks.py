@@ -44,7 +44,8 @@ def rendered(copie_session, lab):
 
     def _render(variant: str):
         if variant not in cache:
-            result = copie_session.copy(extra_answers={**COMMON, **E2E[variant]})
+            # A project (compose project and image name) of its own: stacks run side by side.
+            result = copie_session.copy(extra_answers={**COMMON, **E2E[variant], "project_name": f"Stack {variant}"})
             assert result.exit_code == 0, result.exception
             cache[variant] = result.project_dir
         return cache[variant]
@@ -73,7 +74,7 @@ def test_stack_runs_serves_and_tears_down(rendered, variant, env):
 
 
 def check_every_service_healthy(stack: Stack) -> None:
-    expected = {"app", "proxy"} | ({"db"} if stack.answers["database"] != "none" else set())
+    expected = {"app-blue", "proxy"} | ({"db"} if stack.answers["database"] != "none" else set())
     expected |= {"cache"} if stack.answers["cache"] == "redis" else set()
     states = {}
     for container in stack.containers(all_states=True):
@@ -86,7 +87,7 @@ def check_every_service_healthy(stack: Stack) -> None:
             else:
                 assert container["State"] == "running" and container["Health"] == "healthy", container
     replicas = 1 if stack.env == "dev" else stack.answers["app_replicas"]
-    assert len(states["app"]) == replicas
+    assert len(states["app-blue"]) == replicas and "app-green" not in states
 
 
 def has_items_endpoint(stack: Stack) -> bool:
@@ -116,7 +117,7 @@ def check_through_the_proxy(stack: Stack) -> None:
 
 
 def check_running_containers(stack: Stack) -> None:
-    app = stack.container("app")
+    app = stack.container("app-blue")
     assert docker("exec", app, "id", "-u").stdout.strip() == "10001"
     toolchain = docker("exec", app, "sh", "-c", "command -v gcc cc g++ make", check=False)
     assert toolchain.stdout.strip() == "", f"the runtime image carries a toolchain: {toolchain.stdout}"
@@ -173,7 +174,7 @@ def check_stack_heals(stack: Stack) -> None:
     name = f"before-failure-{uuid.uuid4().hex[:6]}"
     if has_items_endpoint(stack):
         assert stack.http("POST", "/items", {"name": name})[0] == 201
-    app = stack.container("app")
+    app = stack.container("app-blue")
     restarts = inspect(app)["RestartCount"]
     # A crash, not `docker kill`: the engine treats that as a manual stop and never restarts it.
     os.kill(inspect(app)["State"]["Pid"], signal.SIGKILL)

@@ -111,9 +111,8 @@ def test_compose_model_per_environment(render, variant):
             assert published == {"proxy"}
             for network, spec in model["networks"].items():
                 assert spec.get("internal", False) == (network != "edge"), network
-        # The app: one service (rolling), or two colours of which only blue runs before a deploy.
-        colours = a["deploy_strategy"] == "blue-green"
-        apps = ["app-blue", "app-green"] if colours else ["app"]
+        # The app: two colours (both strategies), of which only blue runs before a deploy.
+        apps = ["app-blue", "app-green"]
         assert [name for name in services if name.startswith("app")] == apps
         expected_replicas = 1 if env == "dev" else (min(2, a["app_replicas"]) if env == "staging" else a["app_replicas"])
         for name in apps:
@@ -125,14 +124,12 @@ def test_compose_model_per_environment(render, variant):
             assert app["image"].startswith(a["image_name"] + ":")
             assert ("build" in app) == (name != "app-green"), "one service builds the shared image"
             assert app["deploy"]["replicas"] == (0 if name == "app-green" else expected_replicas)
-            if colours:
-                # The proxy must not find a colour by "app"; Prometheus (monitoring network) does.
-                for network, spec in app["networks"].items():
-                    assert ("app" in ((spec or {}).get("aliases") or [])) == (network == "monitoring"), network
-        if colours:
-            assert "depends_on" not in services["proxy"] or not set(services["proxy"]["depends_on"]) & set(apps)
-            volumes = [v["target"] for v in services["proxy"]["volumes"]]
-            assert any(t.endswith("/active") for t in volumes), volumes
+            # The proxy must not find a colour by "app"; Prometheus (monitoring network) does.
+            for network, spec in app["networks"].items():
+                assert ("app" in ((spec or {}).get("aliases") or [])) == (network == "monitoring"), network
+        assert "depends_on" not in services["proxy"] or not set(services["proxy"]["depends_on"]) & set(apps)
+        volumes = [v["target"] for v in services["proxy"]["volumes"]]
+        assert any(t.endswith("/active") for t in volumes), volumes
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -163,18 +163,14 @@ def test_caddyfile_adapts_and_validates(render, variant):
     if answers(project)["proxy"] != "caddy":
         return
     caddy = require_tool("caddy")
-    blue_green = answers(project)["deploy_strategy"] == "blue-green"
     for env in answers(project)["environments"]:
         caddyfile = project / "config" / "caddy" / env / "Caddyfile"
         run(caddy, "fmt", "--diff", caddyfile)
         out = run(caddy, "adapt", "--config", caddyfile, "--adapter", "caddyfile").stdout.replace(" ", "")
-        if not blue_green:
-            assert '"name":"app"' in out
-            continue
-        # Blue-green: the upstream name is read from the file the scripts switch, at every lookup.
+        # The upstream name is read from the file the scripts switch, at every request.
         assert '"name":"{file./etc/caddy/active/upstream-name}"' in out
         for colour in ("green", "blue"):
-            run("bash", "-c", f'source scripts/lib/common.sh && write_proxy_upstream {env} {colour}', cwd=project)
+            run("bash", "-c", f'source scripts/lib/common.sh && proxy_write {env} {colour}', cwd=project)
             assert (project / ".deploy" / env / "proxy" / "upstream-name").read_text() == f"app-{colour}"
         shutil.rmtree(project / ".deploy")  # the render is shared with other checks
 

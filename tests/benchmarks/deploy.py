@@ -56,9 +56,8 @@ def bench(proxy: str, strategy: str, scratch: Path) -> list[str]:
     rows = []
     try:
         run(deploy, "production", "v1", cwd=project, timeout=900)
-        builder, variable = ("app-blue", "APP_BLUE_VERSION") if strategy == "blue-green" else ("app", "APP_VERSION")
-        run(project / "scripts" / "compose.sh", "production", "build", builder, cwd=project, timeout=900,
-            env={**os.environ, variable: "v2"})  # built before, so that the figures are the switch's
+        run(project / "scripts" / "compose.sh", "production", "build", "app-blue", cwd=project, timeout=900,
+            env={**os.environ, "APP_BLUE_VERSION": "v2"})  # built before, so that the figures are the switch's
         for name, action in (
             ("deploy v1 -> v2", lambda: run(deploy, "production", "v2", cwd=project, timeout=900)),
             ("rollback v2 -> v1", lambda: run(project / "scripts" / "rollback.sh", "production", cwd=project, timeout=900)),

@@ -103,6 +103,9 @@ ensure_standin() { # key reference
 }
 
 main() {
+	# One preparation at a time: parallel test workers each call this, the first does the work.
+	exec 8>"/tmp/dp-lab-prepare.lock"
+	flock 8
 	bash "$here/install-tools.sh"
 	ensure_engine
 	mkdir -p "$state"

@@ -1,7 +1,11 @@
 # shellcheck shell=bash
 # Releases of an environment, shared by deploy.sh and rollback.sh: the lock, the release history
-# (.deploy/ENV/releases.tsv), image lookups, and the switch from one version to another.
+# (.deploy/ENV/releases.tsv), image lookups, and the switch from one colour to the other.
 # Sourced after lib/common.sh, never run.
+
+# What happens to the colour that served once the proxy routes to the other one: after_switch.
+# shellcheck source=strategy.sh
+source "$PROJECT_ROOT/scripts/lib/strategy.sh"
 
 # release_init ENV: RELEASE_DIR, the lock (held until the script exits), the compose command line.
 release_init() {
@@ -15,8 +19,7 @@ release_init() {
 	compose_cmd "$1"
 	DEPLOY_HEALTH_TIMEOUT=${DEPLOY_HEALTH_TIMEOUT:-180}
 	DEPLOY_STOP_TIMEOUT=${DEPLOY_STOP_TIMEOUT:-30}
-	# Longer than the proxy's DNS refresh (2 s): it knows a new replica before an old one goes.
-	DEPLOY_SETTLE_SECONDS=${DEPLOY_SETTLE_SECONDS:-4}
+	DEPLOY_DRAIN_SECONDS=${DEPLOY_DRAIN_SECONDS:-1}
 }
 
 # config_value SERVICE KEY [VAR=VALUE...]: KEY's value in SERVICE's part of the merged
@@ -28,20 +31,13 @@ config_value() {
 		awk -v s="  $service:" -v k="$key:" '$0 == s { inside = 1; next } /^  [^ ]/ { inside = 0 } inside && $1 == k { print $2; exit }'
 }
 
-# version_var SERVICE: the variable naming the version an app service runs (APP_BLUE_VERSION...).
-version_var() {
-	local name=${1#app}
-	name=${name#-}
-	echo "APP${name:+_${name^^}}_VERSION"
-}
-
-# image_of VERSION: the app's image reference for VERSION.
-image_of() { config_value "${APP_SERVICES[0]}" image "$(version_var "${APP_SERVICES[0]}")=$1"; }
+# image_of VERSION: the app's image reference for VERSION (both colours run the same image name).
+image_of() { config_value "${APP_SERVICE[${COLOURS[0]}]}" image "${VERSION_VAR[${COLOURS[0]}]}=$1"; }
 
 image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null; }
 
 # build_image VERSION: builds the app's image for VERSION from this checkout.
-build_image() { env "$(version_var "${APP_SERVICES[0]}")=$1" "${COMPOSE[@]}" build "${APP_SERVICES[0]}"; }
+build_image() { env "${VERSION_VAR[${COLOURS[0]}]}=$1" "${COMPOSE[@]}" build "${APP_SERVICE[${COLOURS[0]}]}"; }
 
 # current_version: APP_VERSION of the env file (the release that serves).
 current_version() { sed -n 's/^APP_VERSION=//p' "$PROJECT_ROOT/env/$RELEASE_ENV.env" | tail -n 1; }
@@ -71,13 +67,18 @@ release_field() {
 	awk -F'\t' -v v="$1" -v c="$2" 'NR > 1 && $2 == v { f = $c } END { print f }' "$RELEASE_DIR/releases.tsv" 2>/dev/null
 }
 
+# project_containers SERVICE: IDs of SERVICE's running containers in this environment.
+project_containers() {
+	docker ps --quiet --filter "label=com.docker.compose.project=$PROJECT_SLUG-$RELEASE_ENV" \
+		--filter "label=com.docker.compose.service=$1"
+}
+
 # app_containers [SERVICE...]: "container-id image-id" of every running replica of the app's
-# services (all of them by default).
+# services (both colours by default).
 app_containers() {
 	local id service
 	for service in "${@:-${APP_SERVICES[@]}}"; do
-		for id in $(docker ps --quiet --filter "label=com.docker.compose.project=$PROJECT_SLUG-$RELEASE_ENV" \
-			--filter "label=com.docker.compose.service=$service"); do
+		for id in $(project_containers "$service"); do
 			echo "$id $(docker inspect --format '{{.Image}}' "$id")"
 		done
 	done
@@ -86,126 +87,11 @@ app_containers() {
 # desired_replicas: how many replicas serve (APP_REPLICAS or the environment's default).
 desired_replicas() {
 	local replicas
-	replicas=$(config_value "${APP_SERVICES[0]}" replicas APP_BLUE_REPLICAS=)
+	replicas=$(config_value "${APP_SERVICE[${COLOURS[0]}]}" replicas "${REPLICAS_VAR[${COLOURS[0]}]}=")
 	echo "${replicas:-1}"
 }
 
-# first_deploy VERSION: brings up the whole stack with VERSION (nothing served before).
-first_deploy() {
-	local vars=() prefix
-	if [[ $DEPLOY_STRATEGY == blue-green ]]; then
-		prefix=$(colour_prefix "$(active_colour "$RELEASE_ENV")")
-		vars=("${prefix}_VERSION=$1" "${prefix}_REPLICAS=$(desired_replicas)")
-	fi
-	env APP_VERSION="$1" "${vars[@]}" "${COMPOSE[@]}" up --detach --wait >/dev/null 2>&1 || return 1
-	((${#vars[@]} == 0)) || set_env_values "${vars[@]}"
-}
-
-# switch_to VERSION: makes VERSION serve, with the project's deploy strategy. On failure the old
-# version keeps serving and it returns non-zero.
-switch_to() {
-	if [[ $DEPLOY_STRATEGY == blue-green ]]; then switch_colour "$1"; else switch_replicas "$1"; fi
-}
-
-# wait_healthy CONTAINER: until its health check passes; fails when unhealthy, exited or too slow.
-wait_healthy() {
-	local deadline=$((SECONDS + DEPLOY_HEALTH_TIMEOUT)) status
-	while ((SECONDS < deadline)); do
-		status=$(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null) || return 1
-		case $status in
-		healthy) return 0 ;;
-		unhealthy | exited | dead) return 1 ;;
-		esac
-		sleep 1
-	done
-	return 1
-}
-
-# retire CONTAINER: a graceful stop (SIGTERM: requests in flight finish), then removal.
-retire() {
-	docker stop --time "$DEPLOY_STOP_TIMEOUT" "$1" >/dev/null
-	docker rm "$1" >/dev/null
-}
-
-# switch_replicas VERSION (rolling): replaces the app replicas by replicas of VERSION, one at a time: each new
-# replica must be healthy before an old one stops. New replicas are invisible to the proxy until
-# healthy (Docker's DNS would list them as soon as they start). On failure the replicas it
-# started are removed, the old ones keep serving, and it returns non-zero.
-switch_replicas() {
-	local version=$1 target line id new replicas count
-	local old=() kept=() started=()
-	target=$(image_id "$(image_of "$version")") || die "image $(image_of "$version") is not on this host"
-	replicas=$(desired_replicas)
-	while read -r line; do
-		[[ -z $line ]] && continue
-		if [[ ${line#* } == "$target" ]]; then kept+=("${line%% *}"); else old+=("${line%% *}"); fi
-	done < <(app_containers)
-	count=$((${#kept[@]} + ${#old[@]}))
-	while ((${#kept[@]} + ${#started[@]} < replicas)); do
-		count=$((count + 1))
-		if ! APP_VERSION=$version "${COMPOSE[@]}" up --no-start --no-deps --no-recreate --scale "app=$count" app >/dev/null 2>&1; then
-			remove_started "${started[@]}"
-			return 1
-		fi
-		new=$(created_replica)
-		[[ -n $new ]] || { remove_started "${started[@]}"; return 1; }
-		started+=("$new")
-		hide_from_proxy "$new"
-		docker start "$new" >/dev/null
-		log "$version: new replica $(docker inspect --format '{{.Name}}' "$new" | tr -d /), waiting for it to be healthy"
-		if ! wait_healthy "$new"; then
-			log "$version: the new replica did not become healthy; removing what this switch started"
-			remove_started "${started[@]}"
-			return 1
-		fi
-		show_to_proxy "$new"
-		sleep "$DEPLOY_SETTLE_SECONDS"
-		if ((${#old[@]} > 0)); then
-			retire "${old[0]}"
-			old=("${old[@]:1}")
-			count=$((count - 1))
-		fi
-	done
-	for id in "${old[@]}"; do retire "$id"; done
-}
-
-# created_replica: the app replica that compose created but did not start.
-created_replica() {
-	docker ps --all --quiet --filter status=created --filter "label=com.docker.compose.project=$PROJECT_SLUG-$RELEASE_ENV" \
-		--filter "label=com.docker.compose.service=app" | head -n 1
-}
-
-# The networks a replica shares with the proxy: where the proxy finds it by the name "app".
-proxy_networks() {
-	local proxy
-	proxy=$(docker ps --quiet --filter "label=com.docker.compose.project=$PROJECT_SLUG-$RELEASE_ENV" \
-		--filter "label=com.docker.compose.service=proxy" | head -n 1)
-	[[ -n $proxy ]] || return 0
-	comm -12 <(networks_of "$1") <(networks_of "$proxy")
-}
-
-networks_of() { docker inspect --format '{{range $name, $_ := .NetworkSettings.Networks}}{{println $name}}{{end}}' "$1" | sed '/^$/d' | sort; }
-
-hide_from_proxy() {
-	local network
-	HIDDEN_NETWORKS=$(proxy_networks "$1")
-	for network in $HIDDEN_NETWORKS; do docker network disconnect "$network" "$1"; done
-}
-
-show_to_proxy() {
-	local network
-	for network in $HIDDEN_NETWORKS; do docker network connect --alias app "$network" "$1"; done
-}
-
-remove_started() {
-	local id
-	for id in "$@"; do docker rm --force "$id" >/dev/null 2>&1 || true; done
-}
-
-# --- blue-green ------------------------------------------------------------------------------
-
-other_colour() { if [[ $1 == blue ]]; then echo green; else echo blue; fi; }
-colour_prefix() { echo "APP_${1^^}"; }
+other_colour() { if [[ $1 == "${COLOURS[0]}" ]]; then echo "${COLOURS[1]}"; else echo "${COLOURS[0]}"; fi; }
 
 # colour_serves COLOUR IMAGE_ID REPLICAS: COLOUR runs REPLICAS healthy replicas of IMAGE_ID.
 colour_serves() {
@@ -215,40 +101,82 @@ colour_serves() {
 		[[ ${line#* } == "$2" ]] || return 1
 		[[ $(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "${line%% *}") == healthy ]] || return 1
 		count=$((count + 1))
-	done < <(app_containers "app-$1")
+	done < <(app_containers "${APP_SERVICE[$1]}")
 	((count >= $3))
 }
 
-# switch_colour VERSION (blue-green): VERSION runs in the idle colour (started and health-checked
-# unless it already runs that exact image), then the proxy is pointed at it with a configuration
-# reload or re-read. The colour that served keeps running its release: a rollback to it starts nothing.
-switch_colour() {
-	local version=$1 active idle prefix target replicas
+# start_colour COLOUR VERSION REPLICAS: COLOUR runs REPLICAS replicas of VERSION, all healthy (it
+# is not in the proxy's rotation meanwhile). Non-zero if they are not within DEPLOY_HEALTH_TIMEOUT.
+start_colour() {
+	env "${VERSION_VAR[$1]}=$2" "${REPLICAS_VAR[$1]}=$3" "${COMPOSE[@]}" up --detach --no-deps \
+		--wait --wait-timeout "$DEPLOY_HEALTH_TIMEOUT" "${APP_SERVICE[$1]}" >/dev/null 2>&1
+}
+
+# retire_colour COLOUR: COLOUR is out of the proxy's rotation: its replicas finish the requests
+# they have (SIGTERM, DEPLOY_STOP_TIMEOUT), stop, and its replica count becomes 0.
+retire_colour() {
+	local ids
+	# Requests the proxy routed just before the switch reach their replica before it stops.
+	sleep "$DEPLOY_DRAIN_SECONDS"
+	ids=$(project_containers "${APP_SERVICE[$1]}")
+	if [[ -n $ids ]]; then
+		# shellcheck disable=SC2086  # a list of IDs
+		docker stop --time "$DEPLOY_STOP_TIMEOUT" $ids >/dev/null
+		# shellcheck disable=SC2086
+		docker rm $ids >/dev/null
+	fi
+	set_env_values "${REPLICAS_VAR[$1]}=0"
+	log "${APP_SERVICE[$1]} finished its requests and stopped"
+}
+
+# first_deploy VERSION: brings up the whole stack with VERSION in the active colour.
+first_deploy() {
+	local colour vars
+	colour=$(active_colour "$RELEASE_ENV")
+	vars=("${VERSION_VAR[$colour]}=$1" "${REPLICAS_VAR[$colour]}=$(desired_replicas)")
+	env APP_VERSION="$1" "${vars[@]}" "${COMPOSE[@]}" up --detach --wait >/dev/null 2>&1 || return 1
+	set_env_values "${vars[@]}"
+	echo "$colour" | write_atomically "$RELEASE_DIR/active-colour"
+	retire_service_app
+}
+
+# retire_service_app: projects rendered before v0.4.0 ran the rolling app as the one service
+# "app"; once a colour serves, its containers stop gracefully.
+retire_service_app() {
+	local ids
+	ids=$(project_containers app)
+	[[ -n $ids ]] || return 0
+	log "stopping the service app of an earlier template version (the app now runs as ${APP_SERVICES[*]})"
+	# shellcheck disable=SC2086  # a list of IDs
+	docker stop --time "$DEPLOY_STOP_TIMEOUT" $ids >/dev/null && docker rm $ids >/dev/null
+}
+
+# switch_to VERSION: VERSION runs in the idle colour (started and health-checked unless it runs
+# that exact image already), the proxy routes to it (confirmed), then the strategy's after_switch
+# deals with the colour that served. On failure the old colour keeps serving; non-zero.
+switch_to() {
+	local version=$1 active idle target replicas
 	active=$(active_colour "$RELEASE_ENV")
 	idle=$(other_colour "$active")
-	prefix=$(colour_prefix "$idle")
 	target=$(image_id "$(image_of "$version")") || die "image $(image_of "$version") is not on this host"
 	replicas=$(desired_replicas)
 	if colour_serves "$idle" "$target" "$replicas"; then
-		log "$version: the idle $idle colour runs it already (image ${target:7:12})"
+		log "$version: ${APP_SERVICE[$idle]} runs it already (image ${target:7:12})"
 	else
-		log "$version: starting $replicas replica(s) in the idle $idle colour, waiting for them to be healthy"
-		if ! env "${prefix}_VERSION=$version" "${prefix}_REPLICAS=$replicas" "${COMPOSE[@]}" up --detach --no-deps \
-			--wait --wait-timeout "$DEPLOY_HEALTH_TIMEOUT" "app-$idle" >/dev/null 2>&1; then
-			log "$version: the $idle colour did not become healthy; it goes back to the release it had"
-			"${COMPOSE[@]}" up --detach --no-deps "app-$idle" >/dev/null 2>&1 || true
+		log "$version: starting $replicas replica(s) of ${APP_SERVICE[$idle]}, waiting for them to be healthy"
+		if ! start_colour "$idle" "$version" "$replicas"; then
+			log "$version: ${APP_SERVICE[$idle]} did not become healthy; it goes back to what it ran"
+			"${COMPOSE[@]}" up --detach --no-deps "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || true
 			return 1
 		fi
 	fi
-	write_proxy_upstream "$RELEASE_ENV" "$idle"
-	if ! reload_proxy >/dev/null; then
-		log "the proxy refused the configuration for $idle; traffic stays on $active"
-		write_proxy_upstream "$RELEASE_ENV" "$active"
-		reload_proxy >/dev/null 2>&1 || true
+	if ! proxy_route "$RELEASE_ENV" "$idle"; then
+		log "the proxy did not switch to ${APP_SERVICE[$idle]}; traffic stays on ${APP_SERVICE[$active]}"
+		proxy_route "$RELEASE_ENV" "$active" || true
 		return 1
 	fi
-	set_env_values "${prefix}_VERSION=$version" "${prefix}_REPLICAS=$replicas"
-	# Requests already sent to the old colour finish there; it stays up for a rollback.
-	sleep "$DEPLOY_SETTLE_SECONDS"
-	log "$version: traffic moved from $active to $idle; $active keeps $(current_version) for a rollback"
+	echo "$idle" | write_atomically "$RELEASE_DIR/active-colour"
+	set_env_values "${VERSION_VAR[$idle]}=$version" "${REPLICAS_VAR[$idle]}=$replicas"
+	log "$version: the proxy routes to ${APP_SERVICE[$idle]} (was ${APP_SERVICE[$active]})"
+	after_switch "$active"
 }
