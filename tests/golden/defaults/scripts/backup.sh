@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Online backup of an environment's postgres database, without stopping the app.
+#   scripts/backup.sh ENV            prints the backup id as its last line
+#
+# A backup is a directory backups/ENV/ID/ with the dump (plain SQL, gzip, gpg when a key is set),
+# the row counts found in the dump, the schema version, and SHA256SUMS. It is written under a
+# temporary name and renamed into place only when complete; backups/ENV/latest then points to it.
+# Afterwards, retention deletes what the policy no longer keeps (never the newest verified backup).
+#
+# Settings (environment variables, defaults in brackets):
+#   BACKUP_DIR            where backups go [backups/ENV]
+#   BACKUP_KEEP_LAST      always keep this many newest backups [7]
+#   BACKUP_KEEP_DAYS      also keep every backup younger than this many days [14]
+#   BACKUP_KEY_FILE       encrypt with gpg (AES256) using this passphrase file [secrets/ENV/backup_key if present]
+#   BACKUP_RESTIC_REPOSITORY  also copy the backup to this restic repository (off-host) [unset]
+#   RESTIC_PASSWORD_FILE  its password file [secrets/ENV/restic_password]
+#   BACKUP_NOW            the time to use, in epoch seconds [now]; for replaying retention decisions
+set -Eeuo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/db.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/db.sh"
+# shellcheck source=lib/backups.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/backups.sh"
+
+[[ $# -eq 1 ]] || die "usage: scripts/backup.sh ENV"
+env=$1
+require_env "$env"
+backups_init "$env"
+now=${BACKUP_NOW:-$(date -u +%s)}
+id=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)
+[[ ! -e "$BACKUP_DIR/$id" ]] || die "backup $id exists already: wait a second and retry"
+work="$BACKUP_DIR/.incomplete-$id"
+
+cleanup() {
+	# Anything but a finished backup is removed: a half-written backup never becomes "latest".
+	[[ -d $work ]] && rm -rf "$work"
+	return 0
+}
+trap cleanup EXIT
+trap 'die "interrupted"' INT TERM
+
+remove_stale_incomplete
+require_cmd gzip "needed to compress the dump"
+key_file=$(backup_key_file "$env")
+[[ -z $key_file ]] || require_cmd gpg "needed to encrypt backups (BACKUP_KEY_FILE is set)"
+db_use_service "$env"
+"${DB_EXEC[@]}" true 2>/dev/null || die "the $env database is not running: start it with scripts/compose.sh $env up -d --wait"
+mkdir -p "$work"
+
+log "backup $id of $env: schema version"
+db_schema_version "$DB_NAME" >"$work/schema_version"
+
+dump=dump.sql.gz
+[[ -z $key_file ]] || dump=$dump.gpg
+# compress_to FILE: gzip, then gpg when a key is set.
+compress_to() {
+	if [[ -n $key_file ]]; then
+		gzip -6 | gpg --batch --quiet --yes --symmetric --cipher-algo AES256 --passphrase-file "$key_file" -o "$1"
+	else
+		gzip -6 >"$1"
+	fi
+}
+log "backup $id of $env: dumping $DB_ENGINE"
+# The dump streams once: through a FIFO to the row counter, and to compression.
+mkfifo "$work/.rows"
+count_dump_rows <"$work/.rows" >"$work/counts.tsv" &
+counter=$!
+db_dump | tee "$work/.rows" | compress_to "$work/$dump" || die "the dump failed: no backup was made"
+wait "$counter" || die "the dump is incomplete (it does not end with '$DB_DUMP_TRAILER'): no backup was made"
+rm -f "$work/.rows"
+
+cat >"$work/meta.env" <<META
+ID=$id
+ENVIRONMENT=$env
+DATABASE=$DB_ENGINE
+CREATED=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)
+ENCRYPTED=$([[ -n $key_file ]] && echo yes || echo no)
+DUMP=$dump
+SCHEMA_VERSION=$(cat "$work/schema_version")
+META
+rm -f "$work/schema_version"
+(cd "$work" && sha256sum "$dump" counts.tsv meta.env >SHA256SUMS)
+sync_dir "$work"
+mv "$work" "$BACKUP_DIR/$id"
+ln -sfn "$id" "$BACKUP_DIR/.latest.tmp" && mv -Tf "$BACKUP_DIR/.latest.tmp" "$BACKUP_DIR/latest"
+size=$(du -sh "$BACKUP_DIR/$id/$dump" | cut -f1)
+log "backup $id of $env complete: $size, $(wc -l <"$BACKUP_DIR/$id/counts.tsv") tables"
+record_metric "$env" backup_last_success_timestamp_seconds "$now"
+
+apply_retention "$now"
+push_off_host "$env" "$id"
+echo "$id"

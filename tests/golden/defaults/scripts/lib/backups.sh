@@ -1,0 +1,120 @@
+# shellcheck shell=bash
+# Backup bookkeeping shared by backup.sh, restore.sh and verify-backup.sh: where backups live,
+# how one is checked and opened, retention, metrics for monitoring, the off-host copy.
+# Sourced after lib/common.sh, never run.
+
+# backups_init ENV: sets BACKUP_DIR (created 0700) and the retention policy.
+backups_init() {
+	BACKUP_DIR=${BACKUP_DIR:-$PROJECT_ROOT/backups/$1}
+	BACKUP_KEEP_LAST=${BACKUP_KEEP_LAST:-7}
+	BACKUP_KEEP_DAYS=${BACKUP_KEEP_DAYS:-14}
+	mkdir -p "$BACKUP_DIR"
+	chmod 0700 "$BACKUP_DIR"
+}
+
+# backup_key_file ENV: the passphrase file for encryption, or nothing.
+backup_key_file() {
+	local file=${BACKUP_KEY_FILE:-$PROJECT_ROOT/secrets/$1/backup_key}
+	if [[ -n ${BACKUP_KEY_FILE:-} && ! -s $file ]]; then die "BACKUP_KEY_FILE $file is missing or empty"; fi
+	[[ -s $file ]] && echo "$file"
+	return 0
+}
+
+# resolve_backup ID: the backup's directory (ID may be "latest"); dies if there is none.
+resolve_backup() {
+	local id=${1:-latest}
+	if [[ $id == latest ]]; then
+		[[ -L "$BACKUP_DIR/latest" ]] || die "no backup in ${BACKUP_DIR#"$PROJECT_ROOT"/} yet"
+		id=$(readlink "$BACKUP_DIR/latest")
+	fi
+	[[ $id =~ ^[0-9]{8}T[0-9]{6}Z$ && -d "$BACKUP_DIR/$id" ]] || die "no backup $id in ${BACKUP_DIR#"$PROJECT_ROOT"/}"
+	echo "$BACKUP_DIR/$id"
+}
+
+# check_backup DIR ENV: the checksums match (a truncated or altered file fails here), and the key
+# is there if the backup is encrypted.
+check_backup() {
+	[[ -f "$1/SHA256SUMS" ]] || die "$(basename "$1") has no SHA256SUMS: it is not a complete backup"
+	(cd "$1" && sha256sum --quiet --strict -c SHA256SUMS >/dev/null 2>&1) ||
+		die "$(basename "$1") fails its checksum: the backup is damaged, use another one"
+	if [[ $(meta "$1" DUMP) == *.gpg && -z $(backup_key_file "$2") ]]; then
+		die "$(basename "$1") is encrypted and no key is set (secrets/$2/backup_key or BACKUP_KEY_FILE)"
+	fi
+}
+
+# open_backup DIR ENV: the plain SQL of a checked backup on stdout (decrypted, decompressed).
+open_backup() {
+	local dir=$1 dump key_file
+	dump=$(meta "$dir" DUMP)
+	if [[ $dump == *.gpg ]]; then
+		key_file=$(backup_key_file "$2")
+		[[ -n $key_file ]] || die "$(basename "$dir") is encrypted and no key is set (secrets/$2/backup_key or BACKUP_KEY_FILE)"
+		gpg --batch --quiet --decrypt --passphrase-file "$key_file" "$dir/$dump" | gzip -dc
+	else
+		gzip -dc "$dir/$dump"
+	fi
+}
+
+meta() { sed -n "s/^$2=//p" "$1/meta.env"; }
+
+sync_dir() { sync -f "$1" 2>/dev/null || sync; }
+
+# Incomplete directories older than a day are the remains of a crashed backup.
+remove_stale_incomplete() {
+	find "$BACKUP_DIR" -maxdepth 1 -name '.incomplete-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
+}
+
+# list_backups: the ids of complete backups, newest first.
+list_backups() {
+	local dir ids=()
+	for dir in "$BACKUP_DIR"/*/; do
+		dir=${dir%/}
+		dir=${dir##*/}
+		[[ $dir =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && ids+=("$dir")
+	done
+	[[ -z ${ids[*]:-} ]] || printf '%s\n' "${ids[@]}" | sort -r
+}
+
+epoch_of() { date -u -d "$(sed -E 's/^(....)(..)(..)T(..)(..)(..)Z$/\1-\2-\3 \4:\5:\6/' <<<"$1")" +%s; }
+
+# apply_retention NOW: keeps the newest BACKUP_KEEP_LAST, every backup younger than
+# BACKUP_KEEP_DAYS, and the newest verified backup; deletes the rest.
+apply_retention() {
+	local now=$1 index=0 id newest_verified="" keep
+	for id in $(list_backups); do
+		[[ -z $newest_verified && -f "$BACKUP_DIR/$id/verified" ]] && newest_verified=$id
+	done
+	for id in $(list_backups); do
+		keep=no
+		((index < BACKUP_KEEP_LAST)) && keep=yes
+		(((now - $(epoch_of "$id")) < BACKUP_KEEP_DAYS * 86400)) && keep=yes
+		[[ $id == "$newest_verified" ]] && keep=yes
+		if [[ $keep == no ]]; then
+			rm -rf "${BACKUP_DIR:?}/$id"
+			log "retention: deleted $id"
+		fi
+		index=$((index + 1))
+	done
+}
+
+# record_metric ENV NAME VALUE: one gauge in metrics/ENV/backup.prom (node exporter's textfile
+# format; BACKUP_METRICS_DIR overrides the directory).
+record_metric() {
+	local dir=${BACKUP_METRICS_DIR:-$PROJECT_ROOT/metrics/$1}
+	local file="$dir/backup.prom"
+	mkdir -p "$dir"
+	{ grep -v "^$2{" "$file" 2>/dev/null || true; printf '%s{environment="%s"} %s\n' "$2" "$1" "$3"; } | sort |
+		write_atomically "$file"
+}
+
+# push_off_host ENV ID: a copy in the restic repository, when one is configured.
+push_off_host() {
+	[[ -n ${BACKUP_RESTIC_REPOSITORY:-} ]] || return 0
+	require_cmd restic "needed for BACKUP_RESTIC_REPOSITORY"
+	export RESTIC_REPOSITORY=$BACKUP_RESTIC_REPOSITORY
+	export RESTIC_PASSWORD_FILE=${RESTIC_PASSWORD_FILE:-$PROJECT_ROOT/secrets/$1/restic_password}
+	[[ -s $RESTIC_PASSWORD_FILE ]] || die "restic password file $RESTIC_PASSWORD_FILE is missing"
+	restic snapshots --quiet >/dev/null 2>&1 || restic init --quiet >/dev/null || die "cannot open or create the restic repository"
+	(cd "$BACKUP_DIR" && restic backup --quiet --tag "$1" --tag "$2" "$2") || die "the off-host copy of $2 failed (the local backup is complete)"
+	log "off-host copy of $2 in the restic repository"
+}

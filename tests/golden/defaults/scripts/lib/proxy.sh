@@ -1,0 +1,47 @@
+# shellcheck shell=bash
+# How nginx is told which colour to route to. nginx includes .deploy/ENV/proxy/upstream.conf
+# (`set $app_upstream ...`); a configuration reload applies it: new workers route to the new
+# colour, the workers of the old configuration stop accepting and finish what they have.
+# Sourced by lib/common.sh, never run.
+
+PROXY_CONTROL_FILE=upstream.conf
+PROXY_CONFIG_IN_CONTAINER=/etc/nginx/deploy/nginx.conf
+
+# proxy_init ENV: the control file names the active colour before the proxy starts.
+proxy_init() {
+	[[ -f "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE" ]] || proxy_write "$1" "$(active_colour "$1")"
+}
+
+# proxy_write ENV COLOUR: the control file names COLOUR (read at the next reload).
+proxy_write() {
+	mkdir -p "$PROJECT_ROOT/.deploy/$1/proxy"
+	# shellcheck disable=SC2016  # $app_upstream is nginx's variable, written as it is
+	printf 'set $app_upstream http://%s:%s;\n' "${APP_SERVICE[$2]}" "$APP_PORT" |
+		write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE"
+}
+
+# proxy_route ENV COLOUR: the running proxy sends every new request to COLOUR. Returns once no
+# worker of the previous configuration accepts requests; non-zero if nginx refused the change.
+proxy_route() {
+	local container before deadline=$((SECONDS + PROXY_SWITCH_TIMEOUT))
+	container=$(proxy_container "$1") || return 1
+	before=$(nginx_active_workers "$container")
+	proxy_write "$1" "$2"
+	docker exec "$container" nginx -q -t -c "$PROXY_CONFIG_IN_CONTAINER" || return 1
+	docker exec "$container" nginx -q -c "$PROXY_CONFIG_IN_CONTAINER" -s reload || return 1
+	while ((SECONDS < deadline)); do
+		# shellcheck disable=SC2086  # PID lists
+		[[ -z $(comm -12 <(printf '%s\n' $before | sort) <(nginx_active_workers "$container" | sort)) ]] && return 0
+		sleep 0.1
+	done
+	log "nginx did not retire the workers of its previous configuration within ${PROXY_SWITCH_TIMEOUT} s"
+	return 1
+}
+
+# nginx_active_workers CONTAINER: PIDs of the workers that accept requests (not shutting down).
+nginx_active_workers() {
+	docker exec "$1" sh -c 'for p in /proc/[0-9]*; do
+		c=$(tr "\0" " " <"$p/cmdline" 2>/dev/null) || continue
+		case $c in *"is shutting down"*) ;; "nginx: worker process"*) echo "${p#/proc/}" ;; esac
+	done'
+}

@@ -1,0 +1,182 @@
+# shellcheck shell=bash
+# Releases of an environment, shared by deploy.sh and rollback.sh: the lock, the release history
+# (.deploy/ENV/releases.tsv), image lookups, and the switch from one colour to the other.
+# Sourced after lib/common.sh, never run.
+
+# What happens to the colour that served once the proxy routes to the other one: after_switch.
+# shellcheck source=strategy.sh
+source "$PROJECT_ROOT/scripts/lib/strategy.sh"
+
+# release_init ENV: RELEASE_DIR, the lock (held until the script exits), the compose command line.
+release_init() {
+	RELEASE_ENV=$1
+	RELEASE_DIR=$PROJECT_ROOT/.deploy/$1
+	mkdir -p "$RELEASE_DIR"
+	exec 9>"$RELEASE_DIR/lock"
+	flock --nonblock 9 ||
+		die "another deploy or rollback of $1 is running (lock .deploy/$1/lock): wait for it to finish"
+	ensure_env_ready "$1"
+	compose_cmd "$1"
+	DEPLOY_HEALTH_TIMEOUT=${DEPLOY_HEALTH_TIMEOUT:-180}
+	DEPLOY_STOP_TIMEOUT=${DEPLOY_STOP_TIMEOUT:-30}
+	DEPLOY_DRAIN_SECONDS=${DEPLOY_DRAIN_SECONDS:-1}
+}
+
+# config_value SERVICE KEY [VAR=VALUE...]: KEY's value in SERVICE's part of the merged
+# configuration, with the given variables set (`config --images` would list dependencies too).
+config_value() {
+	local service=$1 key=$2
+	shift 2
+	env "$@" "${COMPOSE[@]}" config |
+		awk -v s="  $service:" -v k="$key:" '$0 == s { inside = 1; next } /^  [^ ]/ { inside = 0 } inside && $1 == k { print $2; exit }'
+}
+
+# image_of VERSION: the app's image reference for VERSION (both colours run the same image name).
+image_of() { config_value "${APP_SERVICE[${COLOURS[0]}]}" image "${VERSION_VAR[${COLOURS[0]}]}=$1"; }
+
+image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null; }
+
+# build_image VERSION: builds the app's image for VERSION from this checkout.
+build_image() { env "${VERSION_VAR[${COLOURS[0]}]}=$1" "${COMPOSE[@]}" build "${APP_SERVICE[${COLOURS[0]}]}"; }
+
+# current_version: APP_VERSION of the env file (the release that serves).
+current_version() { sed -n 's/^APP_VERSION=//p' "$PROJECT_ROOT/env/$RELEASE_ENV.env" | tail -n 1; }
+
+# set_env_values KEY=VALUE...: the env file keeps these values, so that every later `up` does too.
+set_env_values() {
+	local file="$PROJECT_ROOT/env/$RELEASE_ENV.env" tmp pair keys=()
+	for pair in "$@"; do keys+=(-e "^${pair%%=*}="); done
+	tmp=$(mktemp "$file.XXXXXX")
+	grep -v "${keys[@]}" "$file" >"$tmp" || true
+	printf '%s\n' "$@" >>"$tmp"
+	chmod --reference="$file" "$tmp"
+	mv -f "$tmp" "$file"
+}
+
+set_current_version() { set_env_values "APP_VERSION=$1"; }
+
+# record_release VERSION IMAGE_ID BACKUP_ID KIND: one line of the history.
+record_release() {
+	local history="$RELEASE_DIR/releases.tsv"
+	[[ -f $history ]] || printf 'time\tversion\timage\tbackup\tkind\n' >"$history"
+	printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" "${3:--}" "$4" >>"$history"
+}
+
+# release_field VERSION COLUMN: a column (3 image, 4 backup) of VERSION's newest history line.
+release_field() {
+	awk -F'\t' -v v="$1" -v c="$2" 'NR > 1 && $2 == v { f = $c } END { print f }' "$RELEASE_DIR/releases.tsv" 2>/dev/null
+}
+
+# project_containers SERVICE: IDs of SERVICE's running containers in this environment.
+project_containers() {
+	docker ps --quiet --filter "label=com.docker.compose.project=$PROJECT_SLUG-$RELEASE_ENV" \
+		--filter "label=com.docker.compose.service=$1"
+}
+
+# app_containers [SERVICE...]: "container-id image-id" of every running replica of the app's
+# services (both colours by default).
+app_containers() {
+	local id service
+	for service in "${@:-${APP_SERVICES[@]}}"; do
+		for id in $(project_containers "$service"); do
+			echo "$id $(docker inspect --format '{{.Image}}' "$id")"
+		done
+	done
+}
+
+# desired_replicas: how many replicas serve (APP_REPLICAS or the environment's default).
+desired_replicas() {
+	local replicas
+	replicas=$(config_value "${APP_SERVICE[${COLOURS[0]}]}" replicas "${REPLICAS_VAR[${COLOURS[0]}]}=")
+	echo "${replicas:-1}"
+}
+
+other_colour() { if [[ $1 == "${COLOURS[0]}" ]]; then echo "${COLOURS[1]}"; else echo "${COLOURS[0]}"; fi; }
+
+# colour_serves COLOUR IMAGE_ID REPLICAS: COLOUR runs REPLICAS healthy replicas of IMAGE_ID.
+colour_serves() {
+	local line count=0
+	while read -r line; do
+		[[ -z $line ]] && continue
+		[[ ${line#* } == "$2" ]] || return 1
+		[[ $(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "${line%% *}") == healthy ]] || return 1
+		count=$((count + 1))
+	done < <(app_containers "${APP_SERVICE[$1]}")
+	((count >= $3))
+}
+
+# start_colour COLOUR VERSION REPLICAS: COLOUR runs REPLICAS replicas of VERSION, all healthy (it
+# is not in the proxy's rotation meanwhile). Non-zero if they are not within DEPLOY_HEALTH_TIMEOUT.
+start_colour() {
+	env "${VERSION_VAR[$1]}=$2" "${REPLICAS_VAR[$1]}=$3" "${COMPOSE[@]}" up --detach --no-deps \
+		--wait --wait-timeout "$DEPLOY_HEALTH_TIMEOUT" "${APP_SERVICE[$1]}" >/dev/null 2>&1
+}
+
+# retire_colour COLOUR: COLOUR is out of the proxy's rotation: its replicas finish the requests
+# they have (SIGTERM, DEPLOY_STOP_TIMEOUT), stop, and its replica count becomes 0.
+retire_colour() {
+	local ids
+	# Requests the proxy routed just before the switch reach their replica before it stops.
+	sleep "$DEPLOY_DRAIN_SECONDS"
+	ids=$(project_containers "${APP_SERVICE[$1]}")
+	if [[ -n $ids ]]; then
+		# shellcheck disable=SC2086  # a list of IDs
+		docker stop --time "$DEPLOY_STOP_TIMEOUT" $ids >/dev/null
+		# shellcheck disable=SC2086
+		docker rm $ids >/dev/null
+	fi
+	set_env_values "${REPLICAS_VAR[$1]}=0"
+	log "${APP_SERVICE[$1]} finished its requests and stopped"
+}
+
+# first_deploy VERSION: brings up the whole stack with VERSION in the active colour.
+first_deploy() {
+	local colour vars
+	colour=$(active_colour "$RELEASE_ENV")
+	vars=("${VERSION_VAR[$colour]}=$1" "${REPLICAS_VAR[$colour]}=$(desired_replicas)")
+	env APP_VERSION="$1" "${vars[@]}" "${COMPOSE[@]}" up --detach --wait >/dev/null 2>&1 || return 1
+	set_env_values "${vars[@]}"
+	echo "$colour" | write_atomically "$RELEASE_DIR/active-colour"
+	retire_service_app
+}
+
+# retire_service_app: projects rendered before v0.4.0 ran the rolling app as the one service
+# "app"; once a colour serves, its containers stop gracefully.
+retire_service_app() {
+	local ids
+	ids=$(project_containers app)
+	[[ -n $ids ]] || return 0
+	log "stopping the service app of an earlier template version (the app now runs as ${APP_SERVICES[*]})"
+	# shellcheck disable=SC2086  # a list of IDs
+	docker stop --time "$DEPLOY_STOP_TIMEOUT" $ids >/dev/null && docker rm $ids >/dev/null
+}
+
+# switch_to VERSION: VERSION runs in the idle colour (started and health-checked unless it runs
+# that exact image already), the proxy routes to it (confirmed), then the strategy's after_switch
+# deals with the colour that served. On failure the old colour keeps serving; non-zero.
+switch_to() {
+	local version=$1 active idle target replicas
+	active=$(active_colour "$RELEASE_ENV")
+	idle=$(other_colour "$active")
+	target=$(image_id "$(image_of "$version")") || die "image $(image_of "$version") is not on this host"
+	replicas=$(desired_replicas)
+	if colour_serves "$idle" "$target" "$replicas"; then
+		log "$version: ${APP_SERVICE[$idle]} runs it already (image ${target:7:12})"
+	else
+		log "$version: starting $replicas replica(s) of ${APP_SERVICE[$idle]}, waiting for them to be healthy"
+		if ! start_colour "$idle" "$version" "$replicas"; then
+			log "$version: ${APP_SERVICE[$idle]} did not become healthy; it goes back to what it ran"
+			"${COMPOSE[@]}" up --detach --no-deps "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || true
+			return 1
+		fi
+	fi
+	if ! proxy_route "$RELEASE_ENV" "$idle"; then
+		log "the proxy did not switch to ${APP_SERVICE[$idle]}; traffic stays on ${APP_SERVICE[$active]}"
+		proxy_route "$RELEASE_ENV" "$active" || true
+		return 1
+	fi
+	echo "$idle" | write_atomically "$RELEASE_DIR/active-colour"
+	set_env_values "${VERSION_VAR[$idle]}=$version" "${REPLICAS_VAR[$idle]}=$replicas"
+	log "$version: the proxy routes to ${APP_SERVICE[$idle]} (was ${APP_SERVICE[$active]})"
+	after_switch "$active"
+}

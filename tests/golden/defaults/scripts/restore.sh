@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Restores a backup into an environment's database, losing nothing on failure.
+#   scripts/restore.sh ENV BACKUP_ID [--confirm-production]      (BACKUP_ID may be "latest")
+#
+# Checks the backup's checksums first, loads it into a fresh database, and only when that load
+# succeeded swaps it in (the app is stopped for the swap, seconds). The database it replaces is
+# kept as app_pre_restore_<time>: drop it once you are sure. A failed restore leaves the current
+# data untouched. Production needs --confirm-production.
+set -Eeuo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/db.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/db.sh"
+# shellcheck source=lib/backups.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/backups.sh"
+
+[[ $# -ge 2 && $# -le 3 ]] || die "usage: scripts/restore.sh ENV BACKUP_ID [--confirm-production]"
+env=$1
+require_env "$env"
+if [[ $env == production && ${3:-} != --confirm-production ]]; then
+	die "restoring production replaces its data: run again with --confirm-production"
+fi
+[[ $# -lt 3 || $3 == --confirm-production ]] || die "unknown option $3"
+backups_init "$env"
+dir=$(resolve_backup "$2")
+id=$(basename "$dir")
+check_backup "$dir" "$env"
+[[ $(meta "$dir" DATABASE) == "$DB_ENGINE" ]] || die "$id is a $(meta "$dir" DATABASE) backup, this is $DB_ENGINE"
+
+db_use_service "$env"
+stamp=$(date -u +%Y%m%d%H%M%S)
+staging_db="app_restore_$stamp"
+previous_db="app_pre_restore_$stamp"
+
+failed() {
+	db_drop "$staging_db" >/dev/null 2>&1 || true
+	die "restore of $id failed while $1: $env's data is as it was"
+}
+
+log "restore $id into $env: loading into a fresh database $staging_db"
+db_create "$staging_db" >/dev/null || failed "creating $staging_db"
+open_backup "$dir" "$env" | db_load "$staging_db" || failed "loading the dump"
+[[ "$(db_counts "$staging_db")" == "$(cat "$dir/counts.tsv")" ]] || failed "comparing row counts with the backup"
+
+log "restore $id into $env: swapping it in (the app stops for a moment)"
+compose_cmd "$env"
+"${COMPOSE[@]}" stop "${APP_SERVICES[@]}" >/dev/null 2>&1 || true
+if ! db_swap "$staging_db" "$previous_db"; then
+	"${COMPOSE[@]}" start "${APP_SERVICES[@]}" >/dev/null 2>&1 || true
+	failed "swapping databases"
+fi
+"${COMPOSE[@]}" up --detach --no-deps --wait "${APP_SERVICES[@]}" >/dev/null 2>&1 ||
+	die "restored $id, but the app did not become healthy: see scripts/compose.sh $env logs ${APP_SERVICES[*]}"
+log "restored $id into $env; the data it replaced is kept as database $previous_db"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Deploys a version of the app to an environment without downtime.
+#   scripts/deploy.sh ENV [VERSION]        VERSION defaults to the git commit of this checkout
+#
+# 1. The image IMAGE:VERSION is used as it is if this host has it (a release is never rebuilt);
+#    otherwise it is pulled, or built from this checkout when VERSION is its commit.
+# 3. The new version starts in the idle colour (app-blue or app-green), hidden from the proxy; once
+#    all its replicas are healthy the proxy is pointed at it and confirms it routes there. Only
+#    then does the colour that served get no new requests:
+#    rolling stops it (SIGTERM: requests in flight finish).
+# 4. The release (time, version, image ID, backup) is appended to .deploy/ENV/releases.tsv and
+#    env/ENV.env names the new version.
+# If the new version fails its health check (or its migration), the old replicas keep serving,
+# nothing is recorded, and it exits non-zero saying why. One deploy per environment at a time.
+#
+# Settings: DEPLOY_HEALTH_TIMEOUT (seconds a new replica has to become healthy) [180],
+#           PROXY_SWITCH_TIMEOUT (seconds the proxy has to confirm a switch) [30],
+#           DEPLOY_DRAIN_SECONDS (after the switch, before the old colour is told to stop) [1],
+#           DEPLOY_STOP_TIMEOUT (seconds an old replica has to finish its requests) [30].
+set -Eeuo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/release.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/release.sh"
+
+[[ $# -ge 1 && $# -le 2 ]] || die "usage: scripts/deploy.sh ENV [VERSION]"
+env=$1
+require_env "$env"
+commit=$(git -C "$PROJECT_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)
+version=${2:-$commit}
+[[ -n $version ]] || die "no VERSION given and $PROJECT_ROOT is not a git checkout: name the version"
+[[ $version =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "version '$version' is not a valid image tag"
+if [[ -z ${2:-} && -n $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+	die "the checkout has uncommitted changes: commit them, or name the version explicitly"
+fi
+release_init "$env"
+image=$(image_of "$version")
+previous=$(current_version)
+
+if image_id "$image" >/dev/null; then
+	log "deploy $version to $env: using image $image (releases are never rebuilt)"
+elif docker pull --quiet "$image" >/dev/null 2>&1; then
+	log "deploy $version to $env: pulled $image"
+elif [[ $version == "$commit" || -n ${2:-} ]]; then
+	log "deploy $version to $env: building $image from this checkout"
+	build_image "$version" >/dev/null || die "building $image failed"
+else
+	die "image $image is neither on this host nor in its registry"
+fi
+image_id=$(image_id "$image")
+backup_id=-
+
+if [[ -z $(app_containers) ]]; then
+	log "deploy $version to $env: first deploy, starting the stack"
+	first_deploy "$version" ||
+		die "deploy $version to $env failed: the stack did not become healthy (scripts/compose.sh $env ps)"
+else
+	log "deploy $version to $env: replacing $previous (rolling)"
+	switch_to "$version" ||
+		die "deploy $version to $env failed: its replicas did not become healthy; $previous is still serving"
+fi
+set_current_version "$version"
+record_release "$version" "$image_id" "$backup_id" deploy
+log "deployed $version to $env (image ${image_id:7:12}, was $previous)"

@@ -1,0 +1,171 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/*.sh: logging, environment checks, the compose command line and
+# first-use setup of an environment (env file and secret files). Sourced, never run.
+
+PROJECT_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
+PROJECT_SLUG=golden-go
+ENVIRONMENTS=(dev production)
+# Group that may read secret files; every container that reads a secret runs with it.
+SECRETS_GID=${SECRETS_GID:-10001}
+SCRIPT_NAME=$(basename -- "$0" .sh)
+# The app runs as two Compose services, its colours; the proxy routes to the active one. Each
+# colour's service, and the env-file keys holding its version and replica count:
+# shellcheck disable=SC2034  # read by lib/release.sh and lib/proxy.sh
+COLOURS=(blue green)
+# shellcheck disable=SC2034
+APP_SERVICES=(app-blue app-green)
+# shellcheck disable=SC2034
+declare -A APP_SERVICE=([blue]=app-blue [green]=app-green)
+# shellcheck disable=SC2034
+declare -A VERSION_VAR=([blue]=APP_BLUE_VERSION [green]=APP_GREEN_VERSION)
+# shellcheck disable=SC2034
+declare -A REPLICAS_VAR=([blue]=APP_BLUE_REPLICAS [green]=APP_GREEN_REPLICAS)
+# shellcheck disable=SC2034
+APP_PORT=8080
+
+log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SCRIPT_NAME" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+require_cmd() {
+	command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"
+}
+
+# require_env ENV: dies unless ENV is one of this project's environments.
+require_env() {
+	local env=${1:-} known
+	for known in "${ENVIRONMENTS[@]}"; do
+		[[ $env == "$known" ]] && return 0
+	done
+	die "unknown environment '${env}': use one of ${ENVIRONMENTS[*]}"
+}
+
+# secret_names ENV: the secret files ENV needs, in secrets/ENV/.
+secret_names() {
+	case $1 in
+	dev) echo "" ;;
+	production) echo "" ;;
+	esac
+}
+
+# compose_cmd ENV: sets the COMPOSE array to the docker compose command line for ENV.
+# shellcheck disable=SC2034  # COMPOSE is read by the scripts that call this function
+compose_cmd() {
+	COMPOSE=(docker compose
+		--project-name "${PROJECT_SLUG}-$1"
+		--project-directory "$PROJECT_ROOT"
+		--env-file "$PROJECT_ROOT/env/$1.env"
+		-f "$PROJECT_ROOT/compose.yaml"
+		-f "$PROJECT_ROOT/compose.$1.yaml")
+}
+
+random_secret() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
+
+# seal_secret ENV FILE: 0640 with group SECRETS_GID, so that the non-root containers can read
+# it (Compose bind-mounts secret files with their host permissions).
+seal_secret() {
+	local env=$1 file=$2
+	chmod 0640 "$file"
+	if ! chgrp "$SECRETS_GID" "$file" 2>/dev/null; then
+		if [[ $env != dev ]]; then
+			rm -f "$file"
+			die "cannot give $file group $SECRETS_GID: run as root (or a member of group $SECRETS_GID)"
+		fi
+		# A developer's machine without that group: dev secrets only, readable by all local users.
+		chmod 0644 "$file"
+		log "warning: $file is 0644 (could not set group $SECRETS_GID); acceptable for dev only"
+	fi
+}
+
+# new_secret ENV NAME: a random value, written under a temporary name and moved into place.
+new_secret() {
+	write_secret "$1" "$2" < <(random_secret)
+	log "created secret secrets/$1/$2"
+}
+
+# write_secret ENV NAME: standard input becomes secrets/ENV/NAME, sealed before it is moved into
+# place (callers redirect rather than pipe: a refusal in seal_secret must end the script itself).
+write_secret() {
+	local file="$PROJECT_ROOT/secrets/$1/$2" tmp
+	tmp=$(mktemp "$file.XXXXXX")
+	cat >"$tmp"
+	seal_secret "$1" "$tmp"
+	mv -f "$tmp" "$file"
+}
+
+# new_tls_pair ENV DOMAIN: a self-signed certificate so that TLS works on first start.
+new_tls_pair() {
+	local env=$1 domain=$2 dir="$PROJECT_ROOT/secrets/$1"
+	require_cmd openssl "needed to make a first self-signed certificate for $env"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 90 -subj "/CN=$domain" \
+		-addext "subjectAltName=DNS:$domain" \
+		-keyout "$dir/tls_key.tmp" -out "$dir/tls_cert.tmp" 2>/dev/null ||
+		die "openssl could not make a certificate for $domain"
+	seal_secret "$env" "$dir/tls_key.tmp"
+	seal_secret "$env" "$dir/tls_cert.tmp"
+	mv -f "$dir/tls_key.tmp" "$dir/tls_key"
+	mv -f "$dir/tls_cert.tmp" "$dir/tls_cert"
+	log "warning: secrets/$env/tls_cert is SELF-SIGNED for $domain: replace tls_cert and tls_key with your certificate"
+}
+
+domain_of() {
+	case $1 in
+	dev) echo "localhost" ;;
+	production) echo "golden-go.example.com" ;;
+	esac
+}
+
+# ensure_env_ready ENV: first use of ENV makes env/ENV.env from its example and every missing
+# secret file. Existing files are never touched: a database keeps the password it was made with.
+ensure_env_ready() {
+	local env=$1 name
+	if [[ ! -f "$PROJECT_ROOT/env/$env.env" ]]; then
+		cp "$PROJECT_ROOT/env/$env.env.example" "$PROJECT_ROOT/env/$env.env"
+		log "created env/$env.env from env/$env.env.example"
+	fi
+	mkdir -p "$PROJECT_ROOT/secrets/$env"
+	chmod 0700 "$PROJECT_ROOT/secrets" "$PROJECT_ROOT/secrets/$env"
+	for name in $(secret_names "$env"); do
+		[[ -s "$PROJECT_ROOT/secrets/$env/$name" ]] && continue
+		case $name in
+		tls_cert | tls_key) new_tls_pair "$env" "$(domain_of "$env")" ;;
+		*) new_secret "$env" "$name" ;;
+		esac
+	done
+	proxy_init "$env"
+}
+
+# write_atomically FILE: standard input becomes FILE's content in one rename (readers see the old
+# or the new file, never a partial one).
+write_atomically() {
+	local tmp
+	tmp=$(mktemp "$1.XXXXXX")
+	cat >"$tmp"
+	chmod 0644 "$tmp"
+	mv -f "$tmp" "$1"
+}
+
+# proxy_container ENV: the ID of ENV's running proxy container.
+proxy_container() {
+	local id
+	id=$(docker ps --quiet --filter "label=com.docker.compose.project=$PROJECT_SLUG-$1" \
+		--filter "label=com.docker.compose.service=proxy" | head -n 1)
+	[[ -n $id ]] || { log "the proxy of $1 is not running"; return 1; }
+	echo "$id"
+}
+
+# Seconds the proxy has to apply a switch of colour (scripts/deploy.sh, rollback.sh).
+PROXY_SWITCH_TIMEOUT=${PROXY_SWITCH_TIMEOUT:-30}
+
+# active_colour ENV: the colour the proxy routes to (.deploy/ENV/active-colour; blue at first).
+active_colour() {
+	local colour
+	colour=$(cat "$PROJECT_ROOT/.deploy/$1/active-colour" 2>/dev/null || true)
+	echo "${colour:-${COLOURS[0]}}"
+}
+
+# The proxy's control of the active colour: proxy_init ENV, proxy_route ENV COLOUR.
+# shellcheck source=proxy.sh
+source "$PROJECT_ROOT/scripts/lib/proxy.sh"

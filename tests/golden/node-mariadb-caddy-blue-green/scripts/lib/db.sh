@@ -1,0 +1,100 @@
+# shellcheck shell=bash
+# Database operations for mariadb, shared by backup.sh, restore.sh, verify-backup.sh and
+# migrate.sh. Every function runs the database's own client inside a container: DB_EXEC is the
+# command prefix, set by db_use_service (the environment's db) or db_use_container (a throwaway).
+# Sourced after lib/common.sh, never run.
+
+# shellcheck disable=SC2034  # DB_ENGINE and DB_DUMP_TRAILER are read by the scripts that source this
+DB_ENGINE=mariadb
+DB_NAME=app
+DB_USER=app
+# The dump trailer the database's own tool writes last: a dump without it is incomplete.
+DB_DUMP_TRAILER='-- Dump completed'
+
+db_use_service() { # ENV
+	compose_cmd "$1"
+	DB_EXEC=("${COMPOSE[@]}" exec -T db)
+}
+
+db_use_container() { # NAME
+	DB_EXEC=(docker exec -i "$1")
+}
+
+# db_root CMD...: runs CMD in the container with root's password in MYSQL_PWD (from the secret
+# file, or from MARIADB_ROOT_PASSWORD in a throwaway container), never on a command line.
+db_root() {
+	# shellcheck disable=SC2016  # expanded by the shell inside the container
+	"${DB_EXEC[@]}" sh -c 'MYSQL_PWD="${MARIADB_ROOT_PASSWORD:-$(cat /run/secrets/db_root_password)}" exec "$@"' db-root "$@"
+}
+
+# db_sql DB ARGS...: the mariadb client on the socket as root.
+db_sql() {
+	local db=$1
+	shift
+	db_root mariadb -uroot --batch --skip-column-names "$db" "$@"
+}
+
+# db_dump: a consistent plain-SQL dump (InnoDB snapshot), one INSERT per row so that rows can be
+# counted in the artifact itself; without a USE statement, so it loads into any database.
+db_dump() {
+	db_root mariadb-dump -uroot --single-transaction --quick --routines --triggers --events \
+		--skip-extended-insert --no-autocommit "$DB_NAME"
+}
+
+db_load() { db_sql "$1"; }
+db_create() { db_sql mysql -e "CREATE DATABASE \`$1\`"; }
+db_drop() { db_sql mysql -e "DROP DATABASE IF EXISTS \`$1\`"; }
+db_exists() { [[ -n $(db_sql mysql -e "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '$1'") ]]; }
+
+db_counts() {
+	local table
+	for table in $(db_sql "$1" -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$1' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1"); do
+		printf '%s\t%s\n' "$table" "$(db_sql "$1" -e "SELECT COUNT(*) FROM \`$table\`")"
+	done
+}
+
+db_schema_version() {
+	local version
+	version=$(db_sql "$1" -e "SELECT COALESCE(MAX(version), 'none') FROM schema_migrations" 2>/dev/null) || version=none
+	echo "${version:-none}"
+}
+
+# db_swap NEW OLD: one atomic RENAME TABLE moves the current tables to OLD and NEW's into place.
+db_swap() {
+	local renames=() table
+	db_create "$2"
+	for table in $(db_sql mysql -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$DB_NAME'"); do
+		renames+=("\`$DB_NAME\`.\`$table\` TO \`$2\`.\`$table\`")
+	done
+	for table in $(db_sql mysql -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$1'"); do
+		renames+=("\`$1\`.\`$table\` TO \`$DB_NAME\`.\`$table\`")
+	done
+	[[ -z ${renames[*]:-} ]] || db_sql mysql -e "RENAME TABLE $(IFS=,; echo "${renames[*]}")"
+	db_sql mysql -e "DROP DATABASE \`$1\`"
+}
+
+# db_wait_ready: the final server accepts connections. Over TCP on loopback: the image's
+# temporary server, which runs while it initialises, has networking off.
+db_wait_ready() {
+	local _
+	for _ in $(seq 90); do
+		db_root mariadb -uroot --protocol=tcp -h 127.0.0.1 -e 'SELECT 1' >/dev/null 2>&1 && return 0
+		sleep 1
+	done
+	return 1
+}
+
+db_throwaway_env() { echo "MARIADB_ROOT_PASSWORD=$(random_secret) MARIADB_DATABASE=$DB_NAME"; }
+
+# count_dump_rows: reads a plain dump on stdin, writes "table<TAB>rows" for every table it creates
+# and exits 3 unless the dump ends with the tool's completion trailer.
+count_dump_rows() {
+	awk -v trailer="$DB_DUMP_TRAILER" '
+		/^CREATE TABLE `/ { t = $3; gsub(/`/, "", t); rows[t] += 0; next }
+		/^INSERT INTO `/ { t = $3; gsub(/`/, "", t); rows[t]++; next }
+		index($0, trailer) == 1 { complete = 1 }
+		END {
+			for (t in rows) printf "%s\t%d\n", t, rows[t]
+			if (!complete) exit 3
+		}' | LC_ALL=C sort
+}

@@ -1,0 +1,24 @@
+# shellcheck shell=bash
+# How Caddy is told which colour to route to. Caddy reads the name of the colour's service from
+# .deploy/ENV/proxy/upstream-name at every request (the {file.*} placeholder of its dynamic
+# upstreams) and resolves it through Docker's DNS: no reload, nothing to wait for.
+# Sourced by lib/common.sh, never run.
+
+PROXY_CONTROL_FILE=upstream-name
+
+# proxy_init ENV: the control file names the active colour before the proxy starts.
+proxy_init() {
+	[[ -f "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE" ]] || proxy_write "$1" "$(active_colour "$1")"
+}
+
+# proxy_write ENV COLOUR: the control file names COLOUR's service, in one rename.
+proxy_write() {
+	mkdir -p "$PROJECT_ROOT/.deploy/$1/proxy"
+	printf '%s' "${APP_SERVICE[$2]}" | write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE"
+}
+
+# proxy_route ENV COLOUR: every request that starts after this returns goes to COLOUR.
+proxy_route() {
+	proxy_container "$1" >/dev/null || return 1
+	proxy_write "$1" "$2"
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Returns an environment to an earlier release, with the same switch as deploy.sh.
+#   scripts/rollback.sh ENV [VERSION] [--restore-db]
+# VERSION defaults to the release before the current one in .deploy/ENV/releases.tsv; its image
+# is the one recorded then (exact image ID).
+# --restore-db also restores the backup taken before the current release's migrations, so that
+# the data is as it was before that deploy (writes made since are kept in the replaced database,
+# see scripts/restore.sh).
+set -Eeuo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/release.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/release.sh"
+
+[[ $# -ge 1 ]] || die "usage: scripts/rollback.sh ENV [VERSION] [--restore-db]"
+env=$1
+shift
+restore_db=no
+target=
+for arg in "$@"; do
+	case $arg in
+	--restore-db) restore_db=yes ;;
+	-*) die "unknown option $arg" ;;
+	*) target=$arg ;;
+	esac
+done
+require_env "$env"
+release_init "$env"
+[[ -f "$RELEASE_DIR/releases.tsv" ]] || die "no release history in .deploy/$env: nothing to roll back to"
+current=$(current_version)
+if [[ -z $target ]]; then
+	target=$(awk -F'\t' -v cur="$current" 'NR > 1 && $2 != cur { prev = $2 } END { print prev }' "$RELEASE_DIR/releases.tsv")
+	[[ -n $target ]] || die "no release before $current in .deploy/$env/releases.tsv"
+fi
+recorded=$(release_field "$target" 3)
+[[ -n $recorded ]] || die "$target was never released to $env"
+image=$(image_of "$target")
+[[ $(image_id "$image") == "$recorded" ]] ||
+	die "image $image is missing or is not the one released as $target (${recorded:7:12}): it cannot be rolled back to"
+
+backup_id=-
+if [[ $restore_db == yes ]]; then
+	backup_id=$(release_field "$current" 4)
+	[[ -n $backup_id && $backup_id != - ]] || die "no backup was recorded for $current: cannot restore the data before it"
+	log "rollback of $env: restoring backup $backup_id, taken before $current was deployed"
+	confirm=()
+	[[ $env != production ]] || confirm=(--confirm-production)
+	"$PROJECT_ROOT/scripts/restore.sh" "$env" "$backup_id" "${confirm[@]}" ||
+		die "rollback of $env stopped before the switch: restoring $backup_id failed (the line above says where; $current still serves)"
+fi
+
+log "rollback of $env: $current -> $target"
+switch_to "$target" || die "rollback of $env to $target failed: its replicas did not become healthy; $current still serves"
+set_current_version "$target"
+record_release "$target" "$recorded" "$backup_id" rollback
+log "rolled $env back to $target (image ${recorded:7:12})$([[ $restore_db == yes ]] && echo ", data restored from $backup_id")"
