@@ -247,6 +247,21 @@ class Load:
         return sorted(r[2] for r in self.results if start <= r[0] <= end and 200 <= r[1] < 300 and r[3][1] not in skip)
 
 
+# Users of a stack during a switch, each thread its own kind of request: GETs, POSTs (which no
+# proxy retries on another replica) and slow requests that keep a stopping replica busy.
+TRAFFIC = [("GET", "/")] * 3 + [("POST", "/"), ("GET", "/slow")]
+SLOW_ROUTE = '''    if path == "/slow":
+        time.sleep(1.5)
+        return "slow", "200 OK", {"slow": True}, None
+'''
+
+
+def add_slow_route(project: Path) -> None:
+    """The Python example app answers /slow after 1.5 s (patched in before the first build)."""
+    main = project / "app" / "main.py"
+    main.write_text(main.read_text().replace('    if path == "/error":', SLOW_ROUTE + '    if path == "/error":'))
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")

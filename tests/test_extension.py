@@ -1,90 +1,58 @@
-"""Unit tests of the derived settings in extensions/deployment.py (pure Python, no rendering)."""
+"""Unit tests of the extension (extensions/): validators, the service model and per-environment
+policy as plain Python, the context hook's cache, and that every branch of the model is reached."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import re
+import sys
+from pathlib import Path
 
+import coverage
 import pytest
 
-from extensions import deployment as d
+from conftest import ROOT
+from extensions import answers as a
+from extensions import deployment, model
+from extensions.catalogue import IMAGES
+from extensions.services import to_yaml
 
 BASE = dict(
     runtime="python", python_installer="pip", database="postgres", cache="redis", monitoring="prometheus",
     proxy="nginx", tls="files", environments=["production", "dev"], project_slug="shop", app_port=8000,
     health_path="/healthz", start_command="gunicorn app.main:app", migrate_command="python -m app.migrate",
-    app_cpus="1.0", app_memory="512M", app_replicas=3, domain_production="shop.example.com",
+    app_cpus="1.0", app_memory="512M", app_replicas=3, domain_production="shop.example.com", image_name="shop",
+    deploy_strategy="rolling", alert_receiver="none",
 )
+
+# Answer sets that together take every choice of every question the model reads.
+ANSWER_SETS = [
+    BASE,
+    dict(BASE, runtime="node", database="mariadb", cache="none", proxy="caddy", tls="acme", acme_email="a@b.example",
+         monitoring="prometheus-loki", alert_receiver="webhook", environments=["staging"], deploy_strategy="blue-green"),
+    dict(BASE, runtime="go", database="none", monitoring="none", proxy="traefik", tls="none", environments=["dev"]),
+    dict(BASE, proxy="traefik", tls="acme", acme_email="a@b.example", alert_receiver="email", alert_smtp_username="am",
+         environments=["dev", "staging", "production"], domain_staging="s.example.com"),
+    dict(BASE, proxy="caddy", tls="files", alert_receiver="email", alert_smtp_username="", migrate_command=""),
+    dict(BASE, python_installer="uv", database="mariadb", cache="redis", monitoring="prometheus"),
+    dict(BASE, database="none", tls="none", monitoring="prometheus"),
+]
 
 
 def derive(**changes):
-    return d.derive(dict(BASE, **changes))
+    return model.derive(dict(BASE, **changes))
+
+
+def names(derived: dict) -> list[str]:
+    return [s.name for s in derived["services"]]
 
 
 @pytest.mark.parametrize("name, slug", [("Billing API", "billing-api"), ("  My__Service!! ", "my-service"), ("3D Printer", "svc-3d-printer")])
 def test_slugify_gives_a_valid_slug(name, slug):
-    assert d.slugify(name) == slug
-    assert d.slug_error(slug) == ""
-
-
-def test_environments_keep_a_fixed_order_whatever_the_answer_order():
-    assert derive()["environments"] == ["dev", "production"]
-
-
-def test_per_environment_profiles():
-    envs = derive()["envs"]
-    assert envs["dev"]["replicas"] == 1 and envs["production"]["replicas"] == 3
-    assert envs["dev"]["restart"] == "no" and envs["production"]["restart"] == "always"
-    assert envs["production"]["limits"]["app"] == {"cpus": "1", "memory": "512M"}
-    assert envs["dev"]["limits"]["app"] == {"cpus": "0.5", "memory": "256M"}
-    assert envs["dev"]["published"]["db"]["mapping"] == "127.0.0.1:${DB_PORT:-5432}:5432"
-    assert envs["production"]["published"] == {}
-    assert envs["production"]["tls"] and not envs["dev"]["tls"]
-    assert envs["production"]["secrets"][-2:] == ["tls_cert", "tls_key"] and "tls_cert" not in envs["dev"]["secrets"]
-
-
-def test_staging_runs_at_most_two_replicas():
-    assert derive(environments=["staging"], app_replicas=5)["envs"]["staging"]["replicas"] == 2
-    assert derive(environments=["staging"], app_replicas=1)["envs"]["staging"]["replicas"] == 1
-
-
-def test_services_follow_the_answers():
-    assert derive()["services"] == [
-        "app", "proxy", "migrate", "db", "cache", "prometheus", "alertmanager", "grafana",
-        "node-exporter", "cadvisor", "db-exporter", "cache-exporter", "proxy-exporter",
-    ]
-    minimal = derive(database="none", cache="none", monitoring="none", proxy="caddy")
-    assert minimal["services"] == ["app", "proxy"]
-    assert minimal["networks"] == ["edge"] and minimal["volumes"] == [] and minimal["secrets"] == {}
-
-
-def test_secrets_are_mounted_only_where_read():
-    derived = derive(database="mariadb")
-    assert derived["secrets"]["db_root_password"] == ["db"]
-    assert derived["service_secrets"]["app"] == ["db_password", "redis_password"]
-    assert derived["service_secrets"]["db-exporter"] == ["db_password"]
-    assert "migrate" not in derive(migrate_command="")["services"]
-
-
-def test_database_lives_only_on_the_backend_network():
-    networks = derive()["service_networks"]
-    assert networks["db"] == ["backend"] and networks["proxy"] == ["edge", "monitoring"]
-    assert "backend" not in networks["proxy"]
-
-
-def test_app_healthcheck_needs_no_curl_and_is_escaped_for_compose():
-    for runtime in ("python", "node", "go"):
-        derived = derive(runtime=runtime)
-        check = derived["app_healthcheck"]
-        assert check[0] == "CMD" and "curl" not in json.dumps(check) and "wget" not in json.dumps(check)
-        assert "http" in json.dumps(check) or "/dev/tcp" in json.dumps(check)
-    go = derive(runtime="go")
-    assert '"$status"' in go["app_healthcheck"][3] and '"$$status"' in go["app_healthcheck_compose"][3]
-
-
-def test_image_refs_are_overridable_and_listed_only_when_used():
-    derived = derive(database="mariadb", cache="none", monitoring="none", proxy="traefik")
-    assert derived["image_ref"]["mariadb"] == "${MARIADB_IMAGE:-" + d.IMAGES["mariadb"] + "}"
-    assert derived["image_keys"] == ["python", "traefik", "mariadb"]
+    assert a.slugify(name) == slug
+    assert a.slug_error(slug) == ""
 
 
 @pytest.mark.parametrize("command, expected", [
@@ -92,36 +60,166 @@ def test_image_refs_are_overridable_and_listed_only_when_used():
     ("node 'my server.js'", '["node", "my server.js"]'),
 ])
 def test_exec_form(command, expected):
-    assert d.exec_form(command) == expected
+    assert a.exec_form(command) == expected
 
 
 @pytest.mark.parametrize("value, ok", [("64M", True), ("1G", True), ("63M", False), ("1.5G", False), ("512", False)])
 def test_memory_validation(value, ok):
-    assert (d.memory_error(value) == "") is ok
+    assert (a.memory_error(value) == "") is ok
 
 
-class RecordingDict(dict):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.read = set()
-
-    def __getitem__(self, key):
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        self.read.add(key)
-        return super().get(key, default)
+def test_environments_keep_a_fixed_order_whatever_the_answer_order():
+    assert derive()["environments"] == ["dev", "production"]
 
 
-def test_derive_reads_only_the_answers_its_cache_key_holds():
-    """The context hook caches derive() on DERIVED_FROM: an answer read but not listed would be stale."""
-    answers = RecordingDict(BASE, tls="acme", acme_email="a@b.c", backup_time="23:05", domain_staging="s.example.com")
-    d.derive(answers)
-    assert answers.read <= set(d.DERIVED_FROM), answers.read - set(d.DERIVED_FROM)
+def test_per_environment_policy_comes_from_the_profiles():
+    derived = derive(environments=["dev", "staging", "production"], domain_staging="s.example.com")
+    envs, app = derived["envs"], derived["service"]["app-blue"]
+    assert [envs[e]["replicas"] for e in ("dev", "staging", "production")] == [1, 2, 3]
+    assert [envs[e]["restart"] for e in ("dev", "staging", "production")] == ["no", "unless-stopped", "always"]
+    assert app.limits["production"] == {"cpus": "1", "memory": "512M"} and app.limits["dev"] == {"cpus": "0.5", "memory": "256M"}
+    assert envs["dev"]["published"]["db"]["mapping"] == "127.0.0.1:${DB_PORT:-5432}:5432"
+    assert envs["production"]["published"] == {} and envs["staging"]["published"] == {}
+    assert envs["production"]["tls"] and envs["staging"]["tls"] and not envs["dev"]["tls"]
+    assert envs["production"]["secrets"][-2:] == ["tls_cert", "tls_key"] and "tls_cert" not in envs["dev"]["secrets"]
+    assert derived["backup_environments"] == ["staging", "production"]
+    assert [envs[e]["confirm_data_changes"] for e in ("dev", "staging", "production")] == [False, False, True]
+    assert derive(environments=["staging"], app_replicas=1)["envs"]["staging"]["replicas"] == 1
+
+
+def test_services_follow_the_answers():
+    assert names(derive()) == [
+        "app-blue", "app-green", "migrate", "proxy", "db", "cache", "prometheus", "alertmanager", "grafana",
+        "node-exporter", "cadvisor", "db-exporter", "cache-exporter", "proxy-exporter", "blackbox-exporter",
+    ]
+    minimal = derive(database="none", cache="none", monitoring="none", proxy="caddy")
+    assert names(minimal) == ["app-blue", "app-green", "proxy"]
+    assert minimal["networks"] == ["edge"] and minimal["volumes"] == [] and minimal["secrets"] == {}
+    assert "migrate" not in names(derive(migrate_command=""))
+
+
+def test_blackbox_exporter_runs_only_where_tls_ends_here():
+    blackbox = derive()["service"]["blackbox-exporter"]
+    assert blackbox.only_in == ["production"] and not blackbox.runs_in("dev")
+    assert "blackbox-exporter" not in names(derive(tls="none"))
+
+
+def test_each_service_mounts_only_the_secrets_it_reads():
+    derived = derive(database="mariadb", alert_receiver="webhook")
+    readers = derived["secrets"]
+    assert readers["db_root_password"] == ["db"]
+    for service in derived["services"]:
+        for secret in service.secrets:
+            assert service.role in readers[secret], (service.name, secret)
+    app = derived["service"]["app-blue"]
+    assert app.secrets == ["db_password", "redis_password"] and derived["service"]["proxy"].secrets == []
+    assert derived["service"]["alertmanager"].secrets == ["alert_webhook_url"]
+
+
+def test_database_lives_only_on_the_backend_network():
+    service = derive()["service"]
+    assert service["db"].networks == ["backend"] and service["proxy"].networks == ["edge", "monitoring"]
+
+
+def test_app_healthcheck_needs_no_curl_and_is_escaped_for_compose():
+    for runtime in ("python", "node", "go"):
+        check = derive(runtime=runtime)["app_healthcheck"]
+        assert check[0] == "CMD" and "curl" not in json.dumps(check) and "wget" not in json.dumps(check)
+    go = derive(runtime="go")
+    assert '"$status"' in go["app_healthcheck"][3]
+    assert '"$$status"' in go["service"]["app-blue"].healthcheck["test"][3]
+
+
+def test_images_are_overridable_and_listed_only_when_used():
+    derived = derive(database="mariadb", cache="none", monitoring="none", proxy="traefik")
+    assert derived["service"]["db"].image == "${MARIADB_IMAGE:-" + IMAGES["mariadb"] + "}"
+    assert derived["image_keys"] == ["python", "traefik", "mariadb"]
 
 
 def test_backup_schedule_follows_the_answer():
     assert derive(backup_time="23:05")["backup_cron"] == "5 23 * * *"
     assert derive()["backup_environments"] == ["production"]
     assert derive(database="none")["backup_environments"] == []
+
+
+def test_rendered_service_yaml_reads_back_as_the_model():
+    import yaml
+
+    anchors = "a: &hardening {}\nb: &app {}\nc: &logging {}\ns:\n"
+    for derived in (model.derive(answers) for answers in ANSWER_SETS):
+        for service in derived["services"]:
+            specs = [service.compose()] + [service.compose_env(env, derived["envs"][env])
+                                           for env in derived["environments"] if service.runs_in(env)]
+            for spec in specs:
+                loaded = yaml.safe_load(anchors + to_yaml(spec, 2, service.notes) + "\n")["s"]
+                plain = {k: v for k, v in spec.items() if k not in ("<<", "logging")}
+                assert {k: v for k, v in loaded.items() if k not in ("<<", "logging")} == json.loads(json.dumps(plain)), service.name
+
+
+def test_context_hook_caches_on_the_whole_answer_set():
+    context = {name: BASE.get(name) for name in deployment.QUESTIONS}
+    context.update(project_name="Shop", example_app=True, install_dir="/srv/shop", process_manager="systemd",
+                   backup_time="03:00", backup_keep_last=7, backup_keep_days=14)
+    deployment._derive_cached.cache_clear()
+    hook = deployment.DeploymentContext.__new__(deployment.DeploymentContext)
+    hook.hook(context)
+    first = context["dp"]
+    hook.hook(dict(context))
+    assert deployment._derive_cached.cache_info().hits == 1
+    # Any answer is part of the key, including ones derive() does not read today.
+    hook.hook(dict(context, backup_keep_last=8))
+    assert deployment._derive_cached.cache_info().misses == 2
+    assert first is not None
+    # Before every always-asked question is answered, there is no `dp` (and nothing is asked).
+    partial = {"project_name": "Shop"}
+    hook.hook(partial)
+    assert "dp" not in partial
+
+
+def test_the_model_reaches_every_branch_of_the_extension(tmp_path):
+    """ANSWER_SETS reach every branch of the model's modules: a choice no set takes is untested."""
+    modules = ["model", "services", "environments", "catalogue"]
+    cov = coverage.Coverage(branch=True, data_file=str(tmp_path / ".coverage"),
+                            include=[str(ROOT / "extensions" / f"{m}.py") for m in modules])
+    cov.start()
+    try:
+        name = "_coverage_extensions"
+        spec = importlib.util.spec_from_file_location(name, ROOT / "extensions" / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT / "extensions")])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        spec.loader.exec_module(package)
+        fresh = importlib.import_module(f"{name}.model")
+        render = importlib.import_module(f"{name}.services").to_yaml
+        for answers in ANSWER_SETS:
+            derived = fresh.derive(answers)
+            for service in derived["services"]:
+                render(service.compose(), 4, service.notes)
+                for env in derived["environments"]:
+                    if service.runs_in(env):
+                        render(service.compose_env(env, derived["envs"][env]), 4, service.env_notes)
+    finally:
+        cov.stop()
+        for key in [k for k in sys.modules if k.startswith("_coverage_extensions")]:
+            del sys.modules[key]
+    missing = {}
+    for module in modules:
+        path = str(ROOT / "extensions" / f"{module}.py")
+        analysis = cov._analyze(path)
+        if analysis.missing or analysis.missing_branch_arcs():
+            missing[module] = {"lines": sorted(analysis.missing), "branches": analysis.missing_branch_arcs()}
+    assert not missing, missing
+
+
+LITERAL_ENVIRONMENT = re.compile(r"""(==|!=)\s*["']?(dev|staging|production)\b|\b(dev|staging|production)["']?\s*(==|!=)""")
+
+
+def test_no_literal_environment_comparisons_outside_the_profiles():
+    """Per-environment policy lives in extensions/environments.py; nothing else compares names."""
+    found = []
+    for path in sorted((ROOT / "template").rglob("*")) + sorted((ROOT / "extensions").glob("*.py")):
+        if path.is_file() and path.name != "environments.py":
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if LITERAL_ENVIRONMENT.search(line):
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

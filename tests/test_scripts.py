@@ -120,7 +120,7 @@ def test_dev_secrets_fall_back_to_world_readable_with_a_warning(nobodys_project)
     project = nobodys_project
     proc = _as_nobody(str(project / "scripts/init-env.sh"), "dev")
     assert proc.returncode == 0, proc.stderr
-    assert "acceptable for dev only" in proc.stderr
+    assert "acceptable on a developer's machine only" in proc.stderr
     assert mode(project / "secrets/dev/db_password") == 0o644
 
 

@@ -15,8 +15,8 @@ id=$("$PROJECT_ROOT/scripts/backup.sh" "$env" | tail -n 1) || die "the backup be
 compose_cmd "$env"
 log "migrate $env: running the migrations (backup $id taken before)"
 if ! "${COMPOSE[@]}" run --rm --no-TTY migrate; then
-	confirm=$([[ $env == production ]] && echo " --confirm-production" || true)
-	die "migrations failed on $env; to return to the state before them: scripts/restore.sh $env $id$confirm"
+	confirm=$(confirmation_flag "$env")
+	die "migrations failed on $env; to return to the state before them: scripts/restore.sh $env $id${confirm:+ $confirm}"
 fi
 log "migrate $env: done (backup before it: $id)"
 echo "$id"

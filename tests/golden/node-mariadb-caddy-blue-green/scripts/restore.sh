@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Restores a backup into an environment's database, losing nothing on failure.
-#   scripts/restore.sh ENV BACKUP_ID [--confirm-production]      (BACKUP_ID may be "latest")
+#   scripts/restore.sh ENV BACKUP_ID [--confirm-ENV]      (BACKUP_ID may be "latest")
 #
 # Checks the backup's checksums first, loads it into a fresh database, and only when that load
 # succeeded swaps it in (the app is stopped for the swap, seconds). The database it replaces is
 # kept as app_pre_restore_<time>: drop it once you are sure. A failed restore leaves the current
-# data untouched. Production needs --confirm-production.
+# data untouched. The environments in CONFIRMED_ENVIRONMENTS (lib/common.sh) need --confirm-ENV.
 set -Eeuo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -14,13 +14,14 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib/db.sh"
 # shellcheck source=lib/backups.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/backups.sh"
 
-[[ $# -ge 2 && $# -le 3 ]] || die "usage: scripts/restore.sh ENV BACKUP_ID [--confirm-production]"
+[[ $# -ge 2 && $# -le 3 ]] || die "usage: scripts/restore.sh ENV BACKUP_ID [--confirm-ENV]"
 env=$1
 require_env "$env"
-if [[ $env == production && ${3:-} != --confirm-production ]]; then
-	die "restoring production replaces its data: run again with --confirm-production"
+confirm=$(confirmation_flag "$env")
+if [[ -n $confirm && ${3:-} != "$confirm" ]]; then
+	die "restoring $env replaces its data: run again with $confirm"
 fi
-[[ $# -lt 3 || $3 == --confirm-production ]] || die "unknown option $3"
+[[ $# -lt 3 || ( -n $confirm && $3 == "$confirm" ) ]] || die "unknown option $3"
 backups_init "$env"
 dir=$(resolve_backup "$2")
 id=$(basename "$dir")

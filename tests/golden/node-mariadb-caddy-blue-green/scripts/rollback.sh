@@ -43,9 +43,8 @@ if [[ $restore_db == yes ]]; then
 	backup_id=$(release_field "$current" 4)
 	[[ -n $backup_id && $backup_id != - ]] || die "no backup was recorded for $current: cannot restore the data before it"
 	log "rollback of $env: restoring backup $backup_id, taken before $current was deployed"
-	confirm=()
-	[[ $env != production ]] || confirm=(--confirm-production)
-	"$PROJECT_ROOT/scripts/restore.sh" "$env" "$backup_id" "${confirm[@]}" ||
+	confirm=$(confirmation_flag "$env")
+	"$PROJECT_ROOT/scripts/restore.sh" "$env" "$backup_id" ${confirm:+"$confirm"} ||
 		die "rollback of $env stopped before the switch: restoring $backup_id failed (the line above says where; $current still serves)"
 fi
 

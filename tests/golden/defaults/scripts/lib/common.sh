@@ -8,6 +8,11 @@ ENVIRONMENTS=(dev staging production)
 # Group that may read secret files; every container that reads a secret runs with it.
 SECRETS_GID=${SECRETS_GID:-10001}
 SCRIPT_NAME=$(basename -- "$0" .sh)
+# Per-environment policy (the template's extensions/environments.py): where a data change
+# (restore, a rollback that restores) needs --confirm-ENV, and where a secret file that cannot get
+# the secrets group may fall back to 0644 (a developer's machine).
+CONFIRMED_ENVIRONMENTS=(production)
+WORLD_READABLE_SECRETS_ENVIRONMENTS=(dev)
 # The app runs as two Compose services, its colours; the proxy routes to the active one. Each
 # colour's service, and the env-file keys holding its version and replica count:
 # shellcheck disable=SC2034  # read by lib/release.sh and lib/proxy.sh
@@ -27,6 +32,19 @@ log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SCRIPT_NAME" "$*
 die() {
 	log "error: $*"
 	exit 1
+}
+
+# is_one_of WORD LIST...: WORD is one of LIST.
+is_one_of() {
+	local word=$1 item
+	shift
+	for item in "$@"; do [[ $item == "$word" ]] && return 0; done
+	return 1
+}
+
+# confirmation_flag ENV: the option that confirms a data change in ENV (--confirm-ENV), or nothing.
+confirmation_flag() {
+	if is_one_of "$1" "${CONFIRMED_ENVIRONMENTS[@]}"; then echo "--confirm-$1"; fi
 }
 
 require_cmd() {
@@ -70,13 +88,13 @@ seal_secret() {
 	local env=$1 file=$2
 	chmod 0640 "$file"
 	if ! chgrp "$SECRETS_GID" "$file" 2>/dev/null; then
-		if [[ $env != dev ]]; then
+		if ! is_one_of "$env" "${WORLD_READABLE_SECRETS_ENVIRONMENTS[@]}"; then
 			rm -f "$file"
 			die "cannot give $file group $SECRETS_GID: run as root (or a member of group $SECRETS_GID)"
 		fi
-		# A developer's machine without that group: dev secrets only, readable by all local users.
+		# A developer's machine without that group: readable by all local users.
 		chmod 0644 "$file"
-		log "warning: $file is 0644 (could not set group $SECRETS_GID); acceptable for dev only"
+		log "warning: $file is 0644 (could not set group $SECRETS_GID); acceptable on a developer's machine only"
 	fi
 }
 

@@ -1,0 +1,124 @@
+"""The catalogue: what the template knows independently of any answer. Images and tools with their
+pins, runtimes, databases, proxies, and the production size of each kind of service."""
+
+from __future__ import annotations
+
+# Every container that reads a secret runs with this group; secret files are 0640 root:SECRETS_GID
+# because Compose bind-mounts secret files with their host permissions (docker/compose#9648).
+APP_UID = 10001
+SECRETS_GID = 10001
+
+# Official images, pinned. Each can be overridden per environment by the env file key that
+# image_var() names (e.g. POSTGRES_IMAGE=postgres:17.2-bookworm).
+IMAGES = {
+    "python": "python:3.12-slim-bookworm",
+    "node": "node:22-bookworm-slim",
+    "go": "golang:1.23-bookworm",
+    "debian": "debian:bookworm-slim",
+    "postgres": "postgres:17-bookworm",
+    "mariadb": "mariadb:11.4",
+    "redis": "redis:7.4-bookworm",
+    "nginx": "nginx:1.27-bookworm",
+    "caddy": "caddy:2.8",
+    "traefik": "traefik:v3.1",
+    "prometheus": "prom/prometheus:v2.54.1",
+    "alertmanager": "prom/alertmanager:v0.27.0",
+    "grafana": "grafana/grafana:11.2.0",
+    "node-exporter": "prom/node-exporter:v1.8.2",
+    "cadvisor": "gcr.io/cadvisor/cadvisor:v0.49.1",
+    "postgres-exporter": "quay.io/prometheuscommunity/postgres-exporter:v0.15.0",
+    "mysqld-exporter": "prom/mysqld-exporter:v0.15.1",
+    "redis-exporter": "oliver006/redis_exporter:v1.62.0-alpine",
+    "nginx-exporter": "nginx/nginx-prometheus-exporter:1.3.0",
+    "loki": "grafana/loki:3.1.1",
+    "alloy": "grafana/alloy:v1.3.1",
+    "blackbox-exporter": "prom/blackbox-exporter:v0.25.0",
+}
+
+
+def image_var(key: str) -> str:
+    """The env file key that overrides an image, e.g. POSTGRES_EXPORTER_IMAGE."""
+    return key.upper().replace("-", "_") + "_IMAGE"
+
+
+def image_ref(key: str) -> str:
+    """What a compose file writes for an image: the pin, overridable from the env file."""
+    return "${%s:-%s}" % (image_var(key), IMAGES[key])
+
+
+# Build tools installed in the build stage only (pinned; override with --build-arg).
+TOOLS = {"uv": "0.13.9", "poetry": "2.5.1", "poetry-plugin-export": "1.10.1"}
+
+RUNTIMES = {
+    "python": {
+        "app_port": 8000,
+        "start_command": "gunicorn --config app/gunicorn_conf.py app.main:app",
+        "migrate_command": "python -m app.migrate",
+        "images": ["python"],
+    },
+    "node": {"app_port": 3000, "start_command": "node server.js", "migrate_command": "node migrate.js", "images": ["node"]},
+    # Go builds on the Go image and runs on Debian's.
+    "go": {"app_port": 8080, "start_command": "/app/server", "migrate_command": "/app/server migrate", "images": ["go", "debian"]},
+}
+
+DATABASES = {
+    "postgres": {
+        "image": "postgres",
+        "port": 5432,
+        "scheme": "postgresql",
+        "uid": 999,
+        "data_dir": "/var/lib/postgresql/data",
+        "run_dir": "/var/run/postgresql",
+        "exporter": "postgres-exporter",
+        "exporter_port": 9187,
+    },
+    "mariadb": {
+        "image": "mariadb",
+        "port": 3306,
+        "scheme": "mysql",
+        "uid": 999,
+        "data_dir": "/var/lib/mysql",
+        "run_dir": "/run/mysqld",
+        "exporter": "mysqld-exporter",
+        "exporter_port": 9104,
+    },
+}
+
+# Ports inside the proxy container: public HTTP and HTTPS, and an internal one for its health
+# check and metrics that is never published.
+PROXY_HTTP_PORT = 8080
+PROXY_HTTPS_PORT = 8443
+PROXY_OPS_PORT = 8081
+
+# Where each proxy's per-environment configuration lives (config/<proxy>/<env>/) and is mounted;
+# where .deploy/<env>/proxy/ is mounted and the file in it that names the active colour.
+PROXIES = {
+    "nginx": {"config_dir": "config/nginx", "mount": "/etc/nginx/deploy", "active": "/etc/nginx/active",
+              "upstream_file": "upstream.conf"},
+    "caddy": {"config_dir": "config/caddy", "mount": "/etc/caddy/deploy", "active": "/etc/caddy/active",
+              "upstream_file": "upstream-name"},
+    "traefik": {"config_dir": "config/traefik", "mount": "/etc/traefik/deploy", "active": "/etc/traefik/active",
+                "upstream_file": "upstream.yml"},
+}
+
+# Production limits per kind of service: (cpus, memory in MiB). The app's come from the answers;
+# environments scale them (environments.PROFILES).
+SIZES = {
+    "proxy": (0.5, 128),
+    "db": (1.0, 1024),
+    "cache": (0.5, 256),
+    "prometheus": (1.0, 1024),
+    "alertmanager": (0.25, 128),
+    "grafana": (0.5, 256),
+    "node-exporter": (0.25, 64),
+    "cadvisor": (0.5, 256),
+    "db-exporter": (0.25, 64),
+    "cache-exporter": (0.25, 64),
+    "proxy-exporter": (0.25, 64),
+    "loki": (1.0, 512),
+    "alloy": (0.5, 256),
+    "blackbox-exporter": (0.25, 64),
+}
+
+# Secret files the operator fills in (a placeholder is made on first use), not random values.
+OPERATOR_SECRETS = ("alert_webhook_url", "alert_smtp_password")

@@ -1,0 +1,572 @@
+"""The model of one rendered project: derive(answers) -> everything the templates need beyond the
+raw answers (`dp` in templates). Services come from services.Service; environments from
+environments.PROFILES; pins and names from catalogue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .answers import exec_form, memory_mib
+from .catalogue import (
+    APP_UID, DATABASES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
+    RUNTIMES, SECRETS_GID, SIZES, TOOLS, image_ref, image_var,
+)
+from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, limits, replicas
+from .services import Alias, Service
+
+HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3}
+HEALTH_EVERY_15S = {"interval": "15s", "timeout": "5s", "retries": 3}
+
+
+def http_check(*argv: str, **timing: Any) -> dict[str, Any]:
+    return {"test": ["CMD", *argv], **HEALTH_EVERY_15S, **timing}
+
+
+def wget_check(url: str, **timing: Any) -> dict[str, Any]:
+    return http_check("wget", "-q", "-O", "/dev/null", url, **timing)
+
+
+def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
+    """A health check that needs no curl: the runtime itself asks the app."""
+    url = f"http://127.0.0.1:{port}{path}"
+    if runtime == "python":
+        code = f"import sys,urllib.request;sys.exit(urllib.request.urlopen('{url}',timeout=4).status!=200)"
+        return ["CMD", "python", "-c", code]
+    if runtime == "node":
+        code = f"fetch('{url}').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"
+        return ["CMD", "node", "-e", code]
+    # Go images run on debian-slim: bash's /dev/tcp speaks enough HTTP/1.0 for a status line.
+    script = (
+        f'exec 3<>/dev/tcp/127.0.0.1/{port} && printf "GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n" >&3 '
+        '&& read -r _ status _ <&3 && [ "$status" = 200 ]'
+    )
+    return ["CMD", "bash", "-c", script]
+
+
+def cron_daily(hh_mm: str) -> str:
+    hour, minute = hh_mm.split(":")
+    return f"{int(minute)} {int(hour)} * * *"
+
+
+class Facts:
+    """The answers, normalised, and what follows from them directly."""
+
+    def __init__(self, answers: dict[str, Any]):
+        self.answers = answers
+        self.runtime = answers["runtime"]
+        self.slug = answers["project_slug"]
+        self.app_port = int(answers["app_port"])
+        self.proxy = answers["proxy"]
+        self.database = answers["database"]
+        self.db = dict(DATABASES[self.database], name=self.database) if self.database != "none" else None
+        self.cache = answers["cache"] == "redis"
+        self.monitored = answers["monitoring"] != "none"
+        self.with_logs = answers["monitoring"] == "prometheus-loki"
+        self.migrate = bool(self.db and (answers.get("migrate_command") or "").strip())
+        self.tls = answers.get("tls", "none")
+        self.acme = self.tls == "acme"
+        self.blue_green = answers.get("deploy_strategy") == "blue-green"
+        self.environments = [env for env in ENVIRONMENTS if env in answers["environments"]]
+        self.alert_receiver = (answers.get("alert_receiver") or "none") if self.monitored else "none"
+        # Alertmanager reads a credential: the webhook URL, or an SMTP password when there is a user.
+        self.alert_receiver_secrets = self.alert_receiver == "webhook" or (
+            self.alert_receiver == "email" and bool((answers.get("alert_smtp_username") or "").strip()))
+        self.app_limits = (float(answers["app_cpus"]), memory_mib(answers["app_memory"]))
+        self.app_replicas = int(answers["app_replicas"])
+
+    def tls_in(self, env: str) -> bool:
+        """TLS ends at the proxy in env."""
+        return PROFILES[env]["tls"] and self.tls != "none"
+
+    def domain(self, env: str) -> str:
+        question = PROFILES[env]["domain_question"]
+        return (self.answers.get(question) if question else None) or "localhost"
+
+    def probed(self, env: str) -> bool:
+        """The blackbox exporter probes env's certificate."""
+        return self.monitored and self.tls_in(env)
+
+
+# --- secrets: name -> the services that read it -------------------------------------------------------
+
+def secret_readers(f: Facts) -> dict[str, list[str]]:
+    secrets: dict[str, list[str]] = {}
+    if f.db:
+        secrets["db_password"] = ["app", "db"] + (["migrate"] if f.migrate else []) + (["db-exporter"] if f.monitored else [])
+        if f.database == "mariadb":
+            secrets["db_root_password"] = ["db"]
+    if f.cache:
+        secrets["redis_password"] = ["app", "cache"] + (["cache-exporter"] if f.monitored else [])
+    if f.monitored:
+        secrets["grafana_admin_password"] = ["grafana"]
+    if f.alert_receiver == "webhook":
+        secrets["alert_webhook_url"] = ["alertmanager"]
+    if f.alert_receiver == "email" and (f.answers.get("alert_smtp_username") or "").strip():
+        secrets["alert_smtp_password"] = ["alertmanager"]
+    return secrets
+
+
+# --- the services ---------------------------------------------------------------------------------------
+
+def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
+    """The app as two colours (the proxy routes to one; a deploy starts the other, see
+    scripts/lib/release.sh), and the one-off migration container."""
+    database_env = {
+        "DATABASE_SCHEME": f.db["scheme"], "DATABASE_HOST": "db", "DATABASE_PORT": str(f.db["port"]),
+        "DATABASE_NAME": "app", "DATABASE_USER": "app", "DATABASE_PASSWORD_FILE": "/run/secrets/db_password",
+    } if f.db else {}
+    cache_env = {
+        "REDIS_HOST": "cache", "REDIS_PORT": "6379", "REDIS_PASSWORD_FILE": "/run/secrets/redis_password",
+    } if f.cache else {}
+    depends_on = {}
+    if f.migrate:
+        depends_on["migrate"] = "service_completed_successfully"
+    if f.db:
+        depends_on["db"] = "service_healthy"
+    if f.cache:
+        depends_on["cache"] = "service_healthy"
+    networks = ["edge"] + (["backend"] if f.db or f.cache else []) + (["monitoring"] if f.monitored else [])
+    services = []
+    for colour in ("blue", "green"):
+        prefix = f"APP_{colour.upper()}"
+        version = "${%s_VERSION:-dev}" % prefix
+        builds = colour == "blue"  # both colours run the same image: one builds it
+        services.append(Service(
+            name=f"app-{colour}", role="app", image="${APP_IMAGE:-%s}:%s" % (f.answers["image_name"], version),
+            base=Alias("app"),
+            comment=("The app in two colours: the proxy sends traffic to one (named in .deploy/<env>/proxy/); a\n"
+                     "deploy starts the new version in the other and switches the proxy once it is healthy\n"
+                     "(scripts/deploy.sh, scripts/rollback.sh).") if builds else "",
+            notes={} if builds else {
+                "pull_policy": "scripts/deploy.sh pulls or builds the image first; with 0 replicas there is nothing to pull."},
+            build={"context": ".", "target": "runtime", "args": {"APP_VERSION": version}} if builds else None,
+            pull_policy=None if builds else "never",
+            init=True,
+            expose=[str(f.app_port)],
+            # APP_VERSION from the same variable as the image tag: the env file's copy must not win.
+            environment={"PORT": str(f.app_port), "APP_VERSION": version, **database_env, **cache_env},
+            secrets=[name for name, readers in reads.items() if "app" in readers],
+            # Compose interpolates "$": the image's check, escaped.
+            healthcheck={"test": [arg.replace("$", "$$") for arg in app_healthcheck(f.runtime, f.app_port, f.answers["health_path"])],
+                         **HEALTH_EVERY_5S, "start_period": "30s"},
+            depends_on=depends_on,
+            # A colour is "app" to Prometheus (the monitoring network), never to the proxy.
+            networks={net: {"aliases": ["app"]} if net == "monitoring" else {} for net in networks},
+            env_file=True,
+            replicas={},  # set per environment by derive()
+        ))
+    if f.migrate:
+        services.append(Service(
+            name="migrate", role="migrate", image="${APP_IMAGE:-%s}:${APP_VERSION:-dev}" % f.answers["image_name"],
+            base=Alias("app"),
+            comment="One-off: applies migrations before the app starts (scripts/migrate.sh runs it on demand).",
+            notes={"healthcheck": "A one-off, not a server: the image's HTTP health check does not apply."},
+            command=exec_form_list(f.answers["migrate_command"]),
+            environment={"PORT": str(f.app_port), "APP_VERSION": "${APP_VERSION:-dev}", **database_env},
+            secrets=["db_password"],
+            healthcheck={"disable": True},
+            depends_on={"db": "service_healthy"},
+            networks=["backend"],
+            env_file=True,
+            one_off=True,
+        ))
+    return services
+
+
+def exec_form_list(command: str) -> list[str]:
+    return json.loads(exec_form(command))
+
+
+def proxy_service(f: Facts) -> Service:
+    """The reverse proxy: load balancer and TLS terminator. Its configuration per environment is
+    mounted from config/<proxy>/<env>/, the active colour from .deploy/<env>/proxy/."""
+    control = PROXIES[f.proxy]
+    ops = PROXY_OPS_PORT
+    networks = ["edge"] + (["monitoring"] if f.monitored else [])
+    timing = {**HEALTH_EVERY_5S, "start_period": "20s"}
+    if f.proxy == "nginx":
+        service = Service(
+            name="proxy", role="proxy", image=image_ref("nginx"), user="101:101", group_add=[str(SECRETS_GID)],
+            tmpfs=["/tmp", "/var/cache/nginx"],
+            notes={"entrypoint": "nginx itself, without the image's entrypoint scripts (they rewrite files we mount read-only)."},
+            entrypoint=["nginx", "-c", f"{control['mount']}/nginx.conf", "-g", "daemon off;"],
+            healthcheck=http_check("curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{ops}/health", **timing),
+            networks=networks,
+        )
+    elif f.proxy == "caddy":
+        service = Service(
+            name="proxy", role="proxy", image=image_ref("caddy"),
+            command=["caddy", "run", "--config", f"{control['mount']}/Caddyfile", "--adapter", "caddyfile"],
+            healthcheck=wget_check(f"http://127.0.0.1:{ops}/health", **timing),
+            networks=networks,
+        )
+        service.tmpfs = ["/tmp", "/config"] if f.acme else ["/tmp", "/config", "/data"]
+    else:
+        command = [
+            f"--entrypoints.web.address=:{PROXY_HTTP_PORT}",
+            f"--entrypoints.websecure.address=:{PROXY_HTTPS_PORT}",
+            f"--entrypoints.ops.address=:{ops}",
+            "--ping.entrypoint=ops",
+            "--metrics.prometheus.entrypoint=ops",
+            f"--providers.file.directory={control['active']}",
+            "--api=true",
+            "--api.dashboard=false",
+            "--accesslog=true",
+            "--log.level=INFO",
+            "--global.sendanonymoususage=false",
+            "--global.checknewversion=false",
+        ]
+        if f.acme:
+            command += [
+                f"--certificatesresolvers.acme.acme.email={f.answers['acme_email']}",
+                "--certificatesresolvers.acme.acme.storage=/data/acme.json",
+                "--certificatesresolvers.acme.acme.httpchallenge.entrypoint=web",
+            ]
+        service = Service(
+            name="proxy", role="proxy", image=image_ref("traefik"), tmpfs=["/tmp"],
+            notes={"command": (
+                "Static configuration as flags. Routes (a copy of config/traefik/<env>/dynamic.yml) and the\n"
+                "active colour are files in the watched directory; the read-only API answers on the ops\n"
+                "port from loopback only: scripts/deploy.sh confirms there that Traefik routes to the new\n"
+                "colour before the old one is stopped.")},
+            command=command,
+            healthcheck=wget_check(f"http://127.0.0.1:{ops}/ping", **timing),
+            networks=networks,
+        )
+    if f.proxy != "nginx":
+        if f.acme:
+            # ACME certificates live in a volume the image creates root-owned: UID 0, no capabilities.
+            service.user = "0:0"
+            service.volumes = ["proxy-data:/data"]
+            service.notes["user"] = (f"ACME certificates live in the proxy-data volume, which the image creates root-owned:\n"
+                                     f"{f.proxy.capitalize()} runs as UID 0 there, but with no capabilities at all.")
+        else:
+            service.user = f"65534:{SECRETS_GID}"
+    return service
+
+
+def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
+    db = f.db
+    common = dict(
+        name="db", role="db", image=image_ref(db["image"]), user=f"{db['uid']}:{db['uid']}", group_add=[str(SECRETS_GID)],
+        tmpfs=["/tmp", db["run_dir"]], stop_grace_period="60s",
+        notes={"user": f"Runs as the image's {'postgres' if f.database == 'postgres' else 'mysql'} user from the start: "
+                       "no root entrypoint, no capabilities."},
+        secrets=[name for name, readers in reads.items() if "db" in readers],
+        volumes=[f"db-data:{db['data_dir']}"],
+        networks=["backend"],
+    )
+    timing = {**HEALTH_EVERY_5S, "retries": 10, "start_period": "30s"}
+    if f.database == "postgres":
+        service = Service(
+            **common, shm_size="256m",
+            environment={"POSTGRES_USER": "app", "POSTGRES_DB": "app", "POSTGRES_PASSWORD_FILE": "/run/secrets/db_password",
+                         "PGDATA": db["data_dir"]},
+            healthcheck={"test": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", "app", "-d", "app"], **timing},
+        )
+        service.notes["healthcheck"] = "Over TCP: the entrypoint's temporary init server listens on the socket only."
+        return service
+    return Service(
+        **common,
+        environment={"MARIADB_USER": "app", "MARIADB_DATABASE": "app", "MARIADB_PASSWORD_FILE": "/run/secrets/db_password",
+                     "MARIADB_ROOT_PASSWORD_FILE": "/run/secrets/db_root_password", "MARIADB_AUTO_UPGRADE": "1"},
+        healthcheck={"test": ["CMD", "healthcheck.sh", "--connect", "--innodb_initialized"], **timing},
+    )
+
+
+def cache_service() -> Service:
+    return Service(
+        name="cache", role="cache", image=image_ref("redis"), user="999:999", group_add=[str(SECRETS_GID)],
+        notes={"command": "The password comes from the secret file at start, never from the environment."},
+        command=["sh", "-c", 'exec redis-server --appendonly yes --dir /data --requirepass "$$(cat /run/secrets/redis_password)"'],
+        secrets=["redis_password"],
+        volumes=["cache-data:/data"],
+        healthcheck={"test": ["CMD-SHELL", 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password)" redis-cli ping | grep -q PONG'],
+                     "interval": "10s", "timeout": "5s", "retries": 5},
+        networks=["backend"],
+    )
+
+
+def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
+    services = [
+        Service(
+            name="prometheus", role="prometheus", image=image_ref("prometheus"), user="65534:65534",
+            command=["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                     "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-15d}", "--enable-feature=expand-external-labels"],
+            volumes=["./config/prometheus:/etc/prometheus:ro", "prometheus-data:/prometheus"],
+            healthcheck=wget_check("http://127.0.0.1:9090/-/healthy"),
+            networks=["monitoring"],
+        ),
+        Service(
+            name="alertmanager", role="alertmanager", image=image_ref("alertmanager"),
+            user=f"65534:{SECRETS_GID}" if f.alert_receiver_secrets else "65534:65534",
+            notes={"secrets": "Receiver credentials: read from the file when an alert is sent, never from this file."}
+            if f.alert_receiver_secrets else {},
+            command=["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"],
+            secrets=[name for name, readers in reads.items() if "alertmanager" in readers],
+            volumes=["./config/alertmanager:/etc/alertmanager:ro", "alertmanager-data:/alertmanager"],
+            healthcheck=wget_check("http://127.0.0.1:9093/-/healthy"),
+            # Sends notifications out: the edge network has a route.
+            networks=["monitoring", "edge"],
+        ),
+        Service(
+            name="grafana", role="grafana", image=image_ref("grafana"), user=f"472:{SECRETS_GID}", tmpfs=["/tmp"],
+            notes={"environment": "Served behind the proxy at /grafana/."},
+            environment={
+                "GF_SECURITY_ADMIN_PASSWORD__FILE": "/run/secrets/grafana_admin_password",
+                "GF_USERS_ALLOW_SIGN_UP": "false", "GF_AUTH_ANONYMOUS_ENABLED": "false",
+                "GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+                "GF_SERVER_ROOT_URL": "%(protocol)s://%(domain)s/grafana/", "GF_SERVER_SERVE_FROM_SUB_PATH": "true",
+            },
+            secrets=["grafana_admin_password"],
+            volumes=["./config/grafana/provisioning:/etc/grafana/provisioning:ro",
+                     "./config/grafana/dashboards:/var/lib/grafana-dashboards:ro", "grafana-data:/var/lib/grafana"],
+            healthcheck=wget_check("http://127.0.0.1:3000/api/health", retries=5, start_period="30s"),
+            depends_on={"prometheus": "service_healthy"},
+            networks=["monitoring", "edge"],
+        ),
+        Service(
+            name="node-exporter", role="node-exporter", image=image_ref("node-exporter"), user="65534:65534",
+            notes={"pid": "Host metrics: the host's PID namespace and its root filesystem, read-only."},
+            pid="host",
+            command=["--path.rootfs=/host"] + (["--collector.textfile.directory=/textfile"] if f.db else []),
+            volumes=["/:/host:ro,rslave"],
+            healthcheck=wget_check("http://127.0.0.1:9100/metrics"),
+            networks=["monitoring"],
+        ),
+        Service(
+            name="cadvisor", role="cadvisor", image=image_ref("cadvisor"), base=None,
+            hardening={"privileged": True, "read_only": True, "security_opt": ["no-new-privileges:true"]},
+            comment=("Container metrics need the host's cgroups and Docker state: cAdvisor is the one\n"
+                     "privileged service (docs/security.md). Everything it mounts is read-only."),
+            command=["--docker_only=true", "--housekeeping_interval=15s", "--store_container_labels=false",
+                     "--whitelisted_container_labels=com.docker.compose.service,com.docker.compose.project"],
+            volumes=["/:/rootfs:ro", "/var/run:/var/run:ro", "/sys:/sys:ro", "/var/lib/docker/:/var/lib/docker:ro"],
+            devices=["/dev/kmsg"],
+            healthcheck=wget_check("http://127.0.0.1:8080/healthz"),
+            networks=["monitoring"],
+        ),
+    ]
+    if f.db:
+        exporter = Service(
+            name="db-exporter", role="db-exporter", image=image_ref(f.db["exporter"]), user=f"65534:{SECRETS_GID}",
+            secrets=[name for name, readers in reads.items() if "db-exporter" in readers],
+            healthcheck=wget_check(f"http://127.0.0.1:{f.db['exporter_port']}/metrics"),
+            depends_on={"db": "service_healthy"},
+            networks=["backend", "monitoring"],
+        )
+        if f.database == "postgres":
+            exporter.environment = {"DATA_SOURCE_URI": f"db:{f.db['port']}/app?sslmode=disable", "DATA_SOURCE_USER": "app",
+                                    "DATA_SOURCE_PASS_FILE": "/run/secrets/db_password"}
+        else:
+            exporter.notes["entrypoint"] = "mysqld_exporter takes the password from its environment only: read it from the secret."
+            exporter.entrypoint = ["/bin/sh", "-c", 'MYSQLD_EXPORTER_PASSWORD="$$(cat /run/secrets/db_password)" exec '
+                                   f"/bin/mysqld_exporter --mysqld.address=db:{f.db['port']} --mysqld.username=app"]
+        services.append(exporter)
+    if f.cache:
+        services.append(Service(
+            name="cache-exporter", role="cache-exporter", image=image_ref("redis-exporter"), user=f"59000:{SECRETS_GID}",
+            entrypoint=["/bin/sh", "-c", 'REDIS_PASSWORD="$$(cat /run/secrets/redis_password)" exec /redis_exporter --redis.addr=redis://cache:6379'],
+            secrets=["redis_password"],
+            healthcheck=wget_check("http://127.0.0.1:9121/metrics"),
+            depends_on={"cache": "service_healthy"},
+            networks=["backend", "monitoring"],
+        ))
+    if f.proxy == "nginx":
+        services.append(Service(
+            name="proxy-exporter", role="proxy-exporter", image=image_ref("nginx-exporter"), user="65534:65534",
+            notes={"depends_on": (
+                "The image is FROM scratch (no shell, no HTTP client) and defines no health check: Compose\n"
+                "waits for it to run, and Prometheus' up{job=\"proxy\"} (ProxyDown) watches it. (An explicit\n"
+                "`healthcheck: disable` would make `up --wait` refuse it.)")},
+            command=[f"--nginx.scrape-uri=http://proxy:{PROXY_OPS_PORT}/stub_status"],
+            depends_on={"proxy": "service_healthy"},
+            networks=["monitoring"],
+        ))
+    if f.with_logs:
+        services += [
+            Service(
+                name="loki", role="loki", image=image_ref("loki"), user="10001:10001",
+                command=["-config.file=/etc/loki/loki.yaml"],
+                volumes=["./config/loki/loki.yaml:/etc/loki/loki.yaml:ro", "loki-data:/loki"],
+                healthcheck=http_check("/busybox/wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3100/ready",
+                                       interval="15s", timeout="5s", retries=5, start_period="30s"),
+                networks=["monitoring"],
+            ),
+            Service(
+                name="alloy", role="alloy", image=image_ref("alloy"), base=None,
+                hardening={"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]},
+                notes={"user": ("Reads container logs through the Docker API (read-only socket mount): it runs as root,\n"
+                                "with no capabilities beyond the socket (docs/security.md).")},
+                user="0:0", tmpfs=["/tmp"],
+                entrypoint=["/bin/alloy"],
+                command=["run", "/etc/alloy/config.alloy", "--storage.path=/tmp/alloy", "--server.http.listen-addr=0.0.0.0:12345"],
+                volumes=["./config/alloy/config.alloy:/etc/alloy/config.alloy:ro", "/var/run/docker.sock:/var/run/docker.sock:ro"],
+                healthcheck=http_check("curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:12345/-/ready",
+                                       interval="15s", timeout="5s", retries=5),
+                depends_on={"loki": "service_healthy"},
+                networks=["monitoring"],
+            ),
+        ]
+    probed = [env for env in f.environments if f.probed(env)]
+    if probed:
+        services.append(Service(
+            name="blackbox-exporter", role="blackbox-exporter", image=image_ref("blackbox-exporter"), base=None,
+            hardening={"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]},
+            comment="Probes the proxy's TLS certificate for Prometheus (CertificateExpiresSoon, TLSProbeFailed).",
+            user="65534:65534",
+            command=["--config.file=/etc/blackbox/blackbox.yml"],
+            healthcheck=wget_check("http://127.0.0.1:9115/-/healthy"),
+            networks=["monitoring"],
+            only_in=probed,
+            env_volumes={env: [f"./config/blackbox/{env}.yml:/etc/blackbox/blackbox.yml:ro"] for env in probed},
+        ))
+    return services
+
+
+def build_services(f: Facts) -> list[Service]:
+    reads = secret_readers(f)
+    services = app_services(f, reads)
+    services.append(proxy_service(f))
+    if f.db:
+        services.append(database_service(f, reads))
+    if f.cache:
+        services.append(cache_service())
+    if f.monitored:
+        services += monitoring_services(f, reads)
+    return services
+
+
+def per_environment(f: Facts, services: list[Service]) -> None:
+    """What differs by environment: replicas, limits, host ports, mounts and secrets."""
+    control = PROXIES[f.proxy]
+    for env in f.environments:
+        profile = PROFILES[env]
+        count = replicas(profile, f.app_replicas)
+        shared = "${APP_REPLICAS:-%d}" % count
+        for service in services:
+            size = f.app_limits if service.role in ("app", "migrate") else SIZES[service.role]
+            service.limits[env] = limits(*size, profile["scale"])
+            if service.role == "app":
+                # Each colour's own count once deployed; before that APP_REPLICAS for blue, none for green.
+                colour = service.name.split("-", 1)[1]
+                default = "0" if colour == "green" else shared
+                service.replicas[env] = "${APP_%s_REPLICAS:-%s}" % (colour.upper(), default)
+            if service.role == "proxy":
+                bind = "${BIND_ADDRESS:-%s}" % profile["bind_address"]
+                ports = [f"{bind}:${{HTTP_PORT:-{profile['http_port']}}}:{PROXY_HTTP_PORT}"]
+                if f.tls_in(env):
+                    ports.append(f"{bind}:${{HTTPS_PORT:-{profile['https_port']}}}:{PROXY_HTTPS_PORT}")
+                service.ports[env] = ports
+                service.env_volumes[env] = [f"./{control['config_dir']}/{env}:{control['mount']}:ro",
+                                            f"./.deploy/{env}/proxy:{control['active']}:ro"]
+                service.env_notes["volumes"] = ("Its configuration, and the active colour (switched by scripts/deploy.sh and\n"
+                                                "scripts/rollback.sh).")
+                if f.tls_in(env) and f.tls == "files":
+                    service.env_secrets[env] = ["tls_cert", "tls_key"]
+            if profile["publish_internals"]:
+                published = published_port(f, service.name)
+                if published:
+                    key, port = published
+                    service.ports[env] = [f"127.0.0.1:${{{key}:-{port}}}:{port}"]
+            if service.name == "prometheus":
+                service.env_environment[env] = {"DEPLOY_ENV": env}
+            if service.name == "node-exporter" and f.db:
+                # The backup scripts' results (scripts/backup.sh, verify-backup.sh) for the backup alerts.
+                service.env_volumes[env] = [f"./metrics/{env}:/textfile:ro"]
+
+
+def published_port(f: Facts, name: str) -> tuple[str, int] | None:
+    if name == "db" and f.db:
+        return ("DB_PORT", f.db["port"])
+    return PUBLISHED_INTERNALS.get(name)
+
+
+NETWORK_ORDER = ("edge", "backend", "monitoring")
+VOLUME_ORDER = ("proxy-data", "db-data", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
+
+
+def derive(answers: dict[str, Any]) -> dict[str, Any]:
+    """Everything the templates need beyond the raw answers."""
+    f = Facts(answers)
+    services = build_services(f)
+    per_environment(f, services)
+    reads = secret_readers(f)
+    by_name = {s.name: s for s in services}
+    used_networks = {net for s in services for net in s.networks}
+    named_volumes = {v.split(":", 1)[0] for s in services for v in s.volumes if not v.startswith(("/", "."))}
+
+    envs = {}
+    for env in f.environments:
+        profile = PROFILES[env]
+        tls_secrets = ["tls_cert", "tls_key"] if f.tls_in(env) and f.tls == "files" else []
+        envs[env] = dict(
+            profile,
+            name=env,
+            project=f"{f.slug}-{env}",
+            domain=f.domain(env),
+            tls=f.tls_in(env),
+            replicas=replicas(profile, f.app_replicas),
+            # The services of this environment, and those defined whole in compose.<env>.yaml.
+            services=[s.name for s in services if s.runs_in(env)],
+            own_services=[s.name for s in services if s.only_in and env in s.only_in],
+            secrets=list(reads) + tls_secrets,
+            # Internal ports dev publishes on 127.0.0.1: service -> env file key, port, mapping.
+            published={s.name: dict(zip(("key", "port"), published_port(f, s.name)), mapping=s.ports[env][0])
+                       for s in services if s.role != "proxy" and s.ports.get(env)},
+        )
+
+    db = f.db
+    if db:
+        db = dict(db, exporter_ref=image_ref(db["exporter"]))
+    apps = {s.name: {"colour": s.name.split("-", 1)[1], "version_var": f"APP_{s.name.split('-', 1)[1].upper()}_VERSION",
+                     "replicas_var": f"APP_{s.name.split('-', 1)[1].upper()}_REPLICAS"}
+            for s in services if s.role == "app"}
+    healthcheck = app_healthcheck(f.runtime, f.app_port, answers["health_path"])
+    image_keys = list(RUNTIMES[f.runtime]["images"]) + [f.proxy]
+    by_role = {"db": f.database, "cache": "redis", "db-exporter": (db or {}).get("exporter"),
+               "cache-exporter": "redis-exporter", "proxy-exporter": "nginx-exporter"}
+    for s in services:
+        key = by_role.get(s.role, s.role)
+        if key in IMAGES and key not in image_keys:
+            image_keys.append(key)
+    return {
+        "app_uid": APP_UID,
+        "secrets_gid": SECRETS_GID,
+        "environments": f.environments,
+        "envs": envs,
+        # The services, in the order the compose files list them (services.Service).
+        "services": services,
+        "service": by_name,
+        "apps": apps,
+        "blue_green": f.blue_green,
+        "secrets": reads,
+        "networks": [net for net in NETWORK_ORDER if net in used_networks],
+        "volumes": [v for v in VOLUME_ORDER if v in named_volumes],
+        "tls_secrets": ["tls_cert", "tls_key"] if f.tls == "files" else [],
+        "images": dict(IMAGES),
+        "image_keys": image_keys,
+        "image_vars": {key: image_var(key) for key in IMAGES},
+        # Non-root proxy unless ACME state must go to a root-owned volume (then UID 0, no caps).
+        "proxy": {"acme": f.acme, "uid": 65534, **PROXIES[f.proxy]},
+        "db": db,
+        "migrate": f.migrate,
+        "monitored": f.monitored,
+        "with_logs": f.with_logs,
+        "alert_receiver": f.alert_receiver,
+        "operator_secrets": [name for name in OPERATOR_SECRETS if name in reads],
+        # Environments with scheduled backups, and whose TLS certificate Prometheus watches.
+        "backup_environments": [env for env in f.environments if PROFILES[env]["scheduled_backups"]] if f.db else [],
+        "probe_environments": [env for env in f.environments if f.probed(env)],
+        # Node exporter reads the backup scripts' metrics (metrics/ENV/*.prom).
+        "backup_metrics": bool(f.db) and f.monitored,
+        "app_port": f.app_port,
+        "proxy_ports": {"http": PROXY_HTTP_PORT, "https": PROXY_HTTPS_PORT, "ops": PROXY_OPS_PORT},
+        "app_healthcheck": healthcheck,
+        "start_exec": exec_form(answers["start_command"]),
+        "tools": TOOLS,
+        # cron's "minute hour" fields of the daily backup time (HH:MM).
+        "backup_cron": cron_daily(answers.get("backup_time") or "03:00"),
+        "python_installer": answers.get("python_installer") if f.runtime == "python" else None,
+    }
