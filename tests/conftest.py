@@ -103,6 +103,7 @@ def pytest_configure(config):
         config.option.template = str(ROOT)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Parallel e2e (pytest-xdist, --dist loadgroup): the tests that share a stack (a module-scoped
     `stack` fixture, or one variant) run on one worker, in order; other stacks run side by side."""

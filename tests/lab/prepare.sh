@@ -10,7 +10,7 @@
 # Settings (environment variables):
 #   DP_LAB_IMAGES   auto (default: official if a registry answers, else stand-ins) | official | stand-in
 #   DP_LAB_STATE    where the record goes (default: tests/lab/.state)
-#   DP_LAB_KEYS     which images (keys of extensions/deployment.py IMAGES); default: all with a stand-in
+#   DP_LAB_KEYS     which images (keys of extensions/catalogue.py IMAGES); default: all with a stand-in
 set -Eeuo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -47,9 +47,9 @@ ensure_engine() {
 	die "dockerd did not answer within 60 s (see /var/log/dockerd.log)"
 }
 
-# key<TAB>official reference, for every image of extensions/deployment.py.
+# key<TAB>official reference, for every image of extensions/catalogue.py.
 image_table() {
-	python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from extensions.deployment import IMAGES
+	python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from extensions.catalogue import IMAGES
 for key, ref in IMAGES.items(): print(f"{key}\t{ref}")' "$root"
 }
 
@@ -114,7 +114,7 @@ main() {
 	printf 'image\tsource\tprovides\n' >"$record"
 
 	local first_ref
-	first_ref=$(image_table | head -n1 | cut -f2)
+	first_ref=$(image_table | awk -F'\t' 'NR == 1 { print $2 }')
 	if [[ $mode == auto ]]; then
 		if registry_reachable "$first_ref"; then
 			mode=official
