@@ -55,10 +55,14 @@ RUNTIMES = {
         "start_command": "gunicorn --config app/gunicorn_conf.py app.main:app",
         "migrate_command": "python -m app.migrate",
         "images": ["python"],
+        # The example app ships SQL migrations (migrations/) when there is a database.
+        "example_migrations": True,
     },
-    "node": {"app_port": 3000, "start_command": "node server.js", "migrate_command": "node migrate.js", "images": ["node"]},
-    # Go builds on the Go image and runs on Debian's.
-    "go": {"app_port": 8080, "start_command": "/app/server", "migrate_command": "/app/server migrate", "images": ["go", "debian"]},
+    "node": {"app_port": 3000, "start_command": "node server.js", "migrate_command": "node migrate.js", "images": ["node"],
+             "example_migrations": True},
+    # Go builds on the Go image and runs on Debian's. Its example has no schema: "migrate" does nothing.
+    "go": {"app_port": 8080, "start_command": "/app/server", "migrate_command": "/app/server migrate", "images": ["go", "debian"],
+           "example_migrations": False},
 }
 
 DATABASES = {

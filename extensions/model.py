@@ -569,4 +569,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # cron's "minute hour" fields of the daily backup time (HH:MM).
         "backup_cron": cron_daily(answers.get("backup_time") or "03:00"),
         "python_installer": answers.get("python_installer") if f.runtime == "python" else None,
+        # What `compose.sh ENV up --build` does, in order.
+        "up_steps": ["build"] + (["migrate"] if f.migrate else []) + ["start"],
+        "example_migrations": bool(answers.get("example_app") and f.db and RUNTIMES[f.runtime]["example_migrations"]),
+        # go.mod's go directive: the release of the pinned build image (golang:1.23-bookworm -> 1.23).
+        "go_version": IMAGES["go"].split(":", 1)[1].split("-", 1)[0],
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -196,3 +198,30 @@ def test_alert_receiver_and_its_secret_files(render, variant):
         assert {s["source"] for s in alertmanager.get("secrets", [])} == expected_secrets
         if expected_secrets:
             assert alertmanager["user"].endswith(":10001"), "reads the 0640 secret files through their group"
+
+
+def _mounted_config_text(project, service: dict) -> str:
+    """Text of the project files a service mounts (its configuration), for references to secrets."""
+    texts = []
+    for volume in service.get("volumes", []):
+        source = Path(volume.get("source", ""))
+        if volume.get("type") == "bind" and source.is_relative_to(project) and source.exists():
+            files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
+            texts += [p.read_text(errors="ignore") for p in files]
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_secret_is_mounted_only_where_it_is_read(render, variant):
+    """A secret file reaches a container only if that container reads it: its path appears in the
+    service's environment (*_FILE, the app's entrypoint reads those), command, entrypoint or health
+    check, or in a configuration file the service mounts. Independent of the model that mounts them."""
+    project = render(variant)
+    for env in answers(project)["environments"]:
+        model = compose_config(project, env)
+        for name, service in model["services"].items():
+            definition = json.dumps({k: service.get(k) for k in ("environment", "command", "entrypoint", "healthcheck")})
+            config = _mounted_config_text(project, service)
+            for secret in service.get("secrets", []):
+                path = secret.get("target") or f"/run/secrets/{secret['source']}"
+                assert path in definition or path in config, f"{env}/{name} is given {secret['source']} but never reads it"

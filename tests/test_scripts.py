@@ -155,3 +155,16 @@ def test_entrypoint_refuses_secrets_that_need_url_encoding(project, tmp_path):
 def test_entrypoint_says_which_secret_it_cannot_read(project, tmp_path):
     proc = _entrypoint(project, {"DATABASE_PASSWORD_FILE": str(tmp_path / "missing")}, "true")
     assert proc.returncode == 1 and f"cannot read secret file {tmp_path / 'missing'}" in proc.stderr
+
+
+def test_entrypoint_refuses_a_password_set_twice(project, tmp_path):
+    """docker-library's rule: VAR and VAR_FILE both set is an error, not a silent choice."""
+    (tmp_path / "db").write_text("fromfile")
+    env = {"DATABASE_PASSWORD_FILE": str(tmp_path / "db"), "DATABASE_PASSWORD": "direct", "DATABASE_SCHEME": "mysql",
+           "DATABASE_USER": "app", "DATABASE_HOST": "db", "DATABASE_PORT": "3306", "DATABASE_NAME": "app"}
+    proc = _entrypoint(project, env, "true")
+    assert proc.returncode == 1 and "both DATABASE_PASSWORD and DATABASE_PASSWORD_FILE are set" in proc.stderr
+    del env["DATABASE_PASSWORD_FILE"]
+    proc = _entrypoint(project, env, "env")
+    assert proc.returncode == 0 and "DATABASE_URL=mysql://app:direct@db:3306/app" in proc.stdout.splitlines()
+    assert not any(line.startswith("DATABASE_PASSWORD=") for line in proc.stdout.splitlines())

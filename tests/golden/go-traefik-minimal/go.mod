@@ -1,4 +1,4 @@
 module golden-go
 
-// go 1.19: the oldest toolchain the deployment's test lab builds with (newer ones build it too).
-go 1.19
+// The Go release of the image the Dockerfile builds with (golang:1.23-bookworm).
+go 1.23

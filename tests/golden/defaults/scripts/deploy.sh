@@ -30,7 +30,7 @@ require_env "$env"
 commit=$(git -C "$PROJECT_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)
 version=${2:-$commit}
 [[ -n $version ]] || die "no VERSION given and $PROJECT_ROOT is not a git checkout: name the version"
-[[ $version =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "version '$version' is not a valid image tag"
+require_version "$version"
 if [[ -z ${2:-} && -n $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
 	die "the checkout has uncommitted changes: commit them, or name the version explicitly"
 fi

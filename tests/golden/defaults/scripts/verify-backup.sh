@@ -15,6 +15,7 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib/backups.sh"
 [[ $# -ge 1 && $# -le 2 ]] || die "usage: scripts/verify-backup.sh ENV [BACKUP_ID]"
 env=$1
 require_env "$env"
+require_backup_id "${2:-latest}"
 backups_init "$env"
 dir=$(resolve_backup "${2:-latest}")
 id=$(basename "$dir")

@@ -22,6 +22,7 @@ if [[ -n $confirm && ${3:-} != "$confirm" ]]; then
 	die "restoring $env replaces its data: run again with $confirm"
 fi
 [[ $# -lt 3 || ( -n $confirm && $3 == "$confirm" ) ]] || die "unknown option $3"
+require_backup_id "$2"
 backups_init "$env"
 dir=$(resolve_backup "$2")
 id=$(basename "$dir")

@@ -29,6 +29,15 @@ declare -A REPLICAS_VAR=([blue]=APP_BLUE_REPLICAS [green]=APP_GREEN_REPLICAS)
 APP_PORT=8080
 
 log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SCRIPT_NAME" "$*" >&2; }
+
+# An unexpected failure (not one a script reports with die) names the file, line and command.
+on_error() {
+	local status=$?
+	[[ -z ${ERROR_REPORTED:-} ]] || return "$status"
+	ERROR_REPORTED=1
+	log "error: ${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}: '$BASH_COMMAND' exited $status"
+}
+trap on_error ERR
 die() {
 	log "error: $*"
 	exit 1
@@ -45,6 +54,12 @@ is_one_of() {
 # confirmation_flag ENV: the option that confirms a data change in ENV (--confirm-ENV), or nothing.
 confirmation_flag() {
 	if is_one_of "$1" "${CONFIRMED_ENVIRONMENTS[@]}"; then echo "--confirm-$1"; fi
+}
+
+# require_version VERSION: dies unless VERSION can be an image tag.
+require_version() {
+	[[ $1 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
+		die "version '$1' is not a valid image tag: use letters, digits, '_', '.' and '-', e.g. 1.4.2"
 }
 
 require_cmd() {

@@ -8,6 +8,8 @@ backups_init() {
 	BACKUP_DIR=${BACKUP_DIR:-$PROJECT_ROOT/backups/$1}
 	BACKUP_KEEP_LAST=${BACKUP_KEEP_LAST:-7}
 	BACKUP_KEEP_DAYS=${BACKUP_KEEP_DAYS:-14}
+	[[ $BACKUP_KEEP_LAST =~ ^[1-9][0-9]*$ ]] || die "BACKUP_KEEP_LAST '$BACKUP_KEEP_LAST' must be a whole number of at least 1"
+	[[ $BACKUP_KEEP_DAYS =~ ^[0-9]+$ ]] || die "BACKUP_KEEP_DAYS '$BACKUP_KEEP_DAYS' must be a whole number of days"
 	mkdir -p "$BACKUP_DIR"
 	chmod 0700 "$BACKUP_DIR"
 }
@@ -21,6 +23,12 @@ backup_key_file() {
 }
 
 # resolve_backup ID: the backup's directory (ID may be "latest"); dies if there is none.
+# require_backup_id ID: dies unless ID is "latest" or a backup's id (before anything is touched).
+require_backup_id() {
+	[[ $1 == latest || $1 =~ ^[0-9]{8}T[0-9]{6}Z$ ]] ||
+		die "'$1' is not a backup id: use latest or an id like 20261126T030000Z (the directories in backups/ENV/)"
+}
+
 resolve_backup() {
 	local id=${1:-latest}
 	if [[ $id == latest ]]; then
