@@ -4,6 +4,7 @@ permissions, refusals with a one-line reason, and the container entrypoint."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -168,3 +169,24 @@ def test_entrypoint_refuses_a_password_set_twice(project, tmp_path):
     proc = _entrypoint(project, env, "env")
     assert proc.returncode == 0 and "DATABASE_URL=mysql://app:direct@db:3306/app" in proc.stdout.splitlines()
     assert not any(line.startswith("DATABASE_PASSWORD=") for line in proc.stdout.splitlines())
+
+
+@pytest.mark.parametrize("script, args, reason", [
+    ("deploy.sh", ["dev", "v1 2"], "version 'v1 2' is not a valid image tag"),
+    ("rollback.sh", ["dev", "v1;rm"], "version 'v1;rm' is not a valid image tag"),
+    ("restore.sh", ["production", "../etc", "--confirm-production"], "'../etc' is not a backup id"),
+    ("verify-backup.sh", ["dev", "yesterday"], "'yesterday' is not a backup id"),
+])
+def test_arguments_are_refused_before_anything_is_written(project, script, args, reason):
+    proc = run(project / "scripts" / script, *args, check=False)
+    assert proc.returncode != 0 and reason in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, "one line"
+    for made in ("env/dev.env", "env/production.env", "secrets", ".deploy", "backups"):
+        assert not (project / made).exists(), f"{script} wrote {made} before refusing"
+
+
+def test_an_unexpected_failure_names_the_file_line_and_command(project):
+    (project / "env/dev.env.example").unlink()
+    proc = run(project / "scripts/init-env.sh", "dev", check=False)
+    assert proc.returncode != 0
+    assert re.search(r"error: common\.sh:\d+: 'cp .*env\.example.*' exited 1", proc.stderr), proc.stderr
