@@ -46,6 +46,31 @@ def image_ref(key: str) -> str:
     return "${%s:-%s}" % (image_var(key), IMAGES[key])
 
 
+# Direct dependencies of the example apps, by what they need: always, per database, with a cache.
+# Their lock files (template/_includes/locks/, one per database and cache choice) are made from
+# these by tests/lab/example_locks.py.
+EXAMPLE_DEPENDENCIES = {
+    "python": {"always": ["gunicorn>=23.0", "prometheus-client>=0.21"],
+               "postgres": ["psycopg[binary]>=3.2"], "mariadb": ["pymysql>=1.1"], "redis": ["redis>=5.2"]},
+    "node": {"always": {"prom-client": "^15.1.0"},
+             "postgres": {"pg": "^8.13.0"}, "mariadb": {"mysql2": "^3.11.0"}, "redis": {"redis": "^4.7.0"}},
+}
+
+
+def example_dependencies(runtime: str, database: str, cache: str):
+    """The example app's direct dependencies for these answers (a list, or a dict for npm)."""
+    table = EXAMPLE_DEPENDENCIES[runtime]
+    chosen = [table["always"]] + [table[key] for key in (database, cache) if key in table]
+    if isinstance(table["always"], dict):
+        return {name: version for part in chosen for name, version in part.items()}
+    return [requirement for part in chosen for requirement in part]
+
+
+def example_lock_key(database: str, cache: str) -> str:
+    """The directory of the lock files for these answers, e.g. postgres-redis, none-none."""
+    return f"{database}-{cache}"
+
+
 # Build tools installed in the build stage only (pinned; override with --build-arg).
 TOOLS = {"uv": "0.13.9", "poetry": "2.5.1", "poetry-plugin-export": "1.10.1"}
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from .answers import exec_form, memory_mib
 from .catalogue import (
-    APP_UID, DATABASES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
-    RUNTIMES, SECRETS_GID, SIZES, TOOLS, image_ref, image_var,
+    APP_UID, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
+    RUNTIMES, SECRETS_GID, SIZES, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
 )
 from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, limits, replicas
 from .services import Alias, Service
@@ -571,6 +571,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "python_installer": answers.get("python_installer") if f.runtime == "python" else None,
         # What `compose.sh ENV up --build` does, in order.
         "up_steps": ["build"] + (["migrate"] if f.migrate else []) + ["start"],
+        # The example app's direct dependencies and the lock files made from them (tests/lab/example_locks.py).
+        "example_dependencies": example_dependencies(f.runtime, f.database, answers["cache"]) if f.runtime in EXAMPLE_DEPENDENCIES else None,
+        "example_lock": f"template/_includes/locks/{example_lock_key(f.database, answers['cache'])}/",
         "example_migrations": bool(answers.get("example_app") and f.db and RUNTIMES[f.runtime]["example_migrations"]),
         # go.mod's go directive: the release of the pinned build image (golang:1.23-bookworm -> 1.23).
         "go_version": IMAGES["go"].split(":", 1)[1].split("-", 1)[0],

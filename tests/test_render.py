@@ -225,3 +225,59 @@ def test_each_secret_is_mounted_only_where_it_is_read(render, variant):
             for secret in service.get("secrets", []):
                 path = secret.get("target") or f"/run/secrets/{secret['source']}"
                 assert path in definition or path in config, f"{env}/{name} is given {secret['source']} but never reads it"
+
+
+DRIVERS = {"python": {"postgres": "psycopg", "mariadb": "pymysql", "redis": "redis"},
+           "node": {"postgres": "pg", "mariadb": "mysql2", "redis": "redis"}}
+
+
+def _locked_packages(project, a) -> set[str]:
+    """Package names a render's lock file pins."""
+    if a["runtime"] == "node":
+        lock = json.loads((project / "package-lock.json").read_text())
+        assert lock["packages"][""]["dependencies"] == json.loads((project / "package.json").read_text())["dependencies"]
+        return {path.rsplit("node_modules/", 1)[1] for path in lock["packages"] if path}
+    installer = a["python_installer"]
+    if installer == "pip":
+        return set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", (project / "requirements.txt").read_text(), re.M))
+    lock = (project / ("uv.lock" if installer == "uv" else "poetry.lock")).read_text()
+    return set(re.findall(r'^name = "([^"]+)"', lock, re.M))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_example_dependencies_carry_only_the_drivers_in_use(render, variant):
+    """A Node app without a database has no pg or mysql2; a PostgreSQL app no MariaDB driver."""
+    project = render(variant)
+    a = answers(project)
+    if not a["example_app"] or a["runtime"] == "go":
+        return
+    locked = _locked_packages(project, a)
+    for choice, package in DRIVERS[a["runtime"]].items():
+        wanted = choice in (a["database"], a["cache"])
+        assert (package in locked) == wanted, f"{package} locked: {package in locked}, wanted: {wanted}"
+    manifest = "package.json" if a["runtime"] == "node" else "requirements.in" if a["python_installer"] == "pip" else "pyproject.toml"
+    text = (project / manifest).read_text()
+    for choice, package in DRIVERS[a["runtime"]].items():
+        assert (f'"{package}' in text or f"\n{package}" in text) == (choice in (a["database"], a["cache"])), package
+    assert (project / ("migrate.js" if a["runtime"] == "node" else "app/migrate.py")).exists() == (a["database"] != "none")
+
+
+@pytest.mark.parametrize("combination", sorted(p.name for p in (ROOT / "template/_includes/locks").iterdir()))
+def test_each_lock_set_pins_exactly_its_drivers(combination):
+    """The lock sets tests/lab/example_locks.py made: one per database and cache choice."""
+    database, cache = combination.split("-")
+    directory = ROOT / "template/_includes/locks" / combination
+    assert sorted(p.name for p in directory.iterdir()) == ["package-lock.json", "poetry.lock", "requirements.txt", "uv.lock"]
+    npm = {path.rsplit("node_modules/", 1)[1] for path in json.loads((directory / "package-lock.json").read_text())["packages"] if path}
+    pip = set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", (directory / "requirements.txt").read_text(), re.M))
+    uv = set(re.findall(r'^name = "([^"]+)"', (directory / "uv.lock").read_text(), re.M))
+    poetry = set(re.findall(r'^name = "([^"]+)"', (directory / "poetry.lock").read_text(), re.M))
+    for choice, package in DRIVERS["node"].items():
+        assert (package in npm) == (choice in (database, cache)), (combination, package)
+    for choice, package in DRIVERS["python"].items():
+        for name, locked in (("pip", pip), ("uv", uv), ("poetry", poetry)):
+            assert (package in locked) == (choice in (database, cache)), (combination, name, package)
+    for lock in directory.iterdir():
+        # Included by a template: nothing in it may look like Jinja but the project's name.
+        text = lock.read_text().replace("{{ project_slug }}", "")
+        assert not re.search(r"\{\{|\{%|\{#", text), lock.name

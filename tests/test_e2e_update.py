@@ -1,0 +1,78 @@
+"""`copier update` of a running project: a project rendered by the last recorded release, deployed
+with data, is updated to HEAD and deployed again through its own scripts. What the CHANGELOG
+promises an updating project must hold on a real stack: the data is kept, the app's services of
+the old release are replaced, the release history still rolls back, and later deploys lose no
+request."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from copier import run_copy, run_update
+
+from conftest import ROOT, run
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker
+from test_update import GIT, RELEASES
+
+pytestmark = pytest.mark.e2e
+
+ANSWERS = dict(project_name="Update e2e", environments=["production"], database="postgres", cache="none",
+               monitoring="none", proxy="nginx", tls="none", process_manager="none", app_replicas=2,
+               deploy_strategy="rolling")
+
+
+def git(project, *args: str) -> None:
+    subprocess.run([*GIT, *args], cwd=project, check=True, capture_output=True, text=True)
+
+
+def deploy(stack: Stack, version: str) -> subprocess.CompletedProcess:
+    return run(stack.project / "scripts" / "deploy.sh", "production", version, cwd=stack.project, timeout=900)
+
+
+@pytest.fixture
+def released(tmp_path, lab):
+    version, commit = RELEASES[0]
+    project = tmp_path / "project"
+    run_copy(str(ROOT), str(project), vcs_ref=commit, data=ANSWERS, defaults=True, unsafe=True, quiet=True)
+    add_slow_route(project)
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", f"rendered by {version}")
+    stack = Stack(project, "production")
+    stack.configure()
+    yield version, stack
+    stack.down()
+    for tag in ("v1", "v2", "v3"):
+        docker("image", "rm", "--force", f"{stack.answers['image_name']}:{tag}", check=False)
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def test_a_running_project_of_the_last_release_updates_and_deploys(released):
+    version, stack = released
+    deploy(stack, "v1")
+    assert stack.get_json("/")["version"] == "v1"
+    assert stack.http("POST", "/items", {"name": f"written under {version}"})[0] == 201
+    before = stack.get_json("/items")["items"]
+    services_before = {c["Service"] for c in stack.containers()}
+
+    run_update(str(stack.project), vcs_ref="HEAD", defaults=True, overwrite=True, unsafe=True, quiet=True)
+    git(stack.project, "add", "-A")
+    git(stack.project, "commit", "-qm", "copier update")
+
+    proc = deploy(stack, "v2")
+    services_after = {c["Service"] for c in stack.containers()}
+    if "app" in services_before:
+        # A rolling project of a release before the colours: its service app is gone, gracefully.
+        assert "stopping the service app of an earlier template version" in proc.stderr
+    assert "app" not in services_after and "app-blue" in services_after
+    assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}
+    assert stack.get_json("/items")["items"] == before, "the data of the old release is kept"
+
+    # Later deploys drain: no request lost, whatever kind.
+    with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC) as load:
+        deploy(stack, "v3")
+    assert load.failed == [] and len(load.results) > 50, load.failed[:10]
+    # The history written by the old release still rolls back.
+    run(stack.project / "scripts" / "rollback.sh", "production", "v1", cwd=stack.project, timeout=900)
+    assert {stack.get_json("/")["version"] for _ in range(8)} == {"v1"}
