@@ -20,7 +20,8 @@ from conftest import answers, require_tool, run
 def project(render, tmp_path):
     """A private copy of the default rendering, so that each test starts with no env or secret files."""
     copy = tmp_path / "project"
-    shutil.copytree(render("defaults"), copy, ignore=shutil.ignore_patterns("secrets", "*.env"))
+    # Without what first use of an environment creates (other tests run scripts on the shared render).
+    shutil.copytree(render("defaults"), copy, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy", "backups", "metrics"))
     return copy
 
 
