@@ -109,6 +109,17 @@ def secret_readers(f: Facts) -> dict[str, list[str]]:
 
 # --- the services ---------------------------------------------------------------------------------------
 
+COLOURS = ("blue", "green")  # the first serves before any deploy
+
+
+def colour_names(colour: str) -> dict[str, str]:
+    """The naming rule of a colour: its Compose service and the env file keys of its version and
+    replica count. Scripts get these as data (scripts/lib/common.sh), never the rule."""
+    prefix = f"APP_{colour.upper()}"
+    return {"colour": colour, "service": f"app-{colour}", "version_var": f"{prefix}_VERSION",
+            "replicas_var": f"{prefix}_REPLICAS"}
+
+
 def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
     """The app as two colours (the proxy routes to one; a deploy starts the other, see
     scripts/lib/release.sh), and the one-off migration container."""
@@ -128,12 +139,12 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
         depends_on["cache"] = "service_healthy"
     networks = ["edge"] + (["backend"] if f.db or f.cache else []) + (["monitoring"] if f.monitored else [])
     services = []
-    for colour in ("blue", "green"):
-        prefix = f"APP_{colour.upper()}"
-        version = "${%s_VERSION:-dev}" % prefix
-        builds = colour == "blue"  # both colours run the same image: one builds it
+    for colour in COLOURS:
+        names = colour_names(colour)
+        version = "${%s:-dev}" % names["version_var"]
+        builds = colour == COLOURS[0]  # both colours run the same image: one builds it
         services.append(Service(
-            name=f"app-{colour}", role="app", image="${APP_IMAGE:-%s}:%s" % (f.answers["image_name"], version),
+            name=names["service"], role="app", colour=colour, image="${APP_IMAGE:-%s}:%s" % (f.answers["image_name"], version),
             base=Alias("app"),
             comment=("The app in two colours: the proxy sends traffic to one (named in .deploy/<env>/proxy/); a\n"
                      "deploy starts the new version in the other and switches the proxy once it is healthy\n"
@@ -449,10 +460,9 @@ def per_environment(f: Facts, services: list[Service]) -> None:
             size = f.app_limits if service.role in ("app", "migrate") else SIZES[service.role]
             service.limits[env] = limits(*size, profile["scale"])
             if service.role == "app":
-                # Each colour's own count once deployed; before that APP_REPLICAS for blue, none for green.
-                colour = service.name.split("-", 1)[1]
-                default = "0" if colour == "green" else shared
-                service.replicas[env] = "${APP_%s_REPLICAS:-%s}" % (colour.upper(), default)
+                # Each colour's own count once deployed; before that APP_REPLICAS for the first, none for the other.
+                default = shared if service.colour == COLOURS[0] else "0"
+                service.replicas[env] = "${%s:-%s}" % (colour_names(service.colour)["replicas_var"], default)
             if service.role == "proxy":
                 bind = "${BIND_ADDRESS:-%s}" % profile["bind_address"]
                 ports = [f"{bind}:${{HTTP_PORT:-{profile['http_port']}}}:{PROXY_HTTP_PORT}"]
@@ -520,9 +530,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     db = f.db
     if db:
         db = dict(db, exporter_ref=image_ref(db["exporter"]))
-    apps = {s.name: {"colour": s.name.split("-", 1)[1], "version_var": f"APP_{s.name.split('-', 1)[1].upper()}_VERSION",
-                     "replicas_var": f"APP_{s.name.split('-', 1)[1].upper()}_REPLICAS"}
-            for s in services if s.role == "app"}
+    apps = {s.name: colour_names(s.colour) for s in services if s.role == "app"}
     healthcheck = app_healthcheck(f.runtime, f.app_port, answers["health_path"])
     image_keys = list(RUNTIMES[f.runtime]["images"]) + [f.proxy]
     by_role = {"db": f.database, "cache": "redis", "db-exporter": (db or {}).get("exporter"),

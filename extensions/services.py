@@ -40,6 +40,7 @@ class Service:
     name: str
     role: str
     image: str
+    colour: str | None = None  # the app's colours (model.colour_names)
     comment: str = ""  # why it is there, or what is special about it (above the service)
     notes: dict[str, str] = field(default_factory=dict)  # key -> comment above that key
     # The anchor merged first: HARDENING, Alias("app") (the app's image, user and hardening: colours
