@@ -30,15 +30,16 @@ def slug_error(value: str) -> str:
     return ""
 
 
-def port_error(value: Any) -> str:
+def port_error(value: Any, suggestion: int = 8000) -> str:
+    """`suggestion`: the runtime's usual port, named in the message."""
     try:
-        port = int(value)
+        port = int(str(value).strip())
     except (TypeError, ValueError):
-        return f"app_port {value!r} is not a number: use a port between 1024 and 65535, e.g. 8000"
+        return f"app_port {value!r} is not a number: use a port between 1024 and 65535, e.g. {suggestion}"
     if not 1024 <= port <= 65535:
         return (
             f"app_port {port} is out of range: the app runs as a non-root user, so use a port "
-            "between 1024 and 65535, e.g. 8000"
+            f"between 1024 and 65535, e.g. {suggestion}"
         )
     return ""
 
@@ -67,9 +68,26 @@ def image_error(value: str) -> str:
     return ""
 
 
-def domain_error(value: str, name: str) -> str:
+# Names reserved for documentation and tests (RFC 2606, RFC 6761): Let's Encrypt refuses them.
+RESERVED_DOMAIN_RE = re.compile(r"(^|\.)(example\.(com|net|org)|example|test|invalid|localhost)$")
+
+
+def domain_error(value: str, name: str, acme: bool = False) -> str:
+    """`acme`: certificates come from Let's Encrypt, which refuses reserved names."""
     if not DOMAIN_RE.match(value or ""):
         return f"{name} {value!r} is not a host name: use lowercase DNS labels, e.g. api.example.com"
+    if acme and RESERVED_DOMAIN_RE.search(value):
+        return (f"{name} {value!r} is a reserved name that Let's Encrypt refuses (tls is acme): "
+                "use the service's real host name, or tls files")
+    return ""
+
+
+def acme_email_error(value: str) -> str:
+    if "@" not in (value or ""):
+        return "acme_email must be an e-mail address, e.g. ops@your-company.com"
+    if RESERVED_DOMAIN_RE.search(value.rsplit("@", 1)[1].lower()):
+        return (f"acme_email {value!r} is at a reserved domain that Let's Encrypt refuses: "
+                "use an address someone reads (expiry warnings go there)")
     return ""
 
 

@@ -41,9 +41,24 @@ def image_var(key: str) -> str:
     return key.upper().replace("-", "_") + "_IMAGE"
 
 
+def image_location(key: str) -> tuple[str, str]:
+    """An image's registry and its path there: ("docker.io", "library/postgres:17-bookworm")."""
+    first, _, rest = IMAGES[key].partition("/")
+    if rest and ("." in first or ":" in first):
+        return first, rest
+    return "docker.io", IMAGES[key] if rest else f"library/{IMAGES[key]}"
+
+
 def image_ref(key: str) -> str:
-    """What a compose file writes for an image: the pin, overridable from the env file."""
-    return "${%s:-%s}" % (image_var(key), IMAGES[key])
+    """What a compose file writes for an image: the pin, overridable from the env file one by one
+    (e.g. POSTGRES_IMAGE) or all at once by IMAGE_MIRROR, a registry that holds them under the same
+    paths (a pull-through mirror, or a private registry for hosts without internet)."""
+    registry, path = image_location(key)
+    return "${%s:-${IMAGE_MIRROR:-%s}/%s}" % (image_var(key), registry, path)
+
+
+# The Dockerfile's build arguments for its base images, per image key.
+BASE_IMAGE_ARGS = {"python": "PYTHON_IMAGE", "node": "NODE_IMAGE", "go": "GO_IMAGE", "debian": "RUNTIME_IMAGE"}
 
 
 # Direct dependencies of the example apps, by what they need: always, per database, with a cache.
@@ -128,6 +143,19 @@ PROXIES = {
               "upstream_file": "upstream-name"},
     "traefik": {"config_dir": "config/traefik", "mount": "/etc/traefik/deploy", "active": "/etc/traefik/active",
                 "upstream_file": "upstream.yml"},
+}
+
+# Where the request counts and latency of the app come from: the app's own metrics (the contract:
+# http_requests_total with a status label, http_request_duration_seconds), or, for an app without
+# metrics, the proxy's (Caddy and Traefik count responses by status code; nginx's stub_status only
+# counts connections, so nginx has none).
+REQUEST_METRICS = {
+    "app": {"requests": "http_requests_total", "duration": "http_request_duration_seconds_bucket",
+            "labels": 'job="app"', "code": "status"},
+    "caddy": {"requests": "caddy_http_request_duration_seconds_count", "duration": "caddy_http_request_duration_seconds_bucket",
+              "labels": 'handler="reverse_proxy"', "code": "code"},
+    "traefik": {"requests": "traefik_service_requests_total", "duration": "traefik_service_request_duration_seconds_bucket",
+                "labels": 'service="app@file"', "code": "code"},
 }
 
 # Production limits per kind of service: (cpus, memory in MiB). The app's come from the answers;

@@ -69,6 +69,7 @@ class DeploymentExtension(Extension):
             command_error=answers.command_error,
             image_error=answers.image_error,
             domain_error=answers.domain_error,
+            acme_email_error=answers.acme_email_error,
             email_error=answers.email_error,
             smarthost_error=answers.smarthost_error,
             cpus_error=answers.cpus_error,

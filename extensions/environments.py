@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 ENVIRONMENTS = ("dev", "staging", "production")
@@ -18,10 +19,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_replicas": 1,
         "log_max_size": "10m",
         "log_max_file": 2,
-        # Where the proxy listens on the host, and its default ports there.
+        # Where the proxy listens on the host, and its default ports there (None: a block of host
+        # ports of the project's own, host_ports(), so that dev stacks of several projects coexist).
         "bind_address": "127.0.0.1",
-        "http_port": 8080,
-        "https_port": 8443,
+        "http_port": None,
+        "https_port": None,
         # Databases and monitoring UIs published on 127.0.0.1 (for a developer's tools).
         "publish_internals": True,
         # Networks other than the edge have no route out.
@@ -83,12 +85,27 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Host ports that dev publishes on 127.0.0.1 for a service's internal port: (env file key, port).
+# Services whose internal port dev publishes on 127.0.0.1: (env file key, port in the container).
 PUBLISHED_INTERNALS = {
     "prometheus": ("PROMETHEUS_PORT", 9090),
     "alertmanager": ("ALERTMANAGER_PORT", 9093),
     "grafana": ("GRAFANA_PORT", 3000),
 }
+
+# A project's own block of host ports (environments without fixed ports): picked from its slug
+# among 200 blocks of 100 between 10000 and 30000 (below Linux's ephemeral ports), the same at
+# every render and update. Two projects share a block with a chance of 1 in 200: the ports are
+# settings in env/<env>.env, and `scripts/compose.sh` names the one that is taken.
+PORT_BLOCK_START, PORT_BLOCK_SIZE, PORT_BLOCKS = 10000, 100, 200
+HOST_PORT_OFFSETS = {"http": 0, "https": 1, "db": 2, "prometheus": 3, "alertmanager": 4, "grafana": 5}
+
+
+def host_ports(profile: dict[str, Any], slug: str) -> dict[str, int]:
+    """Default host port per published service ("http", "https", "db", "prometheus", ...)."""
+    if profile["http_port"] is not None:
+        return {"http": profile["http_port"], "https": profile["https_port"]}
+    base = PORT_BLOCK_START + zlib.crc32(slug.encode()) % PORT_BLOCKS * PORT_BLOCK_SIZE
+    return {name: base + offset for name, offset in HOST_PORT_OFFSETS.items()}
 
 
 def limits(cpus: float, memory_mib: int, scale: float) -> dict[str, str]:

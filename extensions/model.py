@@ -9,10 +9,10 @@ from typing import Any
 
 from .answers import exec_form, memory_mib
 from .catalogue import (
-    APP_UID, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
-    RUNTIMES, SECRETS_GID, SIZES, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
+    APP_UID, BASE_IMAGE_ARGS, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
+    REQUEST_METRICS, RUNTIMES, SECRETS_GID, SIZES, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
 )
-from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, limits, replicas
+from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, host_ports, limits, replicas
 from .services import Alias, Service
 
 HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3}
@@ -74,6 +74,8 @@ class Facts:
             self.alert_receiver == "email" and bool((answers.get("alert_smtp_username") or "").strip()))
         self.app_limits = (float(answers["app_cpus"]), memory_mib(answers["app_memory"]))
         self.app_replicas = int(answers["app_replicas"])
+        # Where the app serves Prometheus metrics ("": nowhere; earlier answers files: /metrics).
+        self.metrics_path = answers.get("metrics_path", "/metrics") or ""
 
     def tls_in(self, env: str) -> bool:
         """TLS ends at the proxy in env."""
@@ -83,9 +85,44 @@ class Facts:
         question = PROFILES[env]["domain_question"]
         return (self.answers.get(question) if question else None) or "localhost"
 
+    def host_ports(self, env: str) -> dict[str, int]:
+        return host_ports(PROFILES[env], self.slug)
+
     def probed(self, env: str) -> bool:
         """The blackbox exporter probes env's certificate."""
         return self.monitored and self.tls_in(env)
+
+    def blackbox_in(self, env: str) -> bool:
+        """The blackbox exporter runs in env: a certificate to probe, or an app without metrics
+        whose replicas it probes on the health path."""
+        return self.monitored and (self.tls_in(env) or not self.metrics_path)
+
+
+def signals(f: Facts) -> dict[str, Any]:
+    """The app's signals for Prometheus: availability (a series that is 1 while a replica answers),
+    and error ratio and latency where some metrics have them (REQUEST_METRICS), as PromQL."""
+    source = "app" if f.metrics_path else (f.proxy if f.proxy in REQUEST_METRICS else None)
+    result: dict[str, Any] = {
+        "source": source,
+        "availability": 'up{job="app"}' if f.metrics_path else 'probe_success{job="app"}',
+        "scraped": bool(f.metrics_path),
+    }
+    # A replica's series for the rule tests (promtool).
+    result["test_availability"] = result["availability"][:-1] + f', instance="10.0.0.2:{f.app_port}"}}'
+    if source:
+        m = REQUEST_METRICS[source]
+        result.update(
+            errors=(f'sum(rate({m["requests"]}{{{m["labels"]}, {m["code"]}=~"5.."}}[5m]))\n'
+                    f'  / sum(rate({m["requests"]}{{{m["labels"]}}}[5m]))'),
+            latency_p95=f'histogram_quantile(0.95, sum by (le) (rate({m["duration"]}{{{m["labels"]}}}[5m])))',
+            requests_rate=f'sum(rate({m["requests"]}{{{m["labels"]}}}[5m]))',
+            errors_rate=f'sum(rate({m["requests"]}{{{m["labels"]}, {m["code"]}=~"5.."}}[5m]))',
+            # Series for the rule tests (promtool): a 200, a 500, a histogram bucket.
+            test_ok=f'{m["requests"]}{{{m["labels"]}, {m["code"]}="200"}}',
+            test_error=f'{m["requests"]}{{{m["labels"]}, {m["code"]}="500"}}',
+            test_bucket=f'{m["duration"]}{{{m["labels"]}, le="%s"}}',
+        )
+    return result
 
 
 # --- secrets: name -> the services that read it -------------------------------------------------------
@@ -151,7 +188,11 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                      "(scripts/deploy.sh, scripts/rollback.sh).") if builds else "",
             notes={} if builds else {
                 "pull_policy": "scripts/deploy.sh pulls or builds the image first; with 0 replicas there is nothing to pull."},
-            build={"context": ".", "target": "runtime", "args": {"APP_VERSION": version}} if builds else None,
+            # Base images from the same settings as every other image (X_IMAGE, IMAGE_MIRROR).
+            build={"context": ".", "target": "runtime",
+                   "args": {"APP_VERSION": version,
+                            **{BASE_IMAGE_ARGS[key]: image_ref(key) for key in RUNTIMES[f.runtime]["images"]}}}
+            if builds else None,
             pull_policy=None if builds else "never",
             init=True,
             expose=[str(f.app_port)],
@@ -420,18 +461,23 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                 networks=["monitoring"],
             ),
         ]
-    probed = [env for env in f.environments if f.probed(env)]
+    probed = [env for env in f.environments if f.blackbox_in(env)]
     if probed:
         services.append(Service(
             name="blackbox-exporter", role="blackbox-exporter", image=image_ref("blackbox-exporter"), base=None,
             hardening={"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]},
-            comment="Probes the proxy's TLS certificate for Prometheus (CertificateExpiresSoon, TLSProbeFailed).",
+            comment=("Probes for Prometheus: " + " and ".join(
+                (["the proxy's TLS certificate (CertificateExpiresSoon, TLSProbeFailed)"] if any(f.probed(e) for e in probed) else [])
+                + ([f"each app replica's {f.answers['health_path']} (the app serves no metrics)"] if not f.metrics_path else []))
+                + "."),
             user="65534:65534",
             command=["--config.file=/etc/blackbox/blackbox.yml"],
             healthcheck=wget_check("http://127.0.0.1:9115/-/healthy"),
             networks=["monitoring"],
-            only_in=probed,
+            only_in=None if probed == f.environments else probed,
             env_volumes={env: [f"./config/blackbox/{env}.yml:/etc/blackbox/blackbox.yml:ro"] for env in probed},
+            # Prometheus' tls job finds the prober by this alias: only where there is a certificate.
+            env_networks={env: {"monitoring": {"aliases": ["tls-prober"]}} for env in probed if f.probed(env)},
         ))
     return services
 
@@ -465,9 +511,10 @@ def per_environment(f: Facts, services: list[Service]) -> None:
                 service.replicas[env] = "${%s:-%s}" % (colour_names(service.colour)["replicas_var"], default)
             if service.role == "proxy":
                 bind = "${BIND_ADDRESS:-%s}" % profile["bind_address"]
-                ports = [f"{bind}:${{HTTP_PORT:-{profile['http_port']}}}:{PROXY_HTTP_PORT}"]
+                host = f.host_ports(env)
+                ports = [f"{bind}:${{HTTP_PORT:-{host['http']}}}:{PROXY_HTTP_PORT}"]
                 if f.tls_in(env):
-                    ports.append(f"{bind}:${{HTTPS_PORT:-{profile['https_port']}}}:{PROXY_HTTPS_PORT}")
+                    ports.append(f"{bind}:${{HTTPS_PORT:-{host['https']}}}:{PROXY_HTTPS_PORT}")
                 service.ports[env] = ports
                 service.env_volumes[env] = [f"./{control['config_dir']}/{env}:{control['mount']}:ro",
                                             f"./.deploy/{env}/proxy:{control['active']}:ro"]
@@ -479,7 +526,7 @@ def per_environment(f: Facts, services: list[Service]) -> None:
                 published = published_port(f, service.name)
                 if published:
                     key, port = published
-                    service.ports[env] = [f"127.0.0.1:${{{key}:-{port}}}:{port}"]
+                    service.ports[env] = [f"127.0.0.1:${{{key}:-{f.host_ports(env)[service.name]}}}:{port}"]
             if service.name == "prometheus":
                 service.env_environment[env] = {"DEPLOY_ENV": env}
             if service.name == "node-exporter" and f.db:
@@ -523,8 +570,12 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             own_services=[s.name for s in services if s.only_in and env in s.only_in],
             secrets=list(reads) + tls_secrets,
             # Internal ports dev publishes on 127.0.0.1: service -> env file key, port, mapping.
-            published={s.name: dict(zip(("key", "port"), published_port(f, s.name)), mapping=s.ports[env][0])
+            published={s.name: dict(key=published_port(f, s.name)[0], port=f.host_ports(env)[s.name],
+                                    container_port=published_port(f, s.name)[1], mapping=s.ports[env][0])
                        for s in services if s.role != "proxy" and s.ports.get(env)},
+            # Default host ports of the proxy (fixed, or the project's block).
+            http_port=f.host_ports(env)["http"],
+            https_port=f.host_ports(env)["https"],
         )
 
     db = f.db
@@ -567,6 +618,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # Environments with scheduled backups, and whose TLS certificate Prometheus watches.
         "backup_environments": [env for env in f.environments if PROFILES[env]["scheduled_backups"]] if f.db else [],
         "probe_environments": [env for env in f.environments if f.probed(env)],
+        # Environments where the blackbox exporter runs (certificates, or an app without metrics).
+        "blackbox_environments": [env for env in f.environments if f.blackbox_in(env)],
+        "signals": signals(f),
+        "metrics_path": f.metrics_path,
         # Node exporter reads the backup scripts' metrics (metrics/ENV/*.prom).
         "backup_metrics": bool(f.db) and f.monitored,
         "app_port": f.app_port,

@@ -18,7 +18,7 @@ KEY_ORDER = (
     "security_opt", "pid", "tmpfs", "shm_size", "stop_grace_period", "init", "entrypoint", "command", "expose",
     "environment", "secrets", "volumes", "devices", "healthcheck", "depends_on", "networks",
 )
-ENV_KEY_ORDER = ("restart", "logging", "env_file", "deploy", "ports", "volumes", "secrets", "environment")
+ENV_KEY_ORDER = ("restart", "logging", "env_file", "deploy", "ports", "volumes", "secrets", "environment", "networks")
 
 
 class Alias(str):
@@ -77,6 +77,7 @@ class Service:
     env_volumes: dict[str, list[str]] = field(default_factory=dict)
     env_secrets: dict[str, list[str]] = field(default_factory=dict)
     env_environment: dict[str, dict[str, str]] = field(default_factory=dict)
+    env_networks: dict[str, dict[str, dict]] = field(default_factory=dict)  # e.g. an alias in one environment
     env_notes: dict[str, str] = field(default_factory=dict)
 
     def runs_in(self, env: str) -> bool:
@@ -111,9 +112,23 @@ class Service:
         deploy["resources"] = {"limits": self.limits[env]}
         spec["deploy"] = deploy
         for key, source in (("ports", self.ports), ("volumes", self.env_volumes), ("secrets", self.env_secrets),
-                            ("environment", self.env_environment)):
+                            ("environment", self.env_environment), ("networks", self.env_networks)):
             if source.get(env):
                 spec[key] = source[env]
+        return spec
+
+
+    def compose_whole(self, env: str, profile: dict[str, Any]) -> dict[str, Any]:
+        """Both parts in one mapping, for a service that only some environments run (then
+        compose.<env>.yaml defines it whole)."""
+        spec = self.compose()
+        for key, value in self.compose_env(env, profile).items():
+            if key == "networks":
+                networks = spec.get("networks", [])
+                merged = {net: {} for net in networks} if isinstance(networks, list) else dict(networks)
+                spec["networks"] = {**merged, **value}
+            else:
+                spec[key] = value
         return spec
 
 

@@ -20,6 +20,7 @@ VARIANTS: dict[str, dict] = {
     "py-uv-mariadb-caddy-acme": dict(
         python_installer="uv", environments=["production"], database="mariadb", cache="none",
         monitoring="prometheus-loki", proxy="caddy", tls="acme", deploy_strategy="blue-green",
+        acme_email="ops@deployment-patterns.dev", domain_production="shop.deployment-patterns.dev",
         process_manager="supervisor", alert_receiver="webhook",
     ),
     "py-poetry-traefik-nodb": dict(
@@ -42,6 +43,7 @@ VARIANTS: dict[str, dict] = {
     "go-postgres-traefik-acme-existing": dict(
         runtime="go", environments=["production"], database="postgres", cache="none", monitoring="prometheus",
         proxy="traefik", tls="acme", deploy_strategy="blue-green", process_manager="none", example_app=False,
+        acme_email="ops@deployment-patterns.dev", domain_production="billing.deployment-patterns.dev",
         project_name="Billing API", image_name="ghcr.io/acme/billing-api", app_replicas=3,
         app_cpus="2", app_memory="1G",
     ),

@@ -22,7 +22,8 @@ VARIANTS: dict[str, dict] = {
     "defaults": {},
     "node-mariadb-caddy-blue-green": dict(
         project_name="Golden Node", runtime="node", environments=["production"], database="mariadb", cache="none",
-        monitoring="prometheus-loki", alert_receiver="webhook", proxy="caddy", tls="acme", acme_email="ops@acme.test",
+        monitoring="prometheus-loki", alert_receiver="webhook", proxy="caddy", tls="acme", acme_email="ops@deployment-patterns.dev",
+        domain_production="node.deployment-patterns.dev",
         deploy_strategy="blue-green", process_manager="supervisor",
     ),
     "go-traefik-minimal": dict(

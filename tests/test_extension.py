@@ -38,6 +38,8 @@ ANSWER_SETS = [
     dict(BASE, proxy="caddy", tls="files", alert_receiver="email", alert_smtp_username="", migrate_command=""),
     dict(BASE, python_installer="uv", database="mariadb", cache="redis", monitoring="prometheus"),
     dict(BASE, database="none", tls="none", monitoring="prometheus"),
+    dict(BASE, metrics_path=""),
+    dict(BASE, metrics_path="", proxy="traefik", tls="none"),
 ]
 
 
@@ -78,7 +80,11 @@ def test_per_environment_policy_comes_from_the_profiles():
     assert [envs[e]["replicas"] for e in ("dev", "staging", "production")] == [1, 2, 3]
     assert [envs[e]["restart"] for e in ("dev", "staging", "production")] == ["no", "unless-stopped", "always"]
     assert app.limits["production"] == {"cpus": "1", "memory": "512M"} and app.limits["dev"] == {"cpus": "0.5", "memory": "256M"}
-    assert envs["dev"]["published"]["db"]["mapping"] == "127.0.0.1:${DB_PORT:-5432}:5432"
+    # dev: a block of host ports of the project's own (from its slug), the container's port inside.
+    block = envs["dev"]["http_port"]
+    assert 10000 <= block < 30000 and block % 100 == 0 and envs["production"]["http_port"] == 80
+    assert envs["dev"]["published"]["db"]["mapping"] == f"127.0.0.1:${{DB_PORT:-{block + 2}}}:5432"
+    assert derive(project_slug="other")["envs"]["dev"]["http_port"] != block, "another project, another block"
     assert envs["production"]["published"] == {} and envs["staging"]["published"] == {}
     assert envs["production"]["tls"] and envs["staging"]["tls"] and not envs["dev"]["tls"]
     assert envs["production"]["secrets"][-2:] == ["tls_cert", "tls_key"] and "tls_cert" not in envs["dev"]["secrets"]
@@ -132,7 +138,9 @@ def test_app_healthcheck_needs_no_curl_and_is_escaped_for_compose():
 
 def test_images_are_overridable_and_listed_only_when_used():
     derived = derive(database="mariadb", cache="none", monitoring="none", proxy="traefik")
-    assert derived["service"]["db"].image == "${MARIADB_IMAGE:-" + IMAGES["mariadb"] + "}"
+    assert derived["service"]["db"].image == "${MARIADB_IMAGE:-${IMAGE_MIRROR:-docker.io}/library/" + IMAGES["mariadb"] + "}"
+    exporter = derive(database="postgres")["service"]["db-exporter"].image
+    assert exporter.startswith("${POSTGRES_EXPORTER_IMAGE:-${IMAGE_MIRROR:-quay.io}/prometheuscommunity/postgres-exporter:")
     assert derived["image_keys"] == ["python", "traefik", "mariadb"]
 
 
@@ -196,7 +204,9 @@ def test_the_model_reaches_every_branch_of_the_extension(tmp_path):
             for service in derived["services"]:
                 render(service.compose(), 4, service.notes)
                 for env in derived["environments"]:
-                    if service.runs_in(env):
+                    if service.only_in and service.runs_in(env):
+                        render(service.compose_whole(env, derived["envs"][env]), 4, service.notes)
+                    elif service.runs_in(env):
                         render(service.compose_env(env, derived["envs"][env]), 4, service.env_notes)
     finally:
         cov.stop()

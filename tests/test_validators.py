@@ -14,6 +14,8 @@ BAD_ANSWERS = [
     ({"project_slug": "api--v2"}, "single dashes"),
     ({"app_port": 80}, "use a port between 1024 and 65535"),
     ({"app_port": 70000}, "use a port between 1024 and 65535"),
+    ({"app_port": "abc"}, "app_port 'abc' is not a number: use a port between 1024 and 65535, e.g. 8000"),
+    ({"runtime": "node", "app_port": 80}, "between 1024 and 65535, e.g. 3000"),
     ({"health_path": "healthz"}, 'starting with "/"'),
     ({"start_command": ""}, "start_command is empty"),
     ({"start_command": "gunicorn app:app | tee log"}, "runs in exec form without a shell"),
@@ -22,6 +24,9 @@ BAD_ANSWERS = [
     ({"environments": []}, "choose at least one of dev, staging, production"),
     ({"proxy": "nginx", "tls": "acme"}, "choose proxy caddy or traefik"),
     ({"tls": "acme", "proxy": "caddy", "acme_email": "nobody"}, "acme_email must be an e-mail address"),
+    ({"tls": "acme", "proxy": "caddy", "acme_email": "ops@example.com"}, "reserved domain that Let's Encrypt refuses"),
+    ({"tls": "acme", "proxy": "traefik", "acme_email": "ops@billing.dev", "domain_production": "billing.example.com"},
+     "reserved name that Let's Encrypt refuses (tls is acme)"),
     ({"alert_receiver": "email", "alert_email_to": "ops"}, "alert_email_to 'ops' is not an e-mail address"),
     ({"alert_receiver": "email", "alert_email_from": "alerts@localhost"}, "use one like ops@example.com"),
     ({"alert_receiver": "email", "alert_smtp_smarthost": "smtp.example.com"}, "is not host:port: use e.g. smtp.example.com:587"),
@@ -57,4 +62,4 @@ def test_good_non_default_answers_are_accepted(tmp_path):
               "backup_time": "23:59", "domain_production": "api.example.org", "image_name": "ghcr.io/acme/billing-api"},
     )
     answers = (tmp_path / "ok" / ".copier-answers.yml").read_text()
-    assert "project_slug: billing-api" in answers and "app_port: 1024" in answers
+    assert "project_slug: billing-api" in answers and "app_port: '1024'" in answers

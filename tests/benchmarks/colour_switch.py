@@ -54,7 +54,11 @@ def bench(proxy: str, switches: int, scratch: Path) -> str:
             for _ in range(switches):
                 colour = run("bash", "-c", SWITCH, cwd=project).stdout.strip()
                 # Confirmed means in effect: the next requests reach the new colour only.
-                served = {json.loads(stack.http("GET", "/")[1])["version"] for _ in range(4)}
+                answers = [stack.http("GET", "/") for _ in range(4)]
+                bad = [a for a in answers if a[0] != 200]
+                if bad:
+                    print(f"switch to {colour}: {bad}", file=sys.stderr)
+                served = {json.loads(a[1])["version"] for a in answers if a[0] == 200}
                 missed += served != {expected[colour]}
                 time.sleep(2)
             wall = time.perf_counter() - started

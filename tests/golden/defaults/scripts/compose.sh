@@ -13,5 +13,7 @@ shift
 require_env "$env"
 require_cmd docker "install Docker Engine with the compose plugin"
 ensure_env_ready "$env"
+# Before `up`: images that cannot be had are named in one line (not Compose's registry error).
+[[ ${1:-} != up ]] || ensure_images "$env" "${@:2}"
 compose_cmd "$env"
 exec "${COMPOSE[@]}" "$@"

@@ -23,10 +23,34 @@ proxy_write() {
 # proxy_route ENV COLOUR: the running proxy sends every new request to COLOUR. Returns once no
 # worker of the previous configuration accepts requests; non-zero if nginx refused the change.
 proxy_route() {
-	local container before deadline=$((SECONDS + PROXY_SWITCH_TIMEOUT))
-	container=$(proxy_container "$1") || return 1
+	nginx_apply "$1" proxy_write "$1" "$2"
+}
+
+# proxy_maintenance ENV on|off [PAGE]: every request but the health path answered 503 with
+# Retry-After and PAGE (an HTML file), or served again; applied like a switch of colour.
+proxy_maintenance() {
+	nginx_apply "$1" maintenance_write "$@"
+}
+
+maintenance_write() {
+	local dir="$PROJECT_ROOT/.deploy/$1/proxy"
+	if [[ $2 == on ]]; then
+		write_atomically "$dir/maintenance.html" <"$3"
+		printf '# scripts/maintenance.sh %s on\nerror_page 503 /maintenance.html;\nreturn 503;\n' "$1" |
+			write_atomically "$dir/maintenance.conf"
+	else
+		rm -f "$dir/maintenance.conf"
+	fi
+}
+
+# nginx_apply ENV COMMAND...: runs COMMAND (it writes the files nginx includes), then has nginx
+# reload them: returns once no worker of the previous configuration accepts requests.
+nginx_apply() {
+	local env=$1 container before deadline=$((SECONDS + PROXY_SWITCH_TIMEOUT))
+	shift
+	container=$(proxy_container "$env") || return 1
 	before=$(nginx_active_workers "$container")
-	proxy_write "$1" "$2"
+	"$@"
 	docker exec "$container" nginx -q -t -c "$PROXY_CONFIG_IN_CONTAINER" || return 1
 	docker exec "$container" nginx -q -c "$PROXY_CONFIG_IN_CONTAINER" -s reload || return 1
 	while ((SECONDS < deadline)); do

@@ -94,6 +94,27 @@ compose_cmd() {
 		-f "$PROJECT_ROOT/compose.$1.yaml")
 }
 
+# ensure_images ENV [SERVICE...]: the images that `up` of these services (and their dependencies;
+# all by default) runs are on this host or can be pulled now; otherwise one line names the missing
+# ones and the fix. The app's own image is built here or brought by scripts/deploy.sh.
+ensure_images() {
+	local env=$1 known arg image app missing=() services=()
+	shift
+	compose_cmd "$env"
+	known=" $("${COMPOSE[@]}" config --services | tr '\n' ' ') "
+	for arg in "$@"; do [[ $known == *" $arg "* ]] && services+=("$arg"); done
+	app=$(sed -n 's/^APP_IMAGE=//p' "$PROJECT_ROOT/env/$env.env" | tail -n 1)
+	app=${app:-golden-go}
+	while read -r image; do
+		[[ -z $image || $image == "$app:"* ]] && continue
+		docker image inspect "$image" >/dev/null 2>&1 && continue
+		docker pull --quiet "$image" >/dev/null 2>&1 && continue
+		missing+=("$image")
+	done < <("${COMPOSE[@]}" config --images "${services[@]}" | sort -u)
+	[[ -z ${missing[*]+set} ]] ||
+		die "images not on this host and not pullable: ${missing[*]}; set IMAGE_MIRROR in env/$env.env to a registry or mirror that holds them under the same paths, or docker load them"
+}
+
 random_secret() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
 
 # seal_secret ENV FILE: 0640 with group SECRETS_GID, so that the non-root containers can read

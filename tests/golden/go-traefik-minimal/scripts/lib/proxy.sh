@@ -17,7 +17,7 @@ proxy_init() {
 
 # proxy_write ENV COLOUR: the control file names COLOUR (Traefik applies it within seconds).
 proxy_write() {
-	printf 'http:\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: "%s"\n' "$(colour_url "$2")" |
+	printf 'http:\n  services:\n    app:\n      loadBalancer:\n        serversTransport: app\n        servers:\n          - url: "%s"\n' "$(colour_url "$2")" |
 		write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE"
 }
 
@@ -34,5 +34,29 @@ proxy_route() {
 		sleep 0.1
 	done
 	log "Traefik did not apply the route to ${APP_SERVICE[$2]} within ${PROXY_SWITCH_TIMEOUT} s"
+	return 1
+}
+
+# proxy_maintenance ENV on|off [PAGE]: every request but the health path answered 503 with
+# Retry-After, or served again; returns once Traefik's API shows the change. Traefik serves no
+# files: PAGE is not shown (its own short 503 answer is).
+proxy_maintenance() {
+	local container routers present deadline=$((SECONDS + PROXY_SWITCH_TIMEOUT))
+	container=$(proxy_container "$1") || return 1
+	if [[ $2 == on ]]; then
+		write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/maintenance.yml" <"$PROJECT_ROOT/config/traefik/$1/maintenance.yml"
+	else
+		rm -f "$PROJECT_ROOT/.deploy/$1/proxy/maintenance.yml"
+	fi
+	while ((SECONDS < deadline)); do
+		routers=$(docker exec "$container" wget -q -O - "${PROXY_API%/services/*}/routers" 2>/dev/null) || routers=
+		if [[ -n $routers ]]; then
+			present=no
+			[[ $routers != *'"name":"maintenance@file"'* ]] || present=yes
+			[[ ($2 == on && $present == yes) || ($2 == off && $present == no) ]] && return 0
+		fi
+		sleep 0.1
+	done
+	log "Traefik did not apply maintenance $2 within ${PROXY_SWITCH_TIMEOUT} s"
 	return 1
 }

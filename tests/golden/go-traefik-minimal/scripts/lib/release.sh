@@ -134,6 +134,7 @@ first_deploy() {
 	local colour vars
 	colour=$(active_colour "$RELEASE_ENV")
 	vars=("${VERSION_VAR[$colour]}=$1" "${REPLICAS_VAR[$colour]}=$(desired_replicas)")
+	ensure_images "$RELEASE_ENV"
 	env APP_VERSION="$1" "${vars[@]}" "${COMPOSE[@]}" up --detach --wait >/dev/null 2>&1 || return 1
 	set_env_values "${vars[@]}"
 	echo "$colour" | write_atomically "$RELEASE_DIR/active-colour"

@@ -22,3 +22,15 @@ proxy_route() {
 	proxy_container "$1" >/dev/null || return 1
 	proxy_write "$1" "$2"
 }
+
+# proxy_maintenance ENV on|off [PAGE]: every request but the health path answered 503 with
+# Retry-After and PAGE (an HTML file), or served again. Caddy looks for the page at every request.
+proxy_maintenance() {
+	local dir="$PROJECT_ROOT/.deploy/$1/proxy"
+	proxy_container "$1" >/dev/null || return 1
+	if [[ $2 == on ]]; then
+		write_atomically "$dir/maintenance.html" <"$3"
+	else
+		rm -f "$dir/maintenance.html"
+	fi
+}

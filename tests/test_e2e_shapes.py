@@ -1,0 +1,65 @@
+"""Existing applications, not the example apps: small apps of the shapes real projects have
+(tests/fixtures/apps/), each with its own port, health path and start command and no metrics,
+rendered with example_app=false, built by the rendered Dockerfile and served through the proxy.
+
+Not tested here, and why: Poetry without a lock file (Poetry resolves through PyPI's JSON API,
+which this lab's PyPI mirror does not serve); Go modules from a module proxy (none is reachable
+here: the vendored shape builds without one)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+from e2e_support import Stack, docker
+
+pytestmark = pytest.mark.e2e
+
+FIXTURES = Path(__file__).parent / "fixtures" / "apps"
+COMMON = dict(example_app=False, environments=["dev"], database="none", cache="none", monitoring="none",
+              process_manager="none", health_path="/health")
+SHAPES = {
+    "python-requirements-without-hashes": dict(runtime="python", python_installer="pip", app_port=5000,
+                                               start_command="gunicorn --bind 0.0.0.0:5000 app:app"),
+    "python-pyproject-without-lock": dict(runtime="python", python_installer="uv", app_port=5001,
+                                          start_command="gunicorn --bind 0.0.0.0:5001 app:app"),
+    "node-without-lock": dict(runtime="node", app_port=4000, start_command="node server.js"),
+    "go-vendored": dict(runtime="go", app_port=7000, start_command="/app/server"),
+}
+
+
+def rendered(copie_session, shape: str, answers: dict) -> Stack:
+    result = copie_session.copy(extra_answers={**COMMON, **answers, "project_name": f"Shape {shape}"})
+    assert result.exit_code == 0, result.exception
+    shutil.copytree(FIXTURES / shape, result.project_dir, dirs_exist_ok=True)
+    stack = Stack(result.project_dir, "dev")
+    stack.configure()
+    return stack
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, shape):
+    stack = rendered(copie_session, shape, SHAPES[shape])
+    try:
+        stack.up()
+        assert stack.get_json("/health")["path"] == "/health"
+        expected = {"python": "python", "node": "node", "go": "go-vendored"}[SHAPES[shape]["runtime"]]
+        assert stack.get_json("/")["shape"] == expected
+        status, _, _ = stack.http("GET", "/metrics")
+        assert status == 404, "the proxy hides /metrics whatever the app serves"
+    finally:
+        stack.down()
+        docker("image", "rm", "--force", f"{stack.answers['image_name']}:dev", check=False)
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def test_an_app_locked_by_another_package_manager_is_refused_with_what_to_do(copie_session, lab):
+    stack = rendered(copie_session, "node-with-yarn-lock", dict(runtime="node", app_port=4000, start_command="node server.js"))
+    proc = stack.compose("build", "app-blue", check=False)
+    assert proc.returncode != 0
+    assert "found yarn.lock, but this image installs with npm" in proc.stdout + proc.stderr
+    assert "npm install --package-lock-only" in proc.stdout + proc.stderr
+    run("rm", "-rf", stack.project)
