@@ -41,6 +41,9 @@ def test_files_follow_the_answers(render, variant):
     has_migrations = a["example_app"] and a["database"] != "none" and a["runtime"] != "go"
     assert (project / "migrations").exists() == has_migrations
     assert "/env/*.env" in (project / ".gitignore").read_text() and "/secrets/" in (project / ".gitignore").read_text()
+    # Every entry script runs as a command (Copier keeps the template file's mode).
+    for script in project.glob("scripts/*.sh"):
+        assert script.stat().st_mode & 0o111, f"{script.name} is not executable"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
