@@ -100,8 +100,9 @@ RUNTIMES = {
     },
     "node": {"app_port": 3000, "start_command": "node server.js", "migrate_command": "node migrate.js", "images": ["node"],
              "example_migrations": True},
-    # Go builds on the Go image and runs on Debian's. Its example has no schema: "migrate" does nothing.
-    "go": {"app_port": 8080, "start_command": "/app/server", "migrate_command": "/app/server migrate", "images": ["go", "debian"],
+    # Go builds on the Go image and runs from scratch (a static binary and busybox). Its example has
+    # no schema: "migrate" does nothing.
+    "go": {"app_port": 8080, "start_command": "/app/server", "migrate_command": "/app/server migrate", "images": ["go"],
            "example_migrations": False},
 }
 

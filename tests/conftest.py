@@ -113,7 +113,9 @@ def pytest_collection_modifyitems(config, items):
         if "e2e" not in item.keywords:
             continue
         params = getattr(getattr(item, "callspec", None), "params", {})
-        key = params.get("stack") or params.get("variant") or item.name
+        # A module-scoped stack's parameter, or a variant or shape; otherwise the whole module:
+        # its tests may share a module-scoped fixture, which must exist once.
+        key = params.get("stack") or params.get("variant") or params.get("shape") or "module"
         item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{key}"))
 
 

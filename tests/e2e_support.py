@@ -171,11 +171,6 @@ def healthy(container: str) -> bool:
     return state["Running"] and state.get("Health", {}).get("Status") == "healthy"
 
 
-def memory_bytes(limit: str) -> int:
-    number, unit = int(limit[:-1]), limit[-1]
-    return number * 1024 * 1024 * (1024 if unit == "G" else 1)
-
-
 class Load:
     """Steady requests to a stack's proxy on 127.0.0.1, from a few threads, each request on a new
     connection (as independent clients), bounded in time. Records status and latency of each.
@@ -254,6 +249,16 @@ SLOW_ROUTE = '''    if path == "/slow":
         time.sleep(1.5)
         return "slow", "200 OK", {"slow": True}, None
 '''
+
+
+def print_load_table(columns: list[str], rows: list[str]) -> None:
+    """A benchmark's Markdown table under the line that says how it was measured (TRAFFIC)."""
+    print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; load: {len(TRAFFIC)} clients "
+          f"({', '.join(f'{m} {p}' for m, p in TRAFFIC)}), a new connection per request, 20 ms pause; "
+          f"{time.strftime('%Y-%m-%d')}.\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    print("\n".join(rows))
 
 
 def add_slow_route(project: Path) -> None:

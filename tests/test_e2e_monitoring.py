@@ -12,6 +12,7 @@ the official one where a registry answers, else a stand-in (see the e2e report).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -58,6 +59,14 @@ def shorten_for_test(project) -> None:
 @pytest.fixture(scope="module", params=VARIANTS)
 def stack(request, copie_session, lab):
     stack = Stack.rendered(copie_session, {**COMMON, **VARIANTS[request.param], "project_name": f"Monitoring {request.param}"})
+    with monitored(stack) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def monitored(stack: Stack):
+    """The stack up with alerts in seconds (shorten_for_test), all but the services with no image
+    here, and a webhook sink that Alertmanager delivers to; everything removed afterwards."""
     shorten_for_test(stack.project)
     sink = f"{stack.name}-sink"
     (stack.project / "secrets" / "production" / "alert_webhook_url").write_text(f"http://{sink}:8080/hook\n")

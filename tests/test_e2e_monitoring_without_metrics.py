@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from e2e_support import Stack, docker, wait_until
-from test_e2e_monitoring import NOT_RUN_HERE, SINK, firing, query, shorten_for_test, sink_messages, targets_up
+from test_e2e_monitoring import firing, monitored, query, sink_messages, targets_up
 from test_e2e_shapes import FIXTURES
 
 pytestmark = pytest.mark.e2e
@@ -27,20 +27,11 @@ ANSWERS = dict(project_name="No metrics", example_app=False, runtime="python", p
 def stack(copie_session, lab):
     stack = Stack.rendered(copie_session, ANSWERS)
     shutil.copytree(FIXTURES / "python-requirements-without-hashes", stack.project, dirs_exist_ok=True)
-    shorten_for_test(stack.project)
-    sink = f"{stack.name}-sink"
-    (stack.project / "secrets" / "production" / "alert_webhook_url").write_text(f"http://{sink}:8080/hook\n")
-    services = stack.compose("config", "--services").stdout.split()
     try:
-        stack.up(*[s for s in services if s not in NOT_RUN_HERE])
-        docker("run", "-d", "--name", sink, "--network", f"{stack.name}_edge", "--network-alias", sink,
-               "python:3.12-slim-bookworm", "python3", "-c", SINK)
-        yield stack
+        with monitored(stack) as running:
+            yield running
     finally:
-        docker("rm", "-f", sink, check=False)
-        stack.down()
         docker("image", "rm", "--force", f"{stack.answers['image_name']}:dev", check=False)
-        assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
 
 
 def test_each_replica_is_probed_and_a_healthy_stack_fires_nothing(stack):

@@ -10,7 +10,6 @@ app of this test answers /slow after 1.5 s; its source is patched here, before t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 

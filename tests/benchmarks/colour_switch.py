@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from copier import run_copy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import run  # noqa: E402
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, percentile  # noqa: E402
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, percentile, print_load_table  # noqa: E402
 
 SWITCH = """source scripts/lib/common.sh
 active=$(active_colour production)
@@ -82,13 +81,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         rows = [bench(proxy, args.switches, Path(scratch)) for proxy in args.proxy or ["nginx", "caddy", "traefik"]]
-    print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; load: {len(TRAFFIC)} clients "
-          f"({', '.join(f'{m} {p}' for m, p in TRAFFIC)}), a new connection per request, 20 ms pause; "
-          f"{time.strftime('%Y-%m-%d')}.\n")
-    print("| proxy | switches | switches not in effect when confirmed | requests during them | failed | steady p50 / p99 (ms) | "
-          "during p50 / p99 (ms) | p99 ratio | seconds per switch (incl. a 2 s pause) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print_load_table(["proxy", "switches", "switches not in effect when confirmed", "requests during them", "failed",
+                      "steady p50 / p99 (ms)", "during p50 / p99 (ms)", "p99 ratio", "seconds per switch (incl. a 2 s pause)"], rows)
 
 
 if __name__ == "__main__":

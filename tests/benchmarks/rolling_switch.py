@@ -13,7 +13,6 @@ retries on another replica, and 1.5 s requests that keep a stopping replica busy
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from copier import run_copy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import run  # noqa: E402
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, percentile  # noqa: E402
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, percentile, print_load_table  # noqa: E402
 
 REPLICAS = 2
 
@@ -73,13 +72,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         rows = [bench(proxy, args.deploys, Path(scratch)) for proxy in args.proxy or ["nginx", "caddy", "traefik"]]
-    print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; load: {len(TRAFFIC)} clients "
-          f"({', '.join(f'{m} {p}' for m, p in TRAFFIC)}), a new connection per request, 20 ms pause; "
-          f"{time.strftime('%Y-%m-%d')}.\n")
-    print("| proxy | rolling deploys | replicas replaced | requests during them | failed | steady p50 / p99 (ms) | "
-          "during p50 / p99 (ms) | p99 ratio | seconds per deploy (median / max) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print_load_table(["proxy", "rolling deploys", "replicas replaced", "requests during them", "failed", "steady p50 / p99 (ms)",
+                      "during p50 / p99 (ms)", "p99 ratio", "seconds per deploy (median / max)"], rows)
 
 
 if __name__ == "__main__":

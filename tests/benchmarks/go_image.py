@@ -1,0 +1,73 @@
+"""Go image benchmark: the Go example app's runtime image as this template renders it (a static
+binary and busybox from scratch) against the image of an earlier template version (a static
+binary on debian-slim), built in the same run from an empty build cache: size, cold build, and
+the time from start to healthy.
+
+    python3 tests/benchmarks/go_image.py [--before COMMIT]   # needs tests/lab/prepare.sh first
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from copier import run_copy
+
+ROOT = Path(__file__).resolve().parents[2]
+BEFORE = "39337a15dbafa3534bc6b205eff05f6dd21018e6"  # v0.3.0
+
+
+def sh(*cmd: str, **kwargs) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs).stdout
+
+
+def measure(ref: str | None, name: str, scratch: Path) -> dict:
+    project = scratch / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_copy(str(ROOT), str(project), vcs_ref=ref, defaults=True, unsafe=True, quiet=True,
+                 data={"project_name": f"Bench go {name}", "runtime": "go", "database": "none", "cache": "none"})
+    tag = f"bench-go-{name}:dev"
+    sh("docker", "builder", "prune", "--all", "--force")
+    started = time.perf_counter()
+    sh("docker", "build", "--quiet", "--target", "runtime", "--tag", tag, str(project))
+    build = time.perf_counter() - started
+    size = int(json.loads(sh("docker", "image", "inspect", tag))[0]["Size"])
+    container = f"bench-go-{name}"
+    sh("docker", "run", "-d", "--name", container, "--read-only", "--tmpfs", "/tmp", "--user", "10001:10001", tag)
+    started = time.perf_counter()
+    try:
+        while json.loads(sh("docker", "inspect", container))[0]["State"].get("Health", {}).get("Status") != "healthy":
+            time.sleep(0.2)
+            assert time.perf_counter() - started < 120, "not healthy within 2 minutes"
+        healthy = time.perf_counter() - started
+    finally:
+        sh("docker", "rm", "--force", container)
+        sh("docker", "image", "rm", "--force", tag)
+    return {"size": size / 1e6, "build": build, "healthy": healthy}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default=BEFORE, help="the template commit to compare with (default: v0.3.0)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        before = measure(args.before, "before", Path(scratch))
+        now = measure(None, "now", Path(scratch))
+    print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; Go image: golang:1.23-bookworm (STAND-IN where no "
+          f"registry answers); {time.strftime('%Y-%m-%d')}.\n")
+    print("| image | size (MB) | vs before | cold build (s) | vs before | start to healthy (s) |")
+    print("|---|---|---|---|---|---|")
+    for label, m in ((f"before ({args.before[:7]}: debian-slim runtime)", before), ("now (scratch: static binary, busybox)", now)):
+        print(f"| {label} | {m['size']:.1f} | {m['size'] / before['size']:.2f}x | {m['build']:.1f} | "
+              f"{m['build'] / before['build']:.2f}x | {m['healthy']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
