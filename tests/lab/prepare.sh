@@ -39,7 +39,8 @@ ensure_engine() {
 	docker info >/dev/null 2>&1 && return 0
 	log "starting dockerd"
 	# No systemd on these machines: the daemon runs in its own session and outlives the tests.
-	setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+	# 8>&-: the daemon must not inherit the lock (it would hold it for its whole life).
+	setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null 8>&- &
 	for _ in $(seq 60); do
 		docker info >/dev/null 2>&1 && return 0
 		sleep 1
