@@ -33,7 +33,9 @@ log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SCRIPT_NAME" "$*
 # An unexpected failure (not one a script reports with die) names the file, line and command.
 on_error() {
 	local status=$?
-	[[ -z ${ERROR_REPORTED:-} ]] || return "$status"
+	# Only the script's own shell reports: a subshell's failure reaches it as its exit status (and a
+	# background job's expected failure, e.g. an incomplete dump, is the script's to word).
+	[[ -z ${ERROR_REPORTED:-} && $BASHPID == "$$" ]] || return "$status"
 	ERROR_REPORTED=1
 	log "error: ${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}: '$BASH_COMMAND' exited $status"
 }
