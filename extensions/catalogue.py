@@ -178,5 +178,16 @@ SIZES = {
     "blackbox-exporter": (0.25, 64),
 }
 
+# Most processes and threads per kind of service (a fork bomb or a thread leak stops there instead
+# of exhausting the host's). Headroom over what each needs: PostgreSQL forks one process per
+# connection (max_connections 100), MariaDB a thread per connection; Go and Node services a few
+# dozen threads. Not scaled by environment.
+PIDS = {
+    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "cache": 64,
+    "prometheus": 256, "alertmanager": 64, "grafana": 256, "node-exporter": 64, "cadvisor": 128,
+    "db-exporter": 64, "cache-exporter": 64, "proxy-exporter": 64, "loki": 256, "alloy": 256,
+    "blackbox-exporter": 64,
+}
+
 # Secret files the operator fills in (a placeholder is made on first use), not random values.
 OPERATOR_SECRETS = ("alert_webhook_url", "alert_smtp_password")

@@ -5,12 +5,13 @@ environments.PROFILES; pins and names from catalogue."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .answers import exec_form, memory_mib
 from .catalogue import (
     APP_UID, BASE_IMAGE_ARGS, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
-    REQUEST_METRICS, RUNTIMES, SECRETS_GID, SIZES, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
+    PIDS, REQUEST_METRICS, RUNTIMES, SECRETS_GID, SIZES, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
 )
 from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, host_ports, limits, replicas
 from .services import Alias, Service
@@ -326,8 +327,11 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
 def cache_service() -> Service:
     return Service(
         name="cache", role="cache", image=image_ref("redis"), user="999:999", group_add=[str(SECRETS_GID)],
-        notes={"command": "The password comes from the secret file at start, never from the environment."},
-        command=["sh", "-c", 'exec redis-server --appendonly yes --dir /data --requirepass "$$(cat /run/secrets/redis_password)"'],
+        notes={"command": "The password goes from the secret file into a private config file on a tmpfs: never into the\n"
+                          "environment or onto redis-server's command line (ps shows that)."},
+        tmpfs=["/run/redis:mode=0700,uid=999,gid=999"],
+        command=["sh", "-c", "umask 077 && printf 'requirepass %s\\n' \"$$(cat /run/secrets/redis_password)\" >/run/redis/redis.conf"
+                 " && exec redis-server /run/redis/redis.conf --appendonly yes --dir /data"],
         secrets=["redis_password"],
         volumes=["cache-data:/data"],
         healthcheck={"test": ["CMD-SHELL", 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password)" redis-cli ping | grep -q PONG'],
@@ -500,7 +504,7 @@ def per_environment(f: Facts, services: list[Service]) -> None:
         shared = "${APP_REPLICAS:-%d}" % count
         for service in services:
             size = f.app_limits if service.role in ("app", "migrate") else SIZES[service.role]
-            service.limits[env] = limits(*size, profile["scale"])
+            service.limits[env] = {**limits(*size, profile["scale"]), "pids": PIDS[service.role]}
             if service.role == "app":
                 # Each colour's own count once deployed; before that APP_REPLICAS for the first, none for the other.
                 default = shared if service.colour == COLOURS[0] else "0"
@@ -540,6 +544,24 @@ NETWORK_ORDER = ("edge", "backend", "monitoring")
 VOLUME_ORDER = ("proxy-data", "db-data", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
 
 
+def throwaway_args(db: Service) -> list[str]:
+    """`docker run` options for a throwaway copy of the database service (scripts/verify-backup.sh):
+    its user, hardening, tmpfs, settings and limits, an anonymous data volume, no network. The secret
+    files it reads are mounted by the script (they are per environment)."""
+    cpus, memory = SIZES["db"]
+    args = [f"--user={db.user}", *(f"--group-add={gid}" for gid in db.group_add), "--read-only", "--cap-drop=ALL",
+            "--security-opt=no-new-privileges:true", "--network=none", f"--pids-limit={PIDS['db']}",
+            f"--cpus={cpus:g}", f"--memory={memory}m", *(f"--tmpfs={path}" for path in db.tmpfs)]
+    if db.shm_size:
+        args.append(f"--shm-size={db.shm_size}")
+    data_dir = db.volumes[0].split(":")[1]
+    args.append(f"--volume={data_dir}")  # anonymous: removed with the container (docker rm --volumes)
+    args += [f"--env={key}={value}" for key, value in db.environment.items()]
+    unsafe = [arg for arg in args if not re.fullmatch(r"[A-Za-z0-9_./:=,-]+", arg)]
+    assert not unsafe, f"throwaway options are written unquoted into a bash array: {unsafe}"
+    return args
+
+
 def derive(answers: dict[str, Any]) -> dict[str, Any]:
     """Everything the templates need beyond the raw answers."""
     f = Facts(answers)
@@ -576,7 +598,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
 
     db = f.db
     if db:
-        db = dict(db, exporter_ref=image_ref(db["exporter"]))
+        db = dict(db, exporter_ref=image_ref(db["exporter"]), throwaway=throwaway_args(by_name["db"]))
     apps = {s.name: colour_names(s.colour) for s in services if s.role == "app"}
     healthcheck = app_healthcheck(f.runtime, f.app_port, answers["health_path"])
     image_keys = list(RUNTIMES[f.runtime]["images"]) + [f.proxy]

@@ -74,6 +74,8 @@ def test_round_trip_restores_every_byte(stack):
     before = table_bytes(stack)
     before_api = stack.http("GET", "/items")[1]
     backup_id = backup(stack)
+    made = [backups_dir(stack) / backup_id, *(backups_dir(stack) / backup_id).iterdir()]
+    assert {oct(path.stat().st_mode & 0o077) for path in made} == {"0o0"}, "a backup is its owner's only"
     # Change, delete and add after the backup.
     sql(stack, "UPDATE items SET name = 'changed' WHERE id = (SELECT min_id FROM (SELECT MIN(id) AS min_id FROM items) m)")
     sql(stack, "DELETE FROM items WHERE name LIKE 'percent%'")

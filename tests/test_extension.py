@@ -78,7 +78,8 @@ def test_per_environment_policy_comes_from_the_profiles():
     envs, app = derived["envs"], derived["service"]["app-blue"]
     assert [envs[e]["replicas"] for e in ("dev", "staging", "production")] == [1, 2, 3]
     assert [envs[e]["restart"] for e in ("dev", "staging", "production")] == ["no", "unless-stopped", "always"]
-    assert app.limits["production"] == {"cpus": "1", "memory": "512M"} and app.limits["dev"] == {"cpus": "0.5", "memory": "256M"}
+    assert app.limits["production"] == {"cpus": "1", "memory": "512M", "pids": 256}
+    assert app.limits["dev"] == {"cpus": "0.5", "memory": "256M", "pids": 256}
     # dev: a block of host ports of the project's own (from its slug), the container's port inside.
     block = envs["dev"]["http_port"]
     assert 10000 <= block < 30000 and block % 100 == 0 and envs["production"]["http_port"] == 80
@@ -124,6 +125,19 @@ def test_each_service_mounts_only_the_secrets_it_reads():
 def test_database_lives_only_on_the_backend_network():
     service = derive()["service"]
     assert service["db"].networks == ["backend"] and service["proxy"].networks == ["edge", "monitoring"]
+
+
+@pytest.mark.parametrize("database", ["postgres", "mariadb"])
+def test_the_verify_throwaway_is_the_db_service_hardened_and_offline(database):
+    derived = derive(database=database)
+    db, args = derived["service"]["db"], derived["db"]["throwaway"]
+    assert f"--user={db.user}" in args and "--network=none" in args and "--read-only" in args
+    assert {"--cap-drop=ALL", "--security-opt=no-new-privileges:true"} <= set(args)
+    assert any(arg.startswith("--pids-limit=") for arg in args) and any(arg.startswith("--memory=") for arg in args)
+    envs = [arg.removeprefix("--env=") for arg in args if arg.startswith("--env=")]
+    assert envs == [f"{key}={value}" for key, value in db.environment.items()]
+    # Passwords only as files (mounted by the script), never a value in its settings.
+    assert all("PASSWORD=" not in env for env in envs) and any("PASSWORD_FILE=/run/secrets/" in env for env in envs)
 
 
 def test_app_healthcheck_needs_no_curl_and_is_escaped_for_compose():

@@ -90,7 +90,7 @@ def test_compose_model_per_environment(render, variant):
         for name, service in services.items():
             where = f"{env}/{name}"
             limits = service["deploy"]["resources"]["limits"]
-            assert float(limits["cpus"]) > 0 and int(limits["memory"]) > 0, where
+            assert float(limits["cpus"]) > 0 and int(limits["memory"]) > 0 and int(limits["pids"]) >= 64, where
             assert service["logging"]["options"]["max-size"], where
             if name not in NO_HEALTHCHECK:
                 assert service["healthcheck"].get("test"), where

@@ -58,8 +58,11 @@ const server = http.createServer(async (req, res) => {
     [route, status, body, type] = await handle(req, path);
   } catch (error) {
     const unavailable = error instanceof store.Unavailable;
-    if (!unavailable) console.error('request failed:', error);
-    [route, status, body] = [unavailable ? 'unavailable' : 'failed', unavailable ? 503 : 500, { error: error.message }];
+    // The details go to the log, never to the client (a driver's error names hosts and users).
+    console.error(unavailable ? 'dependency unavailable:' : 'request failed:', error.message);
+    [route, status, body] = unavailable
+      ? ['unavailable', 503, { error: 'a dependency is unavailable, retry later' }]
+      : ['failed', 500, { error: 'internal error' }];
   }
   const payload = typeof body === 'string' ? body : JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': type || 'application/json', 'Content-Length': Buffer.byteLength(payload) });

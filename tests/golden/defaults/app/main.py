@@ -70,7 +70,7 @@ def app(environ, start_response):
         route, status, body, content_type = handle(method, path, environ)
     except store.Unavailable as error:
         log.warning("dependency unavailable: %s", error)
-        route, status, body, content_type = "unavailable", "503 Service Unavailable", {"error": str(error)}, None
+        route, status, body, content_type = "unavailable", "503 Service Unavailable", {"error": "a dependency is unavailable, retry later"}, None
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     start_response(status, [("Content-Type", content_type or "application/json"), ("Content-Length", str(len(payload)))])
     REQUESTS.labels(method, route, status.split()[0]).inc()

@@ -22,7 +22,7 @@ id=$(basename "$dir")
 container="$PROJECT_SLUG-$env-verify-$(random_secret | cut -c1-8)"
 
 finish() {
-	docker rm -f "$container" >/dev/null 2>&1 || true
+	docker rm -f --volumes "$container" >/dev/null 2>&1 || true
 }
 trap finish EXIT
 
@@ -40,9 +40,13 @@ compose_cmd "$env"
 image=$("${COMPOSE[@]}" config --images db 2>/dev/null) && [[ -n $image ]] ||
 	die "cannot read the database image of $env from its compose files"
 log "verify $id of $env: restoring into a throwaway $image container"
-read -r -a throwaway_env <<<"$(db_throwaway_env)"
-docker run --detach --name "$container" --network none --tmpfs /tmp --tmpfs /run/mysqld \
-	"${throwaway_env[@]/#/--env=}" "$image" >/dev/null || die "cannot start a throwaway $image container"
+secret_mounts=()
+for name in "${DB_SECRETS[@]}"; do
+	[[ -r $PROJECT_ROOT/secrets/$env/$name ]] || die "secrets/$env/$name is missing: run scripts/init-env.sh $env"
+	secret_mounts+=("--volume=$PROJECT_ROOT/secrets/$env/$name:/run/secrets/$name:ro")
+done
+docker run --detach --name "$container" "${DB_THROWAWAY_ARGS[@]}" "${secret_mounts[@]}" "$image" >/dev/null ||
+	die "cannot start a throwaway $image container"
 db_use_container "$container"
 db_wait_ready || fail "the throwaway database did not start"
 db_exists "$DB_NAME" || db_create "$DB_NAME" >/dev/null

@@ -20,8 +20,8 @@ async function query(sql, params = []) {
     const [rows] = await db().query(sql, params);
     return rows;
   } catch (error) {
-    // Errors with a SQL state come from the server and are the query's fault.
-    if (error.sqlState) throw error;
+    // Errors with a SQL state come from the server and are the query's fault, except connection class 08.
+    if (error.sqlState && !error.sqlState.startsWith('08')) throw error;
     throw new Unavailable(`database: ${error.message}`);
   }
 }

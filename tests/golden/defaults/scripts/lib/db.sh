@@ -8,6 +8,10 @@
 DB_ENGINE=postgres
 DB_NAME=app
 DB_USER=app
+# A throwaway copy of the db service (verify-backup.sh): its user, hardening, limits and settings,
+# an anonymous volume, no network; DB_SECRETS are the secret files it reads (mounted per environment).
+DB_THROWAWAY_ARGS=(--user=999:999 --group-add=10001 --read-only --cap-drop=ALL --security-opt=no-new-privileges:true --network=none --pids-limit=512 --cpus=1 --memory=1024m --tmpfs=/tmp --tmpfs=/var/run/postgresql --shm-size=256m --volume=/var/lib/postgresql/data --env=POSTGRES_USER=app --env=POSTGRES_DB=app --env=POSTGRES_PASSWORD_FILE=/run/secrets/db_password --env=PGDATA=/var/lib/postgresql/data)
+DB_SECRETS=(db_password)
 # The dump trailer the database's own tool writes last: a dump without it is incomplete.
 DB_DUMP_TRAILER='-- PostgreSQL database dump complete'
 
@@ -70,9 +74,6 @@ db_wait_ready() {
 	done
 	return 1
 }
-
-# Environment of a throwaway server of the same image (verify-backup.sh).
-db_throwaway_env() { echo "POSTGRES_USER=$DB_USER POSTGRES_PASSWORD=$(random_secret) POSTGRES_DB=$DB_NAME"; }
 
 # count_dump_rows: reads a plain dump on stdin, writes "table<TAB>rows" for every table it creates
 # and exits 3 unless the dump ends with the tool's completion trailer.

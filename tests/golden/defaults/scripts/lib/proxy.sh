@@ -14,7 +14,7 @@ proxy_init() {
 
 # proxy_write ENV COLOUR: the control file names COLOUR (read at the next reload).
 proxy_write() {
-	mkdir -p "$PROJECT_ROOT/.deploy/$1/proxy"
+	shared_dir "$PROJECT_ROOT/.deploy/$1/proxy"
 	# shellcheck disable=SC2016  # $app_upstream is nginx's variable, written as it is
 	printf 'set $app_upstream http://%s:%s;\n' "${APP_SERVICE[$2]}" "$APP_PORT" |
 		write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE"

@@ -28,6 +28,11 @@ declare -A REPLICAS_VAR=([blue]=APP_BLUE_REPLICAS [green]=APP_GREEN_REPLICAS)
 # shellcheck disable=SC2034
 APP_PORT=8080
 
+# What the scripts create is the operator's only (backups, secrets, release records: 0600 files,
+# 0700 directories), whatever the caller's umask; what a container reads is opened up explicitly
+# (seal_secret, write_atomically, shared_dir).
+umask 077
+
 log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SCRIPT_NAME" "$*" >&2; }
 
 # An unexpected failure (not one a script reports with die) names the file, line and command.
@@ -191,6 +196,13 @@ ensure_env_ready() {
 		esac
 	done
 	proxy_init "$env"
+}
+
+# shared_dir DIR: DIR exists and is 0755, for a container that reads it through a bind mount (its
+# user is not the operator).
+shared_dir() {
+	mkdir -p "$1"
+	chmod 0755 "$1"
 }
 
 # write_atomically FILE: standard input becomes FILE's content in one rename (readers see the old

@@ -10,7 +10,7 @@ PROXY_API=http://127.0.0.1:8081/api/http/services/app@file
 # proxy_init ENV: current routes, and the control file naming the active colour, before the
 # proxy starts (every compose.sh call refreshes the copy of the routes).
 proxy_init() {
-	mkdir -p "$PROJECT_ROOT/.deploy/$1/proxy"
+	shared_dir "$PROJECT_ROOT/.deploy/$1/proxy"
 	write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/routes.yml" <"$PROJECT_ROOT/config/traefik/$1/dynamic.yml"
 	[[ -f "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE" ]] || proxy_write "$1" "$(active_colour "$1")"
 }

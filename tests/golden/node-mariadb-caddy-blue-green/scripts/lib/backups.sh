@@ -110,7 +110,7 @@ apply_retention() {
 record_metric() {
 	local dir=${BACKUP_METRICS_DIR:-$PROJECT_ROOT/metrics/$1}
 	local file="$dir/backup.prom"
-	mkdir -p "$dir"
+	shared_dir "$dir"
 	{ grep -v "^$2{" "$file" 2>/dev/null || true; printf '%s{environment="%s"} %s\n' "$2" "$1" "$3"; } | sort |
 		write_atomically "$file"
 }

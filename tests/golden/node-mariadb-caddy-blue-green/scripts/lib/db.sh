@@ -8,6 +8,10 @@
 DB_ENGINE=mariadb
 DB_NAME=app
 DB_USER=app
+# A throwaway copy of the db service (verify-backup.sh): its user, hardening, limits and settings,
+# an anonymous volume, no network; DB_SECRETS are the secret files it reads (mounted per environment).
+DB_THROWAWAY_ARGS=(--user=999:999 --group-add=10001 --read-only --cap-drop=ALL --security-opt=no-new-privileges:true --network=none --pids-limit=512 --cpus=1 --memory=1024m --tmpfs=/tmp --tmpfs=/run/mysqld --volume=/var/lib/mysql --env=MARIADB_USER=app --env=MARIADB_DATABASE=app --env=MARIADB_PASSWORD_FILE=/run/secrets/db_password --env=MARIADB_ROOT_PASSWORD_FILE=/run/secrets/db_root_password --env=MARIADB_AUTO_UPGRADE=1)
+DB_SECRETS=(db_password db_root_password)
 # The dump trailer the database's own tool writes last: a dump without it is incomplete.
 DB_DUMP_TRAILER='-- Dump completed'
 
@@ -83,8 +87,6 @@ db_wait_ready() {
 	done
 	return 1
 }
-
-db_throwaway_env() { echo "MARIADB_ROOT_PASSWORD=$(random_secret) MARIADB_DATABASE=$DB_NAME"; }
 
 # count_dump_rows: reads a plain dump on stdin, writes "table<TAB>rows" for every table it creates
 # and exits 3 unless the dump ends with the tool's completion trailer.

@@ -13,7 +13,7 @@ proxy_init() {
 
 # proxy_write ENV COLOUR: the control file names COLOUR's service, in one rename.
 proxy_write() {
-	mkdir -p "$PROJECT_ROOT/.deploy/$1/proxy"
+	shared_dir "$PROJECT_ROOT/.deploy/$1/proxy"
 	printf '%s' "${APP_SERVICE[$2]}" | write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE"
 }
 
