@@ -189,5 +189,27 @@ PIDS = {
     "blackbox-exporter": 64,
 }
 
+# Response headers every proxy adds, in every environment (OWASP secure headers): no MIME sniffing,
+# no framing by any site, only the origin in cross-site referrers. HSTS is added where TLS ends here.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+HSTS_MAX_AGE = 63072000  # two years, Mozilla's recommendation
+
+# Mozilla's "intermediate" TLS profile (v5.7): TLS 1.2 and 1.3; for TLS 1.2 its ECDHE AEAD suites
+# (its DHE suites need a dhparam file and add no client that matters). IANA names (Go: Caddy,
+# Traefik) -> OpenSSL names (nginx). TLS 1.3 suites are all AEAD and not configurable in Go.
+TLS12_CIPHERS = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+}
+
 # Secret files the operator fills in (a placeholder is made on first use), not random values.
 OPERATOR_SECRETS = ("alert_webhook_url", "alert_smtp_password")

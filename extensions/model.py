@@ -11,7 +11,7 @@ from typing import Any
 from .answers import exec_form, memory_mib
 from .catalogue import (
     APP_UID, BASE_IMAGE_ARGS, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
-    PIDS, REQUEST_METRICS, RUNTIMES, SECRETS_GID, SIZES, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
+    HSTS_MAX_AGE, PIDS, REQUEST_METRICS, RUNTIMES, SECRETS_GID, SECURITY_HEADERS, SIZES, TLS12_CIPHERS, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
 )
 from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, host_ports, limits, replicas
 from .services import Alias, Service
@@ -544,6 +544,14 @@ NETWORK_ORDER = ("edge", "backend", "monitoring")
 VOLUME_ORDER = ("proxy-data", "db-data", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
 
 
+def response_headers(f: Facts, env: str, answers: dict[str, Any]) -> dict[str, str]:
+    headers = dict(SECURITY_HEADERS)
+    if f.tls_in(env):
+        subdomains = "; includeSubDomains" if answers.get("hsts_include_subdomains") else ""
+        headers["Strict-Transport-Security"] = f"max-age={HSTS_MAX_AGE}{subdomains}"
+    return headers
+
+
 def throwaway_args(db: Service) -> list[str]:
     """`docker run` options for a throwaway copy of the database service (scripts/verify-backup.sh):
     its user, hardening, tmpfs, settings and limits, an anonymous data volume, no network. The secret
@@ -591,6 +599,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             published={s.name: dict(key=published_port(f, s.name)[0], port=f.host_ports(env)[s.name],
                                     container_port=published_port(f, s.name)[1], mapping=s.ports[env][0])
                        for s in services if s.role != "proxy" and s.ports.get(env)},
+            # Headers the proxy adds to every response (HSTS where TLS ends here).
+            response_headers=response_headers(f, env, answers),
             # Default host ports of the proxy (fixed, or the project's block).
             http_port=f.host_ports(env)["http"],
             https_port=f.host_ports(env)["https"],
@@ -627,6 +637,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "image_vars": {key: image_var(key) for key in IMAGES},
         # Non-root proxy unless ACME state must go to a root-owned volume (then UID 0, no caps).
         "proxy": {"acme": f.acme, "uid": 65534, **PROXIES[f.proxy]},
+        # Mozilla's intermediate profile: TLS 1.2+, these suites for 1.2 (IANA and OpenSSL names).
+        "tls_ciphers": list(TLS12_CIPHERS),
+        "tls_ciphers_openssl": ":".join(TLS12_CIPHERS.values()),
         "db": db,
         "migrate": f.migrate,
         "monitored": f.monitored,

@@ -64,6 +64,7 @@ def test_stack_runs_serves_and_tears_down(rendered, variant, env):
         check_through_the_proxy(stack)
         check_running_containers(stack)
         check_no_secret_on_a_command_line(stack)
+        check_security_headers_and_tls(stack)
         if env == "production":
             check_database_is_private(stack)
             check_stack_heals(stack)
@@ -135,6 +136,48 @@ def check_running_containers(stack: Stack) -> None:
         assert host["NanoCpus"] == int(float(limits["cpus"]) * 1e9), service
         assert host["PidsLimit"] == int(limits["pids"]) > 0, service
         assert "no-new-privileges:true" in host["SecurityOpt"], service
+
+
+def curl(stack: Stack, path: str, *extra: str, host: str | None = None) -> tuple[int, dict[str, str]]:
+    """(status, response headers) of a GET through the proxy; status 0 when curl fails (a refused
+    handshake, a connection closed without an answer). `host`: another host name, same address."""
+    url, options = stack.url(path)
+    if host:
+        url = url.replace(stack.domain if stack.tls else "localhost", host, 1)
+        options = ["--resolve", f"{host}:{url.rsplit(':', 1)[1].split('/')[0]}:127.0.0.1", "--insecure"]
+    proc = run("curl", "-sS", "--max-time", "10", "-D", "-", "-o", "/dev/null", *options, *extra, url, check=False, timeout=30)
+    if proc.returncode != 0:
+        return 0, {}
+    lines = proc.stdout.splitlines()
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+    return int(lines[0].split()[1]), headers
+
+
+def check_security_headers_and_tls(stack: Stack) -> None:
+    health = stack.answers["health_path"]
+    status, headers = curl(stack, health)
+    assert status == 200, status
+    assert headers.get("x-content-type-options") == "nosniff", headers
+    assert headers.get("x-frame-options") == "DENY", headers
+    assert headers.get("content-security-policy") == "frame-ancestors 'none'", headers
+    assert headers.get("referrer-policy") == "strict-origin-when-cross-origin", headers
+    if not stack.tls:
+        assert "strict-transport-security" not in headers, "no HSTS over plain HTTP"
+        return
+    assert headers.get("strict-transport-security") == "max-age=63072000", headers
+    # Mozilla intermediate: TLS 1.2 only with ECDHE AEAD suites; a CBC suite is refused.
+    aead = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256"
+    cbc = "ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA256"
+    assert curl(stack, health, "--tlsv1.2", "--tls-max", "1.2", "--ciphers", aead)[0] == 200
+    assert curl(stack, health, "--tlsv1.2", "--tls-max", "1.2", "--ciphers", cbc)[0] == 0, "a CBC suite was accepted"
+    # Another host name: no certificate for it over HTTPS, no answer (or 404) over plain HTTP.
+    assert curl(stack, health, host="unknown.deployment-patterns.dev")[0] == 0, "HTTPS answered an unknown host"
+    url, _ = stack.url(health, secure=False)
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    plain = run("curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--resolve",
+                f"unknown.deployment-patterns.dev:{port}:127.0.0.1", f"http://unknown.deployment-patterns.dev:{port}{health}",
+                check=False, timeout=30)
+    assert plain.stdout.strip() in ("000", "404"), f"plain HTTP answered an unknown host with {plain.stdout}"
 
 
 def check_no_secret_on_a_command_line(stack: Stack) -> None:
