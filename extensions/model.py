@@ -492,6 +492,8 @@ def build_services(f: Facts) -> list[Service]:
         services.append(cache_service())
     if f.monitored:
         services += monitoring_services(f, reads)
+    for service in services:
+        service.pids = PIDS[service.role]
     return services
 
 
@@ -504,7 +506,7 @@ def per_environment(f: Facts, services: list[Service]) -> None:
         shared = "${APP_REPLICAS:-%d}" % count
         for service in services:
             size = f.app_limits if service.role in ("app", "migrate") else SIZES[service.role]
-            service.limits[env] = {**limits(*size, profile["scale"]), "pids": PIDS[service.role]}
+            service.limits[env] = limits(*size, profile["scale"])
             if service.role == "app":
                 # Each colour's own count once deployed; before that APP_REPLICAS for the first, none for the other.
                 default = shared if service.colour == COLOURS[0] else "0"

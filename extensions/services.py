@@ -16,7 +16,7 @@ import yaml
 KEY_ORDER = (
     "<<", "image", "pull_policy", "build", "user", "group_add", "privileged", "read_only", "cap_drop",
     "security_opt", "pid", "tmpfs", "shm_size", "stop_grace_period", "init", "entrypoint", "command", "expose",
-    "environment", "secrets", "volumes", "devices", "healthcheck", "depends_on", "networks",
+    "environment", "secrets", "volumes", "devices", "healthcheck", "depends_on", "networks", "deploy",
 )
 ENV_KEY_ORDER = ("restart", "logging", "env_file", "deploy", "ports", "volumes", "secrets", "environment", "networks")
 
@@ -52,6 +52,9 @@ class Service:
     user: str | None = None
     group_add: list[str] = field(default_factory=list)
     pid: str | None = None
+    # Most processes and threads (catalogue.PIDS): the same in every environment, so in compose.yaml
+    # (deploy.resources.limits.pids; Compose merges it with each environment's cpus and memory).
+    pids: int = 64
     tmpfs: list[str] = field(default_factory=list)
     shm_size: str | None = None
     stop_grace_period: str | None = None
@@ -96,6 +99,7 @@ class Service:
                 value = {name: {"condition": condition} for name, condition in value.items()}
             if value:
                 spec[key] = value
+        spec["deploy"] = {"resources": {"limits": {"pids": self.pids}}}
         return {key: spec[key] for key in KEY_ORDER if key in spec}
 
     def compose_env(self, env: str, profile: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +131,9 @@ class Service:
                 networks = spec.get("networks", [])
                 merged = {net: {} for net in networks} if isinstance(networks, list) else dict(networks)
                 spec["networks"] = {**merged, **value}
+            elif key == "deploy":  # the shared PID limit joins the environment's limits
+                limits = {**spec.get("deploy", {}).get("resources", {}).get("limits", {}), **value["resources"]["limits"]}
+                spec["deploy"] = {**value, "resources": {**value["resources"], "limits": limits}}
             else:
                 spec[key] = value
         return spec

@@ -78,8 +78,8 @@ def test_per_environment_policy_comes_from_the_profiles():
     envs, app = derived["envs"], derived["service"]["app-blue"]
     assert [envs[e]["replicas"] for e in ("dev", "staging", "production")] == [1, 2, 3]
     assert [envs[e]["restart"] for e in ("dev", "staging", "production")] == ["no", "unless-stopped", "always"]
-    assert app.limits["production"] == {"cpus": "1", "memory": "512M", "pids": 256}
-    assert app.limits["dev"] == {"cpus": "0.5", "memory": "256M", "pids": 256}
+    assert app.limits["production"] == {"cpus": "1", "memory": "512M"} and app.limits["dev"] == {"cpus": "0.5", "memory": "256M"}
+    assert app.pids == 256 and app.compose()["deploy"] == {"resources": {"limits": {"pids": 256}}}
     # dev: a block of host ports of the project's own (from its slug), the container's port inside.
     block = envs["dev"]["http_port"]
     assert 10000 <= block < 30000 and block % 100 == 0 and envs["production"]["http_port"] == 80
