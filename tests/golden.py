@@ -7,7 +7,6 @@ the working tree differs; after an intended change, update them and review the d
 
 from __future__ import annotations
 
-import filecmp
 import shutil
 import sys
 import tempfile
@@ -47,19 +46,19 @@ def render(name: str, destination: Path) -> Path:
 
 
 def differences(expected: Path, actual: Path) -> list[str]:
-    """Relative paths that differ, exist on one side only, or differ in their executable bit."""
-    found = []
+    """Relative paths of files that differ, exist on one side only, or differ in their executable
+    bit. Files only: git keeps no empty directory (a render may hold one, e.g. deploy/)."""
+    def files(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
 
-    def walk(cmp: filecmp.dircmp, prefix: str) -> None:
-        found.extend(prefix + n for n in cmp.left_only + cmp.right_only + cmp.diff_files + cmp.funny_files)
-        for name in cmp.common_files:
-            left, right = Path(cmp.left, name), Path(cmp.right, name)
-            if (left.stat().st_mode & 0o111) != (right.stat().st_mode & 0o111):
-                found.append(prefix + name + " (mode)")
-        for name, sub in cmp.subdirs.items():
-            walk(sub, prefix + name + "/")
-
-    walk(filecmp.dircmp(expected, actual, ignore=[]), "")
+    left, right = files(expected), files(actual)
+    found = sorted(left ^ right)
+    for name in sorted(left & right):
+        a, b = expected / name, actual / name
+        if a.read_bytes() != b.read_bytes():
+            found.append(name)
+        elif (a.stat().st_mode & 0o111) != (b.stat().st_mode & 0o111):
+            found.append(name + " (mode)")
     return sorted(found)
 
 
