@@ -184,7 +184,8 @@ def check_no_secret_on_a_command_line(stack: Stack) -> None:
     """ps on the host shows every container's command lines: no secret value may be on one."""
     secrets = {path.name: path.read_text().strip() for path in (stack.project / "secrets" / stack.env).iterdir()
                if path.is_file() and len(path.read_text().strip()) >= 16}
-    assert secrets, "the stack has generated secrets"
+    if not secrets:
+        return  # nothing secret in this stack (no database, cache or monitoring)
     for container in stack.containers():
         args = docker("top", container["Name"], "-o", "pid,args").stdout
         assert len(args.splitlines()) > 1, container["Name"]
