@@ -267,6 +267,19 @@ def add_slow_route(project: Path) -> None:
     main.write_text(main.read_text().replace('    if path == "/error":', SLOW_ROUTE + '    if path == "/error":'))
 
 
+def load_cells(load: Load, steady_end: float) -> str:
+    """A benchmark row's load columns: requests after steady_end | failed | steady p50 / p99 |
+    during p50 / p99 | p99 ratio. Latency of the ordinary requests (the /slow ones only prove that
+    nothing is cut off)."""
+    steady = load.latencies(end=steady_end, skip=("/slow",))
+    during = load.latencies(start=steady_end, skip=("/slow",))
+    requests = sum(1 for r in load.results if r[0] >= steady_end)
+    return (f"{requests} | {len(load.failures(since=steady_end))} | "
+            f"{percentile(steady, 50) * 1000:.1f} / {percentile(steady, 99) * 1000:.1f} | "
+            f"{percentile(during, 50) * 1000:.1f} / {percentile(during, 99) * 1000:.1f} | "
+            f"{percentile(during, 99) / percentile(steady, 99):.1f}x")
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")

@@ -21,7 +21,7 @@ from copier import run_copy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import run  # noqa: E402
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, percentile, print_load_table  # noqa: E402
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, load_cells, print_load_table  # noqa: E402
 
 SWITCH = """source scripts/lib/common.sh
 active=$(active_colour production)
@@ -61,13 +61,7 @@ def bench(proxy: str, switches: int, scratch: Path) -> str:
                 missed += served != {expected[colour]}
                 time.sleep(2)
             wall = time.perf_counter() - started
-        steady = load.latencies(end=steady_end, skip=("/slow",))
-        during = load.latencies(start=steady_end, skip=("/slow",))
-        requests = sum(1 for r in load.results if r[0] >= steady_end)
-        return (f"| {proxy} | {switches} | {missed} | {requests} | {len(load.failures(since=steady_end))} | "
-                f"{percentile(steady, 50) * 1000:.1f} / {percentile(steady, 99) * 1000:.1f} | "
-                f"{percentile(during, 50) * 1000:.1f} / {percentile(during, 99) * 1000:.1f} | "
-                f"{percentile(during, 99) / percentile(steady, 99):.1f}x | {wall / switches:.1f} |")
+        return f"| {proxy} | {switches} | {missed} | {load_cells(load, steady_end)} | {wall / switches:.1f} |"
     finally:
         stack.down()
         for version in ("v1", "v2"):

@@ -23,7 +23,7 @@ from copier import run_copy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import run  # noqa: E402
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, percentile, print_load_table  # noqa: E402
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, load_cells, percentile, print_load_table  # noqa: E402
 
 REPLICAS = 2
 
@@ -50,15 +50,9 @@ def bench(proxy: str, deploys: int, scratch: Path) -> str:
                 run(deploy, "production", ("v1", "v2")[i % 2], cwd=project, timeout=900)
                 walls.append(time.perf_counter() - started)
             time.sleep(3)
-        # Latency of the ordinary requests (the 1.5 s ones only prove that nothing is cut off).
-        steady = load.latencies(end=steady_end, skip=("/slow",))
-        during = load.latencies(start=steady_end, skip=("/slow",))
-        requests = sum(1 for r in load.results if r[0] >= steady_end)
         walls.sort()
-        return (f"| {proxy} | {deploys} | {deploys * REPLICAS} | {requests} | {len(load.failures(since=steady_end))} | "
-                f"{percentile(steady, 50) * 1000:.1f} / {percentile(steady, 99) * 1000:.1f} | "
-                f"{percentile(during, 50) * 1000:.1f} / {percentile(during, 99) * 1000:.1f} | "
-                f"{percentile(during, 99) / percentile(steady, 99):.1f}x | {percentile(walls, 50):.1f} / {walls[-1]:.1f} |")
+        return (f"| {proxy} | {deploys} | {deploys * REPLICAS} | {load_cells(load, steady_end)} | "
+                f"{percentile(walls, 50):.1f} / {walls[-1]:.1f} |")
     finally:
         stack.down()
         for version in ("v1", "v2"):
