@@ -261,6 +261,18 @@ def print_load_table(columns: list[str], rows: list[str]) -> None:
     print("\n".join(rows))
 
 
+def deploy_release(project: Path, env: str, version: str, *args: str, check: bool = True,
+                   timeout: float = 900) -> subprocess.CompletedProcess:
+    """scripts/deploy.sh ENV VERSION, after scripts/build.sh when this host has no image of VERSION
+    yet (as a release pipeline builds once and deploys by name; deploy.sh itself never builds a
+    named version). Projects of releases without build.sh build in deploy.sh."""
+    build = project / "scripts" / "build.sh"
+    image = f"{answers(project)['image_name']}:{version}"
+    if build.exists() and docker("image", "inspect", image, check=False).returncode != 0:
+        run(build, env, version, cwd=project, timeout=timeout)
+    return run(project / "scripts" / "deploy.sh", env, version, *args, cwd=project, check=check, timeout=timeout)
+
+
 def add_slow_route(project: Path) -> None:
     """The Python example app answers /slow after 1.5 s (patched in before the first build)."""
     main = project / "app" / "main.py"

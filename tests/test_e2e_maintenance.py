@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import run
-from e2e_support import Load, Stack, docker, inspect
+from e2e_support import Load, Stack, deploy_release, docker, inspect
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ MESSAGE = "Back at <noon> & then some"
 @pytest.fixture(scope="module", params=PROXIES)
 def stack(request, copie_session, lab):
     stack = Stack.rendered(copie_session, {**COMMON, "proxy": request.param, "project_name": f"Maintenance {request.param}"})
-    run(stack.project / "scripts" / "deploy.sh", "production", "v1", cwd=stack.project, timeout=900)
+    deploy_release(stack.project, "production", "v1")
     yield stack
     stack.down()
     docker("image", "rm", "--force", f"{stack.answers['image_name']}:v1", check=False)

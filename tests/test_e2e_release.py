@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import run
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, inspect, wait_until
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, deploy_release, docker, inspect, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -46,8 +46,8 @@ def stack(request, copie_session, lab):
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
 
 
-def deploy(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(stack.project / "scripts" / "deploy.sh", "production", *args, cwd=stack.project, check=check, timeout=900)
+def deploy(stack: Stack, version: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return deploy_release(stack.project, "production", version, *args, check=check)
 
 
 def rollback(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -166,6 +166,7 @@ def test_a_version_failing_its_migration_never_serves(stack):
 
 
 def test_a_second_deploy_of_the_environment_is_refused(stack):
+    run(stack.project / "scripts" / "build.sh", "production", "v5", cwd=stack.project, timeout=900)
     first = subprocess.Popen([str(stack.project / "scripts" / "deploy.sh"), "production", "v5"], cwd=stack.project,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -177,6 +178,20 @@ def test_a_second_deploy_of_the_environment_is_refused(stack):
         out, err = first.communicate(timeout=900)
     assert first.returncode == 0, err
     assert serving(stack) == {"v5"}
+
+
+def test_a_named_version_is_never_built_by_deploy(stack):
+    """deploy.sh builds only this checkout's own commit from a clean tree: an unknown name is refused
+    before anything changes, with the pull's error and scripts/build.sh as the fix."""
+    before = history(stack)
+    proc = run(stack.project / "scripts" / "deploy.sh", "production", "v-never-built", cwd=stack.project, check=False, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "is not on this host and the pull failed" in last and "scripts/build.sh production v-never-built" in last, last
+    assert docker("image", "inspect", f"{stack.answers['image_name']}:v-never-built", check=False).returncode != 0
+    assert history(stack) == before and serving(stack) == {"v5"}
+    again = run(stack.project / "scripts" / "build.sh", "production", "v5", cwd=stack.project, check=False)
+    assert again.returncode != 0 and "a release is never rebuilt" in again.stderr, again.stderr
 
 
 def test_rollback_returns_the_exact_previous_image_without_failed_requests(stack):

@@ -12,7 +12,7 @@ import pytest
 from copier import run_copy, run_update
 
 from conftest import ROOT, run
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, deploy_release, docker
 from test_update import GIT, RELEASES
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ def git(project, *args: str) -> None:
 
 
 def deploy(stack: Stack, version: str) -> subprocess.CompletedProcess:
-    return run(stack.project / "scripts" / "deploy.sh", "production", version, cwd=stack.project, timeout=900)
+    return deploy_release(stack.project, "production", version)
 
 
 @pytest.fixture

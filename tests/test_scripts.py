@@ -174,6 +174,8 @@ def test_entrypoint_refuses_a_password_set_twice(project, tmp_path):
 
 @pytest.mark.parametrize("script, args, reason", [
     ("deploy.sh", ["dev", "v1 2"], "version 'v1 2' is not a valid image tag"),
+    ("build.sh", ["dev", "v1 2"], "version 'v1 2' is not a valid image tag"),
+    ("build.sh", ["qa", "v1"], "unknown environment 'qa'"),
     ("rollback.sh", ["dev", "v1;rm"], "version 'v1;rm' is not a valid image tag"),
     ("restore.sh", ["production", "../etc", "--confirm-production"], "'../etc' is not a backup id"),
     ("verify-backup.sh", ["dev", "yesterday"], "'yesterday' is not a backup id"),

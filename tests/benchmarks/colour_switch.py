@@ -21,7 +21,7 @@ from copier import run_copy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import run  # noqa: E402
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, load_cells, print_load_table  # noqa: E402
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, deploy_release, docker, load_cells, print_load_table  # noqa: E402
 
 SWITCH = """source scripts/lib/common.sh
 active=$(active_colour production)
@@ -43,7 +43,7 @@ def bench(proxy: str, switches: int, scratch: Path) -> str:
     stack.configure()
     try:
         for version in ("v1", "v2"):
-            run(project / "scripts" / "deploy.sh", "production", version, cwd=project, timeout=900)
+            deploy_release(project, "production", version)
         expected = {"blue": "v1", "green": "v2"}
         missed = 0
         with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC, pause=0.02) as load:

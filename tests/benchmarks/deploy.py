@@ -22,7 +22,7 @@ from copier import run_copy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import run  # noqa: E402
-from e2e_support import Load, Stack, docker, percentile  # noqa: E402
+from e2e_support import Load, Stack, deploy_release, docker, percentile  # noqa: E402
 
 
 def measure(stack: Stack, action) -> dict:
@@ -55,9 +55,8 @@ def bench(proxy: str, strategy: str, scratch: Path) -> list[str]:
     deploy = project / "scripts" / "deploy.sh"
     rows = []
     try:
-        run(deploy, "production", "v1", cwd=project, timeout=900)
-        run(project / "scripts" / "compose.sh", "production", "build", "app-blue", cwd=project, timeout=900,
-            env={**os.environ, "APP_BLUE_VERSION": "v2"})  # built before, so that the figures are the switch's
+        deploy_release(project, "production", "v1")
+        run(project / "scripts" / "build.sh", "production", "v2", cwd=project, timeout=900)  # the figures are the switch's
         for name, action in (
             ("deploy v1 -> v2", lambda: run(deploy, "production", "v2", cwd=project, timeout=900)),
             ("rollback v2 -> v1", lambda: run(project / "scripts" / "rollback.sh", "production", cwd=project, timeout=900)),

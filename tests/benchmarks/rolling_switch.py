@@ -23,7 +23,7 @@ from copier import run_copy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import run  # noqa: E402
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, docker, load_cells, percentile, print_load_table  # noqa: E402
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, deploy_release, docker, load_cells, percentile, print_load_table  # noqa: E402
 
 REPLICAS = 2
 
@@ -40,7 +40,7 @@ def bench(proxy: str, deploys: int, scratch: Path) -> str:
     deploy = project / "scripts" / "deploy.sh"
     try:
         for version in ("v1", "v2"):
-            run(deploy, "production", version, cwd=project, timeout=900)
+            deploy_release(project, "production", version)
         walls = []
         with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC, pause=0.02) as load:
             time.sleep(20)

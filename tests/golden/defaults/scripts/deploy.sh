@@ -3,7 +3,8 @@
 #   scripts/deploy.sh ENV [VERSION]        VERSION defaults to the git commit of this checkout
 #
 # 1. The image IMAGE:VERSION is used as it is if this host has it (a release is never rebuilt);
-#    otherwise it is pulled, or built from this checkout when VERSION is its commit.
+#    otherwise it is pulled, or built from this checkout when VERSION is its commit and the tree
+#    is clean. Any other named version must exist already: scripts/build.sh ENV VERSION makes it.
 # 2. scripts/migrate.sh runs the migrations of the new image, after a backup.
 # 3. The new version starts in the idle colour (app-blue or app-green), hidden from the proxy; once
 #    all its replicas are healthy the proxy is pointed at it and confirms it routes there. Only
@@ -38,15 +39,16 @@ release_init "$env"
 image=$(image_of "$version")
 previous=$(current_version)
 
+clean=$([[ -n $commit && -z $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] && echo yes || true)
 if image_id "$image" >/dev/null; then
 	log "deploy $version to $env: using image $image (releases are never rebuilt)"
-elif docker pull --quiet "$image" >/dev/null 2>&1; then
+elif pull_error=$(docker pull --quiet "$image" 2>&1 >/dev/null); then
 	log "deploy $version to $env: pulled $image"
-elif [[ $version == "$commit" || -n ${2:-} ]]; then
-	log "deploy $version to $env: building $image from this checkout"
+elif [[ $version == "$commit" && -n $clean ]]; then
+	log "deploy $version to $env: building $image from this checkout (its commit, no changes)"
 	build_image "$version" >/dev/null || die "building $image failed"
 else
-	die "image $image is neither on this host nor in its registry"
+	die "image $image is not on this host and the pull failed ($(tail -n 1 <<<"$pull_error")): build it first (scripts/build.sh $env $version) or push it to the registry"
 fi
 image_id=$(image_id "$image")
 
