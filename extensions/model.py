@@ -73,6 +73,7 @@ class Facts:
         self.app_replicas = int(answers["app_replicas"])
         # Where the app serves Prometheus metrics ("": nowhere; earlier answers files: /metrics).
         self.metrics_path = answers.get("metrics_path", "/metrics") or ""
+        self.hsts_subdomains = bool(answers.get("hsts_include_subdomains"))
 
     def tls_in(self, env: str) -> bool:
         """TLS ends at the proxy in env."""
@@ -546,10 +547,10 @@ NETWORK_ORDER = ("edge", "backend", "monitoring")
 VOLUME_ORDER = ("proxy-data", "db-data", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
 
 
-def response_headers(f: Facts, env: str, answers: dict[str, Any]) -> dict[str, str]:
+def response_headers(f: Facts, env: str) -> dict[str, str]:
     headers = dict(SECURITY_HEADERS)
     if f.tls_in(env):
-        subdomains = "; includeSubDomains" if answers.get("hsts_include_subdomains") else ""
+        subdomains = "; includeSubDomains" if f.hsts_subdomains else ""
         headers["Strict-Transport-Security"] = f"max-age={HSTS_MAX_AGE}{subdomains}"
     return headers
 
@@ -602,7 +603,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                                     container_port=published_port(f, s.name)[1], mapping=s.ports[env][0])
                        for s in services if s.role != "proxy" and s.ports.get(env)},
             # Headers the proxy adds to every response (HSTS where TLS ends here).
-            response_headers=response_headers(f, env, answers),
+            response_headers=response_headers(f, env),
             # Default host ports of the proxy (fixed, or the project's block).
             http_port=f.host_ports(env)["http"],
             https_port=f.host_ports(env)["https"],

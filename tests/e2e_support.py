@@ -131,10 +131,12 @@ class Stack:
 
     # --- HTTP through the proxy, with curl, to 127.0.0.1 only ------------------------------------
 
-    def url(self, path: str, secure: bool | None = None) -> tuple[str, list[str]]:
+    def url(self, path: str, secure: bool | None = None, host: str | None = None) -> tuple[str, list[str]]:
+        """The URL of path through the proxy and curl's options to reach it on 127.0.0.1 under the
+        stack's host name (or `host`)."""
         secure = self.tls if secure is None else secure
         port = self.ports["HTTPS_PORT" if secure else "HTTP_PORT"]
-        host = self.domain if self.tls else "localhost"
+        host = host or (self.domain if self.tls else "localhost")
         scheme = "https" if secure else "http"
         return f"{scheme}://{host}:{port}{path}", ["--resolve", f"{host}:{port}:127.0.0.1", "--insecure"]
 

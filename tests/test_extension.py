@@ -140,6 +140,14 @@ def test_the_verify_throwaway_is_the_db_service_hardened_and_offline(database):
     assert all("PASSWORD=" not in env for env in envs) and any("PASSWORD_FILE=/run/secrets/" in env for env in envs)
 
 
+def test_hsts_only_where_tls_ends_here_with_subdomains_as_answered():
+    plain, with_subdomains = derive()["envs"], derive(hsts_include_subdomains=True)["envs"]
+    assert "Strict-Transport-Security" not in plain["dev"]["response_headers"]
+    assert plain["production"]["response_headers"]["Strict-Transport-Security"] == "max-age=63072000"
+    assert with_subdomains["production"]["response_headers"]["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
+    assert plain["dev"]["response_headers"]["X-Content-Type-Options"] == "nosniff"
+
+
 def test_app_healthcheck_needs_no_curl_and_is_escaped_for_compose():
     for runtime in ("python", "node"):  # the runtime itself asks the app
         check = derive(runtime=runtime)["app_healthcheck"]

@@ -23,7 +23,7 @@ image=$(image_of "$version")
 if image_id "$image" >/dev/null; then
 	die "$image exists already: a release is never rebuilt, build this checkout under a new version"
 fi
-if [[ -n $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+if checkout_changed; then
 	log "warning: this checkout has uncommitted changes: they go into $image"
 fi
 log "building $image from this checkout"

@@ -32,19 +32,18 @@ commit=$(git -C "$PROJECT_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)
 version=${2:-$commit}
 [[ -n $version ]] || die "no VERSION given and $PROJECT_ROOT is not a git checkout: name the version"
 require_version "$version"
-if [[ -z ${2:-} && -n $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+if [[ -z ${2:-} ]] && checkout_changed; then
 	die "the checkout has uncommitted changes: commit them, or name the version explicitly"
 fi
 release_init "$env"
 image=$(image_of "$version")
 previous=$(current_version)
 
-clean=$([[ -n $commit && -z $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] && echo yes || true)
 if image_id "$image" >/dev/null; then
 	log "deploy $version to $env: using image $image (releases are never rebuilt)"
 elif pull_error=$(docker pull --quiet "$image" 2>&1 >/dev/null); then
 	log "deploy $version to $env: pulled $image"
-elif [[ $version == "$commit" && -n $clean ]]; then
+elif [[ $version == "$commit" ]] && ! checkout_changed; then
 	log "deploy $version to $env: building $image from this checkout (its commit, no changes)"
 	build_image "$version" >/dev/null || die "building $image failed"
 else

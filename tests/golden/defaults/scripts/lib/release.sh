@@ -36,6 +36,9 @@ image_of() { config_value "${APP_SERVICE[${COLOURS[0]}]}" image "${VERSION_VAR[$
 
 image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null; }
 
+# checkout_changed: this checkout has uncommitted changes to tracked files (never true outside git).
+checkout_changed() { [[ -n $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; }
+
 # build_image VERSION: builds the app's image for VERSION from this checkout.
 build_image() { env "${VERSION_VAR[${COLOURS[0]}]}=$1" "${COMPOSE[@]}" build "${APP_SERVICE[${COLOURS[0]}]}"; }
 
