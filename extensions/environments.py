@@ -103,7 +103,8 @@ HOST_PORT_OFFSETS = {"http": 0, "https": 1, "db": 2, "prometheus": 3, "alertmana
 def host_ports(profile: dict[str, Any], slug: str) -> dict[str, int]:
     """Default host port per published service ("http", "https", "db", "prometheus", ...)."""
     if profile["http_port"] is not None:
-        return {"http": profile["http_port"], "https": profile["https_port"]}
+        # Grafana's loopback port for an SSH tunnel (when it is not public): Grafana's own default.
+        return {"http": profile["http_port"], "https": profile["https_port"], "grafana": 3000}
     base = PORT_BLOCK_START + zlib.crc32(slug.encode()) % PORT_BLOCKS * PORT_BLOCK_SIZE
     return {name: base + offset for name, offset in HOST_PORT_OFFSETS.items()}
 

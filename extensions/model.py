@@ -74,6 +74,8 @@ class Facts:
         # Where the app serves Prometheus metrics ("": nowhere; earlier answers files: /metrics).
         self.metrics_path = answers.get("metrics_path", "/metrics") or ""
         self.hsts_subdomains = bool(answers.get("hsts_include_subdomains"))
+        # Grafana behind the public proxy (an answer), or on the host's loopback only.
+        self.grafana_public = self.monitored and bool(answers.get("grafana_public"))
 
     def tls_in(self, env: str) -> bool:
         """TLS ends at the proxy in env."""
@@ -172,7 +174,7 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
         depends_on["db"] = "service_healthy"
     if f.cache:
         depends_on["cache"] = "service_healthy"
-    networks = ["edge"] + (["backend"] if f.db or f.cache else []) + (["monitoring"] if f.monitored else [])
+    networks = ["edge"] + (["backend"] if f.db or f.cache else []) + (["scrape-app"] if f.monitored else [])
     services = []
     for colour in COLOURS:
         names = colour_names(colour)
@@ -201,8 +203,8 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             healthcheck={"test": [arg.replace("$", "$$") for arg in app_healthcheck(f.runtime, f.app_port, f.answers["health_path"])],
                          **HEALTH_EVERY_5S, "start_period": "30s"},
             depends_on=depends_on,
-            # A colour is "app" to Prometheus (the monitoring network), never to the proxy.
-            networks={net: {"aliases": ["app"]} if net == "monitoring" else {} for net in networks},
+            # A colour is "app" to Prometheus (its scrape network), never to the proxy.
+            networks={net: {"aliases": ["app"]} if net == "scrape-app" else {} for net in networks},
             env_file=True,
             replicas={},  # set per environment by derive()
         ))
@@ -233,7 +235,7 @@ def proxy_service(f: Facts) -> Service:
     mounted from config/<proxy>/<env>/, the active colour from .deploy/<env>/proxy/."""
     control = PROXIES[f.proxy]
     ops = PROXY_OPS_PORT
-    networks = ["edge"] + (["monitoring"] if f.monitored else [])
+    networks = ["edge"] + (["scrape-proxy"] if f.monitored else []) + (["grafana-web"] if f.grafana_public else [])
     timing = {**HEALTH_EVERY_5S, "start_period": "20s"}
     if f.proxy == "nginx":
         service = Service(
@@ -305,7 +307,7 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
                        "no root entrypoint, no capabilities."},
         secrets=[name for name, readers in reads.items() if "db" in readers],
         volumes=[f"db-data:{db['data_dir']}"],
-        networks=["backend"],
+        networks=["backend"] + (["scrape-db"] if f.monitored else []),
     )
     timing = {**HEALTH_EVERY_5S, "retries": 10, "start_period": "30s"}
     if f.database == "postgres":
@@ -325,7 +327,7 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
     )
 
 
-def cache_service() -> Service:
+def cache_service(f: Facts) -> Service:
     return Service(
         name="cache", role="cache", image=image_ref("redis"), user="999:999", group_add=[str(SECRETS_GID)],
         notes={"command": "The password goes from the secret file into a private config file on a tmpfs: never into the\n"
@@ -337,8 +339,44 @@ def cache_service() -> Service:
         volumes=["cache-data:/data"],
         healthcheck={"test": ["CMD-SHELL", 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password)" redis-cli ping | grep -q PONG'],
                      "interval": "10s", "timeout": "5s", "retries": 5},
-        networks=["backend"],
+        networks=["backend"] + (["scrape-cache"] if f.monitored else []),
     )
+
+
+# --- networks: who may talk to whom -------------------------------------------------------------------
+# Two services share a network only if one must reach the other: the proxy and the app (edge), the
+# app and its data (backend), the monitoring core (monitoring: Prometheus, Alertmanager, Grafana,
+# Loki, Alloy), and one scrape network per target, holding Prometheus, the target and its exporter
+# (scrape-*). So the app and the proxy never reach Alertmanager, Loki or Grafana, the proxy never
+# reaches the database or cache, and an exporter reaches nothing but its target.
+NETWORK_ORDER = ("edge", "backend", "monitoring", "outbound", "grafana-web", "scrape-app", "scrape-proxy",
+                 "scrape-db", "scrape-cache", "scrape-node", "scrape-containers")
+NETWORK_PURPOSE = {
+    "edge": "the proxy and the app",
+    "backend": "the app and its database and cache",
+    "monitoring": "Prometheus, Alertmanager, Grafana, Loki and Alloy",
+    "outbound": "Alertmanager alone: its route out for notifications",
+    "grafana-web": "Grafana, and the proxy when Grafana is public",
+    "scrape-app": "Prometheus and the app's replicas (alias app)",
+    "scrape-proxy": "Prometheus, the proxy and its exporter or prober",
+    "scrape-db": "Prometheus, the database exporter and the database",
+    "scrape-cache": "Prometheus, the cache exporter and the cache",
+    "scrape-node": "Prometheus and the node exporter",
+    "scrape-containers": "Prometheus and cAdvisor",
+}
+# Networks with a route out in every environment (elsewhere only in dev, for its loopback ports):
+# the proxy's and the app's, Alertmanager's for notifications, Grafana's for its port or the proxy.
+OPEN_NETWORKS = ("edge", "outbound", "grafana-web")
+
+
+def scrape_networks(f: Facts) -> list[str]:
+    return ["scrape-app", "scrape-proxy"] + (["scrape-db"] if f.db else []) + (["scrape-cache"] if f.cache else []) + [
+        "scrape-node", "scrape-containers"]
+
+
+def grafana_admin(f: Facts) -> str:
+    """Grafana's admin user: a name of the project's, not the "admin" that every scanner tries."""
+    return f"{f.slug.replace('_', '-')}-admin"
 
 
 def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
@@ -349,7 +387,8 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                      "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-15d}", "--enable-feature=expand-external-labels"],
             volumes=["./config/prometheus:/etc/prometheus:ro", "prometheus-data:/prometheus"],
             healthcheck=wget_check("http://127.0.0.1:9090/-/healthy"),
-            networks=["monitoring"],
+            # The monitoring core, and each scrape network: the only service on all of them.
+            networks=["monitoring", *scrape_networks(f)],
         ),
         Service(
             name="alertmanager", role="alertmanager", image=image_ref("alertmanager"),
@@ -360,14 +399,15 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             secrets=[name for name, readers in reads.items() if "alertmanager" in readers],
             volumes=["./config/alertmanager:/etc/alertmanager:ro", "alertmanager-data:/alertmanager"],
             healthcheck=wget_check("http://127.0.0.1:9093/-/healthy"),
-            # Sends notifications out: the edge network has a route.
-            networks=["monitoring", "edge"],
+            # Sends notifications out: its own network with a route, shared with no other service.
+            networks=["monitoring", "outbound"],
         ),
         Service(
             name="grafana", role="grafana", image=image_ref("grafana"), user=f"472:{SECRETS_GID}", tmpfs=["/tmp"],
-            notes={"environment": "Served behind the proxy at /grafana/."},
+            notes={"environment": ("Served at /grafana/: through the proxy (grafana_public), or on the host's 127.0.0.1\n"
+                                   "for an SSH tunnel. Its admin has a name of this project's, not \"admin\".")},
             environment={
-                "GF_SECURITY_ADMIN_PASSWORD__FILE": "/run/secrets/grafana_admin_password",
+                "GF_SECURITY_ADMIN_USER": grafana_admin(f), "GF_SECURITY_ADMIN_PASSWORD__FILE": "/run/secrets/grafana_admin_password",
                 "GF_USERS_ALLOW_SIGN_UP": "false", "GF_AUTH_ANONYMOUS_ENABLED": "false",
                 "GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
                 "GF_SERVER_ROOT_URL": "%(protocol)s://%(domain)s/grafana/", "GF_SERVER_SERVE_FROM_SUB_PATH": "true",
@@ -377,7 +417,8 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                      "./config/grafana/dashboards:/var/lib/grafana-dashboards:ro", "grafana-data:/var/lib/grafana"],
             healthcheck=wget_check("http://127.0.0.1:3000/api/health", retries=5, start_period="30s"),
             depends_on={"prometheus": "service_healthy"},
-            networks=["monitoring", "edge"],
+            # grafana-web: the proxy's way in when Grafana is public, else its loopback port's network.
+            networks=["monitoring", "grafana-web"],
         ),
         Service(
             name="node-exporter", role="node-exporter", image=image_ref("node-exporter"), user="65534:65534",
@@ -386,7 +427,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             command=["--path.rootfs=/host"] + (["--collector.textfile.directory=/textfile"] if f.db else []),
             volumes=["/:/host:ro,rslave"],
             healthcheck=wget_check("http://127.0.0.1:9100/metrics"),
-            networks=["monitoring"],
+            networks=["scrape-node"],
         ),
         Service(
             name="cadvisor", role="cadvisor", image=image_ref("cadvisor"), base=None,
@@ -398,7 +439,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             volumes=["/:/rootfs:ro", "/var/run:/var/run:ro", "/sys:/sys:ro", "/var/lib/docker/:/var/lib/docker:ro"],
             devices=["/dev/kmsg"],
             healthcheck=wget_check("http://127.0.0.1:8080/healthz"),
-            networks=["monitoring"],
+            networks=["scrape-containers"],
         ),
     ]
     if f.db:
@@ -407,7 +448,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             secrets=[name for name, readers in reads.items() if "db-exporter" in readers],
             healthcheck=wget_check(f"http://127.0.0.1:{f.db['exporter_port']}/metrics"),
             depends_on={"db": "service_healthy"},
-            networks=["backend", "monitoring"],
+            networks=["scrape-db"],
         )
         if f.database == "postgres":
             exporter.environment = {"DATA_SOURCE_URI": f"db:{f.db['port']}/app?sslmode=disable", "DATA_SOURCE_USER": "app",
@@ -424,7 +465,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             secrets=["redis_password"],
             healthcheck=wget_check("http://127.0.0.1:9121/metrics"),
             depends_on={"cache": "service_healthy"},
-            networks=["backend", "monitoring"],
+            networks=["scrape-cache"],
         ))
     if f.proxy == "nginx":
         services.append(Service(
@@ -435,7 +476,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                 "`healthcheck: disable` would make `up --wait` refuse it.)")},
             command=[f"--nginx.scrape-uri=http://proxy:{PROXY_OPS_PORT}/stub_status"],
             depends_on={"proxy": "service_healthy"},
-            networks=["monitoring"],
+            networks=["scrape-proxy"],
         ))
     if f.with_logs:
         services += [
@@ -474,11 +515,12 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             user="65534:65534",
             command=["--config.file=/etc/blackbox/blackbox.yml"],
             healthcheck=wget_check("http://127.0.0.1:9115/-/healthy"),
-            networks=["monitoring"],
+            # It reaches what it probes: the app's replicas (scrape-app), the proxy (scrape-proxy).
+            networks=[] if f.metrics_path else ["scrape-app"],
             only_in=None if probed == f.environments else probed,
             env_volumes={env: [f"./config/blackbox/{env}.yml:/etc/blackbox/blackbox.yml:ro"] for env in probed},
             # Prometheus' tls job finds the prober by this alias: only where there is a certificate.
-            env_networks={env: {"monitoring": {"aliases": ["tls-prober"]}} for env in probed if f.probed(env)},
+            env_networks={env: {"scrape-proxy": {"aliases": ["tls-prober"]}} for env in probed if f.probed(env)},
         ))
     return services
 
@@ -490,7 +532,7 @@ def build_services(f: Facts) -> list[Service]:
     if f.db:
         services.append(database_service(f, reads))
     if f.cache:
-        services.append(cache_service())
+        services.append(cache_service(f))
     if f.monitored:
         services += monitoring_services(f, reads)
     for service in services:
@@ -530,6 +572,11 @@ def per_environment(f: Facts, services: list[Service]) -> None:
                 if published:
                     key, port = published
                     service.ports[env] = [f"127.0.0.1:${{{key}:-{f.host_ports(env)[service.name]}}}:{port}"]
+            if service.name == "grafana" and not f.grafana_public:
+                # Not public: the host's loopback only, for an SSH tunnel (README).
+                service.ports[env] = [f"127.0.0.1:${{GRAFANA_PORT:-{f.host_ports(env)['grafana']}}}:3000"]
+            if service.name == "grafana" and f.grafana_public and f.tls_in(env):
+                service.env_environment[env] = {"GF_SECURITY_COOKIE_SECURE": "true", "GF_SECURITY_COOKIE_SAMESITE": "strict"}
             if service.name == "prometheus":
                 service.env_environment[env] = {"DEPLOY_ENV": env}
             if service.name == "node-exporter" and f.db:
@@ -543,7 +590,6 @@ def published_port(f: Facts, name: str) -> tuple[str, int] | None:
     return PUBLISHED_INTERNALS.get(name)
 
 
-NETWORK_ORDER = ("edge", "backend", "monitoring")
 VOLUME_ORDER = ("proxy-data", "db-data", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
 
 
@@ -580,7 +626,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     per_environment(f, services)
     reads = secret_readers(f)
     by_name = {s.name: s for s in services}
-    used_networks = {net for s in services for net in s.networks}
+    used_networks = {net for s in services for net in s.networks} | {
+        net for s in services for nets in s.env_networks.values() for net in nets}
     named_volumes = {v.split(":", 1)[0] for s in services for v in s.volumes if not v.startswith(("/", "."))}
 
     envs = {}
@@ -633,6 +680,11 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "blue_green": f.blue_green,
         "secrets": reads,
         "networks": [net for net in NETWORK_ORDER if net in used_networks],
+        # Networks with a route out outside dev too (the others are internal there).
+        "open_networks": [net for net in OPEN_NETWORKS if net in used_networks],
+        "network_purpose": NETWORK_PURPOSE,
+        "grafana_public": f.grafana_public,
+        "grafana_admin": grafana_admin(f) if f.monitored else None,
         "volumes": [v for v in VOLUME_ORDER if v in named_volumes],
         "tls_secrets": ["tls_cert", "tls_key"] if f.tls == "files" else [],
         "images": dict(IMAGES),

@@ -19,7 +19,7 @@ VARIANTS: dict[str, dict] = {
     "defaults": {},
     "py-uv-mariadb-caddy-acme": dict(
         python_installer="uv", environments=["production"], database="mariadb", cache="none",
-        monitoring="prometheus-loki", proxy="caddy", tls="acme", deploy_strategy="blue-green",
+        monitoring="prometheus-loki", proxy="caddy", tls="acme", deploy_strategy="blue-green", grafana_public=True,
         acme_email="ops@deployment-patterns.dev", domain_production="shop.deployment-patterns.dev",
         process_manager="supervisor", alert_receiver="webhook",
     ),
@@ -29,7 +29,7 @@ VARIANTS: dict[str, dict] = {
     ),
     "node-postgres-traefik-files": dict(
         runtime="node", environments=["dev", "production"], database="postgres", cache="none",
-        monitoring="prometheus-loki", proxy="traefik", tls="files", deploy_strategy="blue-green",
+        monitoring="prometheus-loki", proxy="traefik", tls="files", deploy_strategy="blue-green", grafana_public=True,
     ),
     "node-mariadb-nginx-existing": dict(
         runtime="node", environments=["staging"], database="mariadb", cache="redis", monitoring="none",

@@ -102,7 +102,11 @@ def _copy_backup(stack: Stack, backup_id: str, target: Path) -> Path:
     return target / backup_id
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "rows removed, checksums recomputed"])
+DAMAGES = ["flipped byte", "truncated", "rows removed, checksums recomputed", "rows removed, checksums recomputed and re-signed",
+           "signature removed"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_verification_catches_damage(stack, tmp_path, damage):
     sql(stack, "INSERT INTO items (name) VALUES ('to be removed from a copy of the dump')")
     backup_id = backup(stack)
@@ -117,6 +121,8 @@ def test_verification_catches_damage(stack, tmp_path, damage):
         dump.write_bytes(bytes(data))
     elif damage == "truncated":
         dump.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "signature removed":
+        (copy / "SHA256SUMS.sig").unlink()
     else:
         import gzip
 
@@ -131,11 +137,22 @@ def test_verification_catches_damage(stack, tmp_path, damage):
                 kept.append(line)
         dump.write_bytes(gzip.compress("".join(kept).encode()))
         run("bash", "-c", "sha256sum dump.sql.gz counts.tsv meta.env > SHA256SUMS", cwd=copy)
+        if damage.endswith("re-signed"):  # by someone holding the key: only the restore test catches it
+            key = stack.project / "secrets" / "production" / "backup_signing_key"
+            run("openssl", "pkeyutl", "-sign", "-rawin", "-inkey", str(key), "-in", "SHA256SUMS", "-out", "SHA256SUMS.sig", cwd=copy)
     proc = script(stack, "verify-backup.sh", "production", backup_id,
                   env={"BACKUP_DIR": str(tmp_path), "BACKUP_METRICS_DIR": str(tmp_path / "metrics")}, check=False)
     assert proc.returncode != 0
-    reason = {"flipped byte": "checksum", "truncated": "checksum", "rows removed, checksums recomputed": "row counts differ"}
+    reason = {"flipped byte": "checksum", "truncated": "checksum", "rows removed, checksums recomputed": "signature check",
+              "rows removed, checksums recomputed and re-signed": "row counts differ", "signature removed": "no signature"}
     assert reason[damage] in proc.stderr.splitlines()[-1], proc.stderr
+    if damage in ("rows removed, checksums recomputed", "signature removed"):
+        # restore refuses it too, before it touches anything.
+        rows = sql(stack, "SELECT COUNT(*) FROM items")
+        refused = script(stack, "restore.sh", "production", backup_id, "--confirm-production",
+                         env={"BACKUP_DIR": str(tmp_path)}, check=False)
+        assert refused.returncode != 0 and reason[damage] in refused.stderr.splitlines()[-1], refused.stderr
+        assert "loading" not in refused.stderr and sql(stack, "SELECT COUNT(*) FROM items") == rows
     assert (copy / "verify-failed").exists() and not (copy / "verified").exists()
     assert 'backup_last_verify_ok{environment="production"} 0' in (tmp_path / "metrics" / "backup.prom").read_text()
 

@@ -21,7 +21,7 @@ import urllib.parse
 import pytest
 
 from conftest import run
-from e2e_support import Stack, docker, wait_until
+from e2e_support import Stack, docker, inspect, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +75,7 @@ def monitored(stack: Stack):
     try:
         stack.up(*started)
         # The webhook receiver: a sink on the network Alertmanager sends out on.
-        docker("run", "-d", "--name", sink, "--network", f"{stack.name}_edge", "--network-alias", sink,
+        docker("run", "-d", "--name", sink, "--network", f"{stack.name}_outbound", "--network-alias", sink,
                "python:3.12-slim-bookworm", "python3", "-c", SINK)
         yield stack
     finally:
@@ -207,3 +207,44 @@ def test_a_stopped_database_fires_database_down(stack):
         wait_until(lambda: "DatabaseDown" in sink_messages(stack), 60, "DatabaseDown at the webhook")
     finally:
         stack.compose("start", "db")
+
+
+def reachable(stack: Stack, source: str, probes: dict[str, tuple[str, int]]) -> dict[str, bool]:
+    """For each probe (label -> service, port): whether a TCP connection from inside SOURCE's
+    container (its network namespace) to any of that service's addresses opens, by IP address,
+    not by name (a missing DNS name alone would prove nothing). All probes run at once, 3 s each."""
+    lines = []
+    for label, (service, port) in probes.items():
+        addresses = [n["IPAddress"] for n in inspect(stack.container(service))["NetworkSettings"]["Networks"].values()]
+        attempts = " || ".join(f"timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null" for ip in addresses)
+        lines.append(f"( {attempts} ) && echo '{label} open' || echo '{label} closed' &")
+    script = "\n".join(lines + ["wait"])
+    out = docker("run", "--rm", "--network", f"container:{stack.container(source)}", "debian:bookworm-slim",
+                 "bash", "-c", script).stdout
+    found = dict(line.rsplit(" ", 1) for line in out.splitlines())
+    return {label: found[label] == "open" for label in probes}
+
+
+def test_each_service_reaches_only_what_it_needs(stack):
+    """Network segmentation, enforced by the engine: the app reaches its database but not
+    Alertmanager; the internet-facing proxy reaches neither the data nor Alertmanager; an
+    exporter reaches its target only. (Prometheus scrapes the app, so the two share a network.)"""
+    db_port = {"postgres": 5432, "mariadb": 3306}[stack.answers["database"]]
+    app_port = stack.answers["app_port"]
+    cache = stack.answers["cache"] == "redis"
+    expectations = {
+        "app-blue": {"db": (("db", db_port), True), "alertmanager": (("alertmanager", 9093), False),
+                     "node-exporter": (("node-exporter", 9100), False)},
+        "proxy": {"app": (("app-blue", app_port), True), "db": (("db", db_port), False),
+                  "alertmanager": (("alertmanager", 9093), False), "db-exporter": (("db-exporter", 9187 if db_port == 5432 else 9104), False)},
+        "db-exporter": {"db": (("db", db_port), True), "app": (("app-blue", app_port), False),
+                        "alertmanager": (("alertmanager", 9093), False)},
+        "prometheus": {"app": (("app-blue", app_port), True), "alertmanager": (("alertmanager", 9093), True)},
+    }
+    if cache:
+        expectations["proxy"]["cache"] = (("cache", 6379), False)
+        expectations["db-exporter"]["cache"] = (("cache", 6379), False)
+        expectations["app-blue"]["cache"] = (("cache", 6379), True)
+    for source, wanted in expectations.items():
+        got = reachable(stack, source, {label: target for label, (target, _) in wanted.items()})
+        assert got == {label: expected for label, (_, expected) in wanted.items()}, source

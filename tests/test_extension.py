@@ -33,7 +33,7 @@ ANSWER_SETS = [
          monitoring="prometheus-loki", alert_receiver="webhook", environments=["staging"], deploy_strategy="blue-green"),
     dict(BASE, runtime="go", database="none", monitoring="none", proxy="traefik", tls="none", environments=["dev"]),
     dict(BASE, proxy="traefik", tls="acme", acme_email="a@b.example", alert_receiver="email", alert_smtp_username="am",
-         environments=["dev", "staging", "production"], domain_staging="s.example.com"),
+         environments=["dev", "staging", "production"], domain_staging="s.example.com", grafana_public=True),
     dict(BASE, proxy="caddy", tls="files", alert_receiver="email", alert_smtp_username="", migrate_command=""),
     dict(BASE, python_installer="uv", database="mariadb", cache="redis", monitoring="prometheus"),
     dict(BASE, database="none", tls="none", monitoring="prometheus"),
@@ -85,7 +85,10 @@ def test_per_environment_policy_comes_from_the_profiles():
     assert 10000 <= block < 30000 and block % 100 == 0 and envs["production"]["http_port"] == 80
     assert envs["dev"]["published"]["db"]["mapping"] == f"127.0.0.1:${{DB_PORT:-{block + 2}}}:5432"
     assert derive(project_slug="other")["envs"]["dev"]["http_port"] != block, "another project, another block"
-    assert envs["production"]["published"] == {} and envs["staging"]["published"] == {}
+    # Outside dev only Grafana's loopback port (for an SSH tunnel), unless it is public.
+    assert list(envs["production"]["published"]) == ["grafana"] == list(envs["staging"]["published"])
+    assert envs["production"]["published"]["grafana"]["mapping"] == "127.0.0.1:${GRAFANA_PORT:-3000}:3000"
+    assert derive(grafana_public=True)["envs"]["production"]["published"] == {}
     assert envs["production"]["tls"] and envs["staging"]["tls"] and not envs["dev"]["tls"]
     assert envs["production"]["secrets"][-2:] == ["tls_cert", "tls_key"] and "tls_cert" not in envs["dev"]["secrets"]
     assert derived["backup_environments"] == ["staging", "production"]
@@ -122,9 +125,19 @@ def test_each_service_mounts_only_the_secrets_it_reads():
     assert derived["service"]["alertmanager"].secrets == ["alert_webhook_url"]
 
 
-def test_database_lives_only_on_the_backend_network():
+def test_database_shares_networks_with_the_app_and_its_exporter_only():
     service = derive()["service"]
-    assert service["db"].networks == ["backend"] and service["proxy"].networks == ["edge", "monitoring"]
+    assert service["db"].networks == ["backend", "scrape-db"] and service["proxy"].networks == ["edge", "scrape-proxy"]
+    assert derive(monitoring="none")["service"]["db"].networks == ["backend"]
+
+
+def test_grafana_is_public_only_when_answered():
+    private, public = derive(), derive(grafana_public=True)
+    assert "grafana-web" not in private["service"]["proxy"].networks and "grafana-web" in public["service"]["proxy"].networks
+    assert private["service"]["grafana"].environment["GF_SECURITY_ADMIN_USER"] == "shop-admin"
+    assert "GF_SECURITY_COOKIE_SECURE" not in str(private["service"]["grafana"].env_environment)
+    assert public["service"]["grafana"].env_environment["production"]["GF_SECURITY_COOKIE_SECURE"] == "true"
+    assert "production" not in public["service"]["grafana"].ports  # dev publishes its internals on loopback
 
 
 @pytest.mark.parametrize("database", ["postgres", "mariadb"])

@@ -14,6 +14,23 @@ from conftest import ROOT, VARIANTS, answers, compose_config
 # Documented exceptions (docs/security.md): services that cannot run non-root, read-only or without
 # a health check, and why.
 ROOT_ALLOWED = {"cadvisor", "alloy"}  # host cgroups / Docker socket
+# Networks with a route out outside dev (extensions/model.py OPEN_NETWORKS).
+OPEN_NETWORKS = {"edge", "outbound", "grafana-web"}
+# Who may share a network with whom (docs/security.md, "Networks"): besides these pairs, no two
+# services of a stack share one. Prometheus scrapes every target; an exporter reaches its target.
+MAY_SHARE = {
+    frozenset(pair) for pair in [
+        ("proxy", "app"), ("app", "migrate"), ("app", "db"), ("app", "cache"), ("migrate", "db"), ("migrate", "cache"), ("db", "cache"),
+        ("prometheus", "alertmanager"), ("prometheus", "grafana"), ("prometheus", "loki"), ("prometheus", "alloy"),
+        ("alertmanager", "grafana"), ("alertmanager", "loki"), ("alertmanager", "alloy"), ("grafana", "loki"),
+        ("grafana", "alloy"), ("loki", "alloy"), ("proxy", "grafana"),
+        ("prometheus", "app"), ("prometheus", "proxy"), ("prometheus", "db"), ("prometheus", "cache"),
+        ("prometheus", "node-exporter"), ("prometheus", "cadvisor"), ("prometheus", "db-exporter"),
+        ("prometheus", "cache-exporter"), ("prometheus", "proxy-exporter"), ("prometheus", "blackbox-exporter"),
+        ("db-exporter", "db"), ("cache-exporter", "cache"), ("proxy-exporter", "proxy"),
+        ("blackbox-exporter", "proxy"), ("blackbox-exporter", "app"), ("blackbox-exporter", "proxy-exporter"),
+    ]
+}
 NO_HEALTHCHECK = {"migrate", "proxy-exporter"}  # one-off job / FROM scratch image
 
 
@@ -115,14 +132,18 @@ def test_compose_model_per_environment(render, variant):
                 assert "://" not in str(value) or "@" not in str(value), f"{where}: {key}"
         for secret in model.get("secrets", {}).values():
             assert secret["file"].startswith(str(project / "secrets" / env)), secret
-        # Only the proxy publishes ports outside dev; the database never does.
+        # Outside dev only the proxy publishes ports, and Grafana on loopback unless it is public;
+        # the database never does.
         published = {name for name, s in services.items() if s.get("ports")}
+        loopback_only = all(p["host_ip"] == "127.0.0.1" for name, s in services.items() if name != "proxy" for p in s.get("ports", []))
+        assert loopback_only
         if env == "dev":
-            assert "proxy" in published and all(p["host_ip"] == "127.0.0.1" for s in services.values() for p in s.get("ports", []))
+            assert "proxy" in published
         else:
-            assert published == {"proxy"}
+            private_grafana = "grafana" in services and not a.get("grafana_public")
+            assert published == {"proxy"} | ({"grafana"} if private_grafana else set())
             for network, spec in model["networks"].items():
-                assert spec.get("internal", False) == (network != "edge"), network
+                assert spec.get("internal", False) == (network not in OPEN_NETWORKS), network
         # The app: two colours (both strategies), of which only blue runs before a deploy.
         apps = ["app-blue", "app-green"]
         assert [name for name in services if name.startswith("app")] == apps
@@ -130,15 +151,14 @@ def test_compose_model_per_environment(render, variant):
         for name in apps:
             app = services[name]
             if "db" in services:
-                assert set(services["db"]["networks"]) == {"backend"}
                 assert app["depends_on"]["db"]["condition"] == "service_healthy"
             assert app["environment"]["PORT"] == str(a["app_port"])
             assert app["image"].startswith(a["image_name"] + ":")
             assert ("build" in app) == (name != "app-green"), "one service builds the shared image"
             assert app["deploy"]["replicas"] == (0 if name == "app-green" else expected_replicas)
-            # The proxy must not find a colour by "app"; Prometheus (monitoring network) does.
+            # The proxy must not find a colour by "app"; Prometheus (its scrape network) does.
             for network, spec in app["networks"].items():
-                assert ("app" in ((spec or {}).get("aliases") or [])) == (network == "monitoring"), network
+                assert ("app" in ((spec or {}).get("aliases") or [])) == (network == "scrape-app"), network
         assert "depends_on" not in services["proxy"] or not set(services["proxy"]["depends_on"]) & set(apps)
         volumes = [v["target"] for v in services["proxy"]["volumes"]]
         assert any(t.endswith("/active") for t in volumes), volumes
@@ -291,3 +311,29 @@ def test_each_lock_set_pins_exactly_its_drivers(combination):
         # Included by a template: nothing in it may look like Jinja but the project's name.
         text = lock.read_text().replace("{{ project_slug }}", "")
         assert not re.search(r"\{\{|\{%|\{#", text), lock.name
+
+
+def role(name: str) -> str:
+    return "app" if name.startswith("app-") else name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_services_share_networks_only_where_one_must_reach_the_other(render, variant):
+    project = render(variant)
+    a = answers(project)
+    for env in a["environments"]:
+        services = compose_config(project, env)["services"]
+        members = {name: set(s.get("networks") or {}) for name, s in services.items()}
+        for first in members:
+            for second in members:
+                if first < second and role(first) != role(second) and members[first] & members[second]:
+                    pair = frozenset((role(first), role(second)))
+                    assert pair in MAY_SHARE, f"{env}: {first} and {second} share {members[first] & members[second]}"
+        if "grafana" in members:
+            assert ("grafana-web" in members["proxy"]) == bool(a.get("grafana_public")), env
+        # The app and the proxy never reach Alertmanager, Loki or Grafana's API; the proxy never the data.
+        for name in [n for n in members if role(n) in {"app", "proxy", "migrate"}]:
+            for other in ("alertmanager", "loki", "alloy", "node-exporter", "cadvisor"):
+                assert not members[name] & members.get(other, set()), f"{env}: {name} reaches {other}"
+        for other in ("db", "cache"):
+            assert not members["proxy"] & members.get(other, set()), f"{env}: the proxy reaches {other}"

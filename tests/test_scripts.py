@@ -49,9 +49,14 @@ def test_init_env_creates_settings_and_secrets_once(project):
     secrets = project / "secrets/production"
     assert mode(project / "secrets") == 0o700 and mode(secrets) == 0o700
     expected = {"db_password", "redis_password", "grafana_admin_password", "tls_cert", "tls_key"}
-    assert {p.name for p in secrets.iterdir()} == expected
+    assert {p.name for p in secrets.iterdir()} == expected | {"backup_signing_key"}
     for secret in secrets.iterdir():
-        assert mode(secret) == 0o640 and secret.stat().st_gid == 10001, secret
+        if secret.name == "backup_signing_key":  # the operator's only: no container reads it
+            assert mode(secret) == 0o600, secret
+            key = run(require_tool("openssl"), "pkey", "-in", secret, "-noout", "-text").stdout
+            assert key.startswith("ED25519 Private-Key"), key
+        else:
+            assert mode(secret) == 0o640 and secret.stat().st_gid == 10001, secret
     password = (secrets / "db_password").read_text()
     assert len(password) == 48 and all(c in "0123456789abcdef" for c in password)
     # A second run keeps every file as it was: a database keeps the password it was made with.

@@ -18,8 +18,8 @@ compose_cmd "$env"
 published() {
 	case $1 in
 	dev) printf '%s\n' "proxy 8080 http the app" "db 5432 postgresql db" "prometheus 9090 http prometheus" "alertmanager 9093 http alertmanager" "grafana 3000 http grafana" ;;
-	staging) printf '%s\n' "proxy 8080 http the app (redirects to https)" "proxy 8443 https the app (staging.my-service.example.com)" ;;
-	production) printf '%s\n' "proxy 8080 http the app (redirects to https)" "proxy 8443 https the app (my-service.example.com)" ;;
+	staging) printf '%s\n' "proxy 8080 http the app (redirects to https)" "proxy 8443 https the app (staging.my-service.example.com)" "grafana 3000 http grafana" ;;
+	production) printf '%s\n' "proxy 8080 http the app (redirects to https)" "proxy 8443 https the app (my-service.example.com)" "grafana 3000 http grafana" ;;
 	esac
 }
 

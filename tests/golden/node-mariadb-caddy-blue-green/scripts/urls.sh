@@ -17,7 +17,7 @@ compose_cmd "$env"
 # published ENV: "service port-in-container scheme what" for everything ENV publishes.
 published() {
 	case $1 in
-	production) printf '%s\n' "proxy 8080 http the app (redirects to https)" "proxy 8443 https the app (node.deployment-patterns.dev)" ;;
+	production) printf '%s\n' "proxy 8080 http the app (redirects to https)" "proxy 8443 https the app (node.deployment-patterns.dev)" "grafana 3000 http grafana" ;;
 	esac
 }
 
