@@ -137,6 +137,12 @@ def secret_readers(f: Facts) -> dict[str, list[str]]:
         secrets["redis_password"] = ["app", "cache"] + (["cache-exporter"] if f.monitored else [])
     if f.monitored:
         secrets["grafana_admin_password"] = ["grafana"]
+        # Basic auth on Prometheus' and Alertmanager's APIs: a password for their clients, and the
+        # web.config.file with its bcrypt hash (made from it by scripts/init-env.sh).
+        secrets["prometheus_password"] = ["prometheus", "grafana"]
+        secrets["prometheus_web_config"] = ["prometheus"]
+        secrets["alertmanager_password"] = ["prometheus"]
+        secrets["alertmanager_web_config"] = ["alertmanager"]
     if f.alert_receiver == "webhook":
         secrets["alert_webhook_url"] = ["alertmanager"]
     if f.alert_receiver == "email" and (f.answers.get("alert_smtp_username") or "").strip():
@@ -379,26 +385,37 @@ def grafana_admin(f: Facts) -> str:
     return f"{f.slug.replace('_', '-')}-admin"
 
 
+def asks_for_credentials(url: str) -> dict[str, Any]:
+    """A health check for a server behind basic auth: it answers, and asks for credentials (401).
+    Sending them would put the password on a command line, which `ps` on the host shows."""
+    return {"test": ["CMD-SHELL", f"wget -S -O /dev/null {url} 2>&1 | grep -q 'HTTP/1.[01] 401'"], **HEALTH_EVERY_15S}
+
+
 def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
     services = [
         Service(
-            name="prometheus", role="prometheus", image=image_ref("prometheus"), user="65534:65534",
+            name="prometheus", role="prometheus", image=image_ref("prometheus"), user=f"65534:{SECRETS_GID}",
+            notes={"command": "Its API and UI ask for a password (web.config.file: secrets/ENV/prometheus_password's hash)."},
             command=["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
-                     "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-15d}", "--enable-feature=expand-external-labels"],
+                     "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-15d}", "--enable-feature=expand-external-labels",
+                     "--web.config.file=/run/secrets/prometheus_web_config"],
+            secrets=[name for name, readers in reads.items() if "prometheus" in readers],
             volumes=["./config/prometheus:/etc/prometheus:ro", "prometheus-data:/prometheus"],
-            healthcheck=wget_check("http://127.0.0.1:9090/-/healthy"),
+            healthcheck=asks_for_credentials("http://127.0.0.1:9090/-/healthy"),
             # The monitoring core, and each scrape network: the only service on all of them.
             networks=["monitoring", *scrape_networks(f)],
         ),
         Service(
             name="alertmanager", role="alertmanager", image=image_ref("alertmanager"),
-            user=f"65534:{SECRETS_GID}" if f.alert_receiver_secrets else "65534:65534",
-            notes={"secrets": "Receiver credentials: read from the file when an alert is sent, never from this file."}
-            if f.alert_receiver_secrets else {},
-            command=["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"],
+            user=f"65534:{SECRETS_GID}",
+            notes={"command": "Its API (which creates silences) asks for a password (web.config.file), as Prometheus'.",
+                   **({"secrets": "Receiver credentials: read from the file when an alert is sent, never from this file."}
+                      if f.alert_receiver_secrets else {})},
+            command=["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager",
+                     "--web.config.file=/run/secrets/alertmanager_web_config"],
             secrets=[name for name, readers in reads.items() if "alertmanager" in readers],
             volumes=["./config/alertmanager:/etc/alertmanager:ro", "alertmanager-data:/alertmanager"],
-            healthcheck=wget_check("http://127.0.0.1:9093/-/healthy"),
+            healthcheck=asks_for_credentials("http://127.0.0.1:9093/-/healthy"),
             # Sends notifications out: its own network with a route, shared with no other service.
             networks=["monitoring", "outbound"],
         ),
@@ -412,7 +429,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                 "GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
                 "GF_SERVER_ROOT_URL": "%(protocol)s://%(domain)s/grafana/", "GF_SERVER_SERVE_FROM_SUB_PATH": "true",
             },
-            secrets=["grafana_admin_password"],
+            secrets=[name for name, readers in reads.items() if "grafana" in readers],
             volumes=["./config/grafana/provisioning:/etc/grafana/provisioning:ro",
                      "./config/grafana/dashboards:/var/lib/grafana-dashboards:ro", "grafana-data:/var/lib/grafana"],
             healthcheck=wget_check("http://127.0.0.1:3000/api/health", retries=5, start_period="30s"),

@@ -12,6 +12,7 @@ the official one where a registry answers, else a stand-in (see the e2e report).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -85,8 +86,10 @@ def monitored(stack: Stack):
 
 
 def prometheus(stack: Stack, path: str, **params) -> dict:
-    """Prometheus' HTTP API, asked from inside its container (it is not published outside dev)."""
-    url = f"http://127.0.0.1:9090{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
+    """Prometheus' HTTP API, asked from inside its container (it is not published outside dev),
+    with its password (secrets/ENV/prometheus_password)."""
+    password = (stack.project / "secrets" / "production" / "prometheus_password").read_text().strip()
+    url = f"http://prometheus:{password}@127.0.0.1:9090{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
     out = docker("exec", stack.container("prometheus"), "wget", "-q", "-O", "-", url).stdout
     answer = json.loads(out)
     assert answer["status"] == "success", answer
@@ -248,3 +251,27 @@ def test_each_service_reaches_only_what_it_needs(stack):
     for source, wanted in expectations.items():
         got = reachable(stack, source, {label: target for label, (target, _) in wanted.items()})
         assert got == {label: expected for label, (_, expected) in wanted.items()}, source
+
+
+def status_line_from(stack: Stack, source: str, service: str, port: int, path: str, auth: str = "") -> str:
+    """The first line of an HTTP/1.0 answer of SERVICE (at its address on a network it shares with
+    SOURCE) to a GET sent from inside SOURCE's container."""
+    theirs = inspect(stack.container(service))["NetworkSettings"]["Networks"]
+    shared = sorted(set(theirs) & set(inspect(stack.container(source))["NetworkSettings"]["Networks"]))
+    assert shared, f"{source} shares no network with {service}"
+    header = f"Authorization: Basic {auth}\\r\\n" if auth else ""
+    script = (f"exec 3<>/dev/tcp/{theirs[shared[0]]['IPAddress']}/{port} && "
+              f"printf 'GET {path} HTTP/1.0\\r\\n{header}\\r\\n' >&3 && timeout 5 head -n 1 <&3")
+    return docker("run", "--rm", "--network", f"container:{stack.container(source)}", "debian:bookworm-slim",
+                  "bash", "-c", script).stdout.strip()
+
+
+def test_prometheus_api_asks_the_app_for_a_password(stack):
+    """The app shares a network with Prometheus (it is scraped): Prometheus' API answers it 401
+    without the password, 200 with it; Alertmanager asks Prometheus for one too (alerts still
+    arrive: test_an_error_burst_fires_high_error_ratio_and_reaches_the_webhook)."""
+    assert " 401 " in status_line_from(stack, "app-blue", "prometheus", 9090, "/api/v1/targets")
+    password = (stack.project / "secrets" / "production" / "prometheus_password").read_text().strip()
+    token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+    assert " 200 " in status_line_from(stack, "app-blue", "prometheus", 9090, "/api/v1/targets", auth=token)
+    assert " 401 " in status_line_from(stack, "prometheus", "alertmanager", 9093, "/api/v2/silences")

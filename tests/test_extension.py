@@ -122,7 +122,7 @@ def test_each_service_mounts_only_the_secrets_it_reads():
             assert service.role in readers[secret], (service.name, secret)
     app = derived["service"]["app-blue"]
     assert app.secrets == ["db_password", "redis_password"] and derived["service"]["proxy"].secrets == []
-    assert derived["service"]["alertmanager"].secrets == ["alert_webhook_url"]
+    assert derived["service"]["alertmanager"].secrets == ["alertmanager_web_config", "alert_webhook_url"]
 
 
 def test_database_shares_networks_with_the_app_and_its_exporter_only():

@@ -225,9 +225,9 @@ def test_alert_receiver_and_its_secret_files(render, variant):
     assert "REPLACE" not in config.read_text() and "hooks.slack.com" not in config.read_text()
     for env in a["environments"]:
         alertmanager = compose_config(project, env)["services"]["alertmanager"]
-        assert {s["source"] for s in alertmanager.get("secrets", [])} == expected_secrets
-        if expected_secrets:
-            assert alertmanager["user"].endswith(":10001"), "reads the 0640 secret files through their group"
+        # Its web.config.file (basic auth on its API) besides the receiver's credentials.
+        assert {s["source"] for s in alertmanager.get("secrets", [])} == expected_secrets | {"alertmanager_web_config"}
+        assert alertmanager["user"].endswith(":10001"), "reads the 0640 secret files through their group"
 
 
 def _mounted_config_text(project, service: dict) -> str:

@@ -9,9 +9,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import answers, require_tool, run
 
@@ -48,7 +50,8 @@ def test_init_env_creates_settings_and_secrets_once(project):
     assert env_file.read_text() == (project / "env/production.env.example").read_text()
     secrets = project / "secrets/production"
     assert mode(project / "secrets") == 0o700 and mode(secrets) == 0o700
-    expected = {"db_password", "redis_password", "grafana_admin_password", "tls_cert", "tls_key"}
+    expected = {"db_password", "redis_password", "grafana_admin_password", "tls_cert", "tls_key", "prometheus_password",
+                "prometheus_web_config", "alertmanager_password", "alertmanager_web_config"}
     assert {p.name for p in secrets.iterdir()} == expected | {"backup_signing_key"}
     for secret in secrets.iterdir():
         if secret.name == "backup_signing_key":  # the operator's only: no container reads it
@@ -66,6 +69,34 @@ def test_init_env_creates_settings_and_secrets_once(project):
     assert {p.name: p.read_bytes() for p in secrets.iterdir()} == before
     assert env_file.read_text().endswith("LOG_LEVEL=debug\n")
     assert not list(secrets.glob("*.*"))  # no temporary files left behind
+
+
+def bcrypt_matches(password: str, hashed: str) -> bool:
+    check = 'my ($p, $h) = @ARGV; exit(crypt($p, $h) eq $h ? 0 : 1)'
+    return subprocess.run([require_tool("perl"), "-e", check, password, hashed]).returncode == 0
+
+
+def test_monitoring_web_configs_hold_the_passwords_hash_and_follow_it(project):
+    """Prometheus' and Alertmanager's web.config.file: the bcrypt hash of the password file their
+    clients read, valid for promtool; a new password makes a new file at the next run."""
+    run(project / "scripts/init-env.sh", "production")
+    secrets = project / "secrets/production"
+    for user in ("prometheus", "alertmanager"):
+        config = secrets / f"{user}_web_config"
+        run(require_tool("promtool"), "check", "web-config", config)
+        hashed = yaml.safe_load(config.read_text())["basic_auth_users"][user]
+        password = (secrets / f"{user}_password").read_text().strip()
+        assert hashed.startswith("$2b$12$") and bcrypt_matches(password, hashed)
+        assert not bcrypt_matches(password + "x", hashed)
+    unchanged = (secrets / "alertmanager_web_config").read_text()
+    (secrets / "prometheus_password").write_text("a-new-password\n")
+    os.utime(secrets / "prometheus_password", (time.time() + 5, time.time() + 5))
+    proc = run(project / "scripts/init-env.sh", "production")
+    hashed = yaml.safe_load((secrets / "prometheus_web_config").read_text())["basic_auth_users"]["prometheus"]
+    assert bcrypt_matches("a-new-password", hashed), proc.stderr
+    assert "made secrets/production/prometheus_web_config" in proc.stderr
+    assert (secrets / "alertmanager_web_config").read_text() == unchanged
+    assert oct((secrets / "prometheus_web_config").stat().st_mode & 0o777) == "0o640"
 
 
 def test_init_env_starts_the_backup_clock_only_where_backups_are_scheduled(project):

@@ -33,8 +33,8 @@ fail() {
 	die "backup $id FAILED verification: $1"
 }
 
-log "verify $id of $env: checksums"
-(check_backup "$dir" "$env") || fail "checksum mismatch, or no key for an encrypted backup"
+log "verify $id of $env: signature and checksums"
+problem=$(check_backup "$dir" "$env" 2>&1 >/dev/null) || fail "${problem##*error: }"
 
 compose_cmd "$env"
 image=$("${COMPOSE[@]}" config --images db 2>/dev/null) && [[ -n $image ]] ||

@@ -3,7 +3,8 @@
 #   scripts/backup.sh ENV            prints the backup id as its last line
 #
 # A backup is a directory backups/ENV/ID/ with the dump (plain SQL, gzip, gpg when a key is set),
-# the row counts found in the dump, the schema version, and SHA256SUMS. It is written under a
+# the row counts found in the dump, the schema version, and SHA256SUMS with its signature
+# (SHA256SUMS.sig, by secrets/ENV/backup_signing_key; verify and restore check it). It is written under a
 # temporary name and renamed into place only when complete; backups/ENV/latest then points to it.
 # Afterwards, retention deletes what the policy no longer keeps (never the newest verified backup).
 #
@@ -42,6 +43,9 @@ trap 'die "interrupted"' INT TERM
 
 remove_stale_incomplete
 require_cmd gzip "needed to compress the dump"
+# The signing key is made on first need too (a project updated from before signed backups).
+[[ -n ${BACKUP_SIGNING_KEY_FILE:-} || -s $PROJECT_ROOT/secrets/$env/backup_signing_key ]] || new_signing_key "$env"
+signing_key "$env" >/dev/null
 key_file=$(backup_key_file "$env")
 [[ -z $key_file ]] || require_cmd gpg "needed to encrypt backups (BACKUP_KEY_FILE is set)"
 db_use_service "$env"
@@ -81,6 +85,7 @@ SCHEMA_VERSION=$(cat "$work/schema_version")
 META
 rm -f "$work/schema_version"
 (cd "$work" && sha256sum "$dump" counts.tsv meta.env >SHA256SUMS)
+sign_manifest "$work" "$env"
 sync_dir "$work"
 mv "$work" "$BACKUP_DIR/$id"
 ln -sfn "$id" "$BACKUP_DIR/.latest.tmp" && mv -Tf "$BACKUP_DIR/.latest.tmp" "$BACKUP_DIR/latest"

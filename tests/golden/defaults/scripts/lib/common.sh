@@ -85,9 +85,9 @@ require_env() {
 # secret_names ENV: the secret files ENV needs, in secrets/ENV/.
 secret_names() {
 	case $1 in
-	dev) echo "db_password redis_password grafana_admin_password" ;;
-	staging) echo "db_password redis_password grafana_admin_password tls_cert tls_key" ;;
-	production) echo "db_password redis_password grafana_admin_password tls_cert tls_key" ;;
+	dev) echo "db_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config" ;;
+	staging) echo "db_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config tls_cert tls_key" ;;
+	production) echo "db_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config tls_cert tls_key" ;;
 	esac
 }
 
@@ -172,6 +172,48 @@ new_tls_pair() {
 	log "warning: secrets/$env/tls_cert is SELF-SIGNED for $domain: replace tls_cert and tls_key with your certificate"
 }
 
+# new_signing_key ENV: the Ed25519 key that signs ENV's backups (scripts/backup.sh). The
+# operator's only (0600): no container reads it.
+new_signing_key() {
+	local file="$PROJECT_ROOT/secrets/$1/backup_signing_key"
+	require_cmd openssl "needed to make the key that signs backups"
+	openssl genpkey -algorithm ed25519 -out "$file.tmp" 2>/dev/null || die "openssl could not make a signing key"
+	chmod 0600 "$file.tmp"
+	mv -f "$file.tmp" "$file"
+	log "created secrets/$1/backup_signing_key (signs backups: keep a copy with your other secrets)"
+}
+
+# ensure_web_config ENV NAME: NAME (e.g. prometheus_web_config) is the web.config.file that makes
+# Prometheus or Alertmanager ask for a password: the bcrypt hash of secrets/ENV/<user>_password,
+# user prometheus or alertmanager. Made again whenever that password file is newer.
+ensure_web_config() {
+	local env=$1 name=$2 user=${2%_web_config} hash
+	local file="$PROJECT_ROOT/secrets/$env/$name" password="$PROJECT_ROOT/secrets/$env/${user}_password"
+	[[ -s $file && ! $password -nt $file ]] && return 0
+	hash=$(bcrypt_of "$password")
+	write_secret "$env" "$name" <<WEB
+# Made by scripts/init-env.sh from secrets/$env/${user}_password (bcrypt): changing that file
+# makes this one again at the next script run; then restart $user.
+basic_auth_users:
+  $user: "$hash"
+WEB
+	log "made secrets/$env/$name from secrets/$env/${user}_password"
+}
+
+# bcrypt_of FILE: the bcrypt hash (cost 12) of FILE's first line, read from standard input (no
+# password on a command line). perl's crypt() is the C library's (libxcrypt on Debian, Ubuntu,
+# RHEL), which makes bcrypt hashes.
+bcrypt_of() {
+	local salt hash
+	require_cmd perl "needed to hash the monitoring passwords (bcrypt)"
+	salt=$(head -c 64 /dev/urandom | base64 -w0 | tr -dc 'A-Za-z0-9./' | head -c 22)
+	# shellcheck disable=SC2016  # perl code, not shell
+	hash=$(perl -e 'my $p = <STDIN>; chomp $p; print crypt($p, $ARGV[0]) // ""' "\$2b\$12\$$salt" <"$1")
+	[[ $hash =~ ^\$2b\$12\$[./A-Za-z0-9]{53}$ ]] ||
+		die "this host's crypt() makes no bcrypt hash: install htpasswd (apache2-utils) and write secrets/ENV/*_web_config by hand, see docs"
+	echo "$hash"
+}
+
 # ensure_backup_metrics ENV: metrics/ENV/ for node exporter's textfile collector. An environment
 # with scheduled backups starts the BackupMissing clock here, until its first backup.
 ensure_backup_metrics() {
@@ -205,12 +247,14 @@ ensure_env_ready() {
 	mkdir -p "$PROJECT_ROOT/secrets/$env"
 	chmod 0700 "$PROJECT_ROOT/secrets" "$PROJECT_ROOT/secrets/$env"
 	for name in $(secret_names "$env"); do
+		[[ $name != *_web_config ]] || { ensure_web_config "$env" "$name"; continue; }
 		[[ -s "$PROJECT_ROOT/secrets/$env/$name" ]] && continue
 		case $name in
 		tls_cert | tls_key) new_tls_pair "$env" "$(domain_of "$env")" ;;
 		*) new_secret "$env" "$name" ;;
 		esac
 	done
+	[[ -s "$PROJECT_ROOT/secrets/$env/backup_signing_key" ]] || new_signing_key "$env"
 	ensure_backup_metrics "$env"
 	proxy_init "$env"
 }

@@ -22,6 +22,39 @@ backup_key_file() {
 	return 0
 }
 
+# signing_key ENV: the Ed25519 key that signs each backup's SHA256SUMS (secrets/ENV/, made by
+# scripts/init-env.sh; BACKUP_SIGNING_KEY_FILE overrides). A restore on another host needs it:
+# keep a copy with your other secrets.
+signing_key() {
+	local file=${BACKUP_SIGNING_KEY_FILE:-$PROJECT_ROOT/secrets/$1/backup_signing_key}
+	[[ -s $file ]] || die "the backup signing key $file is missing: run scripts/init-env.sh $1, or put back your copy"
+	require_cmd openssl "needed to sign and check backups"
+	echo "$file"
+}
+
+# sign_manifest DIR ENV: DIR/SHA256SUMS.sig, so that a manifest rewritten to match altered files
+# is refused (a checksum list alone only catches accidents).
+sign_manifest() {
+	openssl pkeyutl -sign -rawin -inkey "$(signing_key "$2")" -in "$1/SHA256SUMS" -out "$1/SHA256SUMS.sig" 2>/dev/null ||
+		die "openssl could not sign the manifest: no backup was made"
+}
+
+# check_signature DIR ENV: the manifest is the one this environment's key signed. Backups made
+# before backups were signed have no signature: BACKUP_ALLOW_UNSIGNED=yes accepts them.
+check_signature() {
+	local name key
+	name=$(basename "$1")
+	if [[ ! -f "$1/SHA256SUMS.sig" ]]; then
+		[[ ${BACKUP_ALLOW_UNSIGNED:-no} == yes ]] ||
+			die "$name has no signature (SHA256SUMS.sig): it predates signed backups or was altered; if you know where it comes from, run again with BACKUP_ALLOW_UNSIGNED=yes"
+		log "warning: $name is unsigned, accepted because BACKUP_ALLOW_UNSIGNED=yes"
+		return 0
+	fi
+	key=$(signing_key "$2")
+	openssl pkeyutl -verify -rawin -inkey "$key" -in "$1/SHA256SUMS" -sigfile "$1/SHA256SUMS.sig" >/dev/null 2>&1 ||
+		die "$name fails its signature check: its manifest was altered or signed with another key, use another backup"
+}
+
 # resolve_backup ID: the backup's directory (ID may be "latest"); dies if there is none.
 # require_backup_id ID: dies unless ID is "latest" or a backup's id (before anything is touched).
 require_backup_id() {
@@ -39,10 +72,11 @@ resolve_backup() {
 	echo "$BACKUP_DIR/$id"
 }
 
-# check_backup DIR ENV: the checksums match (a truncated or altered file fails here), and the key
-# is there if the backup is encrypted.
+# check_backup DIR ENV: the manifest is signed by ENV's key, the checksums match (a truncated or
+# altered file fails here), and the key is there if the backup is encrypted.
 check_backup() {
 	[[ -f "$1/SHA256SUMS" ]] || die "$(basename "$1") has no SHA256SUMS: it is not a complete backup"
+	check_signature "$1" "$2"
 	(cd "$1" && sha256sum --quiet --strict -c SHA256SUMS >/dev/null 2>&1) ||
 		die "$(basename "$1") fails its checksum: the backup is damaged, use another one"
 	if [[ $(meta "$1" DUMP) == *.gpg && -z $(backup_key_file "$2") ]]; then
