@@ -116,6 +116,13 @@ DATABASES = {
         "run_dir": "/var/run/postgresql",
         "exporter": "postgres-exporter",
         "exporter_port": 9187,
+        # Who logs in as what (config/db/roles.sh makes them): the superuser the image creates
+        # (scripts: restore, role setup), the owner of the schema (migrations), the app's
+        # data-only role, the exporter (pg_monitor) and the backup (pg_read_all_data, socket only).
+        "roles": {"admin": "app", "owner": "app_owner", "app": "app_user", "exporter": "app_exporter", "backup": "app_backup"},
+        # The secret file of each role's password (the backup role has none: socket only).
+        "passwords": {"admin": "db_password", "owner": "db_owner_password", "app": "db_app_password",
+                      "exporter": "db_exporter_password"},
     },
     "mariadb": {
         "image": "mariadb",
@@ -126,6 +133,10 @@ DATABASES = {
         "run_dir": "/run/mysqld",
         "exporter": "mysqld-exporter",
         "exporter_port": 9104,
+        # root administers; the image's user `app` (ALL on the app's database) is the owner.
+        "roles": {"admin": "root", "owner": "app", "app": "app_user", "exporter": "app_exporter", "backup": "app_backup"},
+        "passwords": {"admin": "db_root_password", "owner": "db_password", "app": "db_app_password",
+                      "exporter": "db_exporter_password", "backup": "db_backup_password"},
     },
 }
 
@@ -164,6 +175,7 @@ REQUEST_METRICS = {
 SIZES = {
     "proxy": (0.5, 128),
     "db": (1.0, 1024),
+    "db-roles": (0.25, 64),
     "cache": (0.5, 256),
     "prometheus": (1.0, 1024),
     "alertmanager": (0.25, 128),
@@ -183,7 +195,7 @@ SIZES = {
 # connection (max_connections 100), MariaDB a thread per connection; Go and Node services a few
 # dozen threads. Not scaled by environment.
 PIDS = {
-    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "cache": 64,
+    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "db-roles": 64, "cache": 64,
     "prometheus": 256, "alertmanager": 64, "grafana": 256, "node-exporter": 64, "cadvisor": 128,
     "db-exporter": 64, "cache-exporter": 64, "proxy-exporter": 64, "loki": 256, "alloy": 256,
     "blackbox-exporter": 64,

@@ -130,9 +130,14 @@ def signals(f: Facts) -> dict[str, Any]:
 def secret_readers(f: Facts) -> dict[str, list[str]]:
     secrets: dict[str, list[str]] = {}
     if f.db:
-        secrets["db_password"] = ["app", "db"] + (["migrate"] if f.migrate else []) + (["db-exporter"] if f.monitored else [])
+        # One password per role (catalogue.DATABASES "passwords"); db-roles sets them all.
+        readers = {"admin": ["db"], "owner": ["migrate"] if f.migrate else [], "app": ["app"],
+                   "exporter": ["db-exporter"] if f.monitored else [],
+                   "backup": ["db"]}  # backups run in the db container (scripts/lib/db.sh)
         if f.database == "mariadb":
-            secrets["db_root_password"] = ["db"]
+            readers["owner"].append("db")  # the image creates the owner `app` on a new volume
+        for role, name in f.db["passwords"].items():
+            secrets[name] = readers[role] + ["db-roles"]
     if f.cache:
         secrets["redis_password"] = ["app", "cache"] + (["cache-exporter"] if f.monitored else [])
     if f.monitored:
@@ -166,10 +171,12 @@ def colour_names(colour: str) -> dict[str, str]:
 def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
     """The app as two colours (the proxy routes to one; a deploy starts the other, see
     scripts/lib/release.sh), and the one-off migration container."""
-    database_env = {
-        "DATABASE_SCHEME": f.db["scheme"], "DATABASE_HOST": "db", "DATABASE_PORT": str(f.db["port"]),
-        "DATABASE_NAME": "app", "DATABASE_USER": "app", "DATABASE_PASSWORD_FILE": "/run/secrets/db_password",
-    } if f.db else {}
+    def database_env(role: str) -> dict[str, str]:
+        return {
+            "DATABASE_SCHEME": f.db["scheme"], "DATABASE_HOST": "db", "DATABASE_PORT": str(f.db["port"]),
+            "DATABASE_NAME": "app", "DATABASE_USER": f.db["roles"][role],
+            "DATABASE_PASSWORD_FILE": f"/run/secrets/{f.db['passwords'][role]}",
+        } if f.db else {}
     cache_env = {
         "REDIS_HOST": "cache", "REDIS_PORT": "6379", "REDIS_PASSWORD_FILE": "/run/secrets/redis_password",
     } if f.cache else {}
@@ -178,6 +185,7 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
         depends_on["migrate"] = "service_completed_successfully"
     if f.db:
         depends_on["db"] = "service_healthy"
+        depends_on["db-roles"] = "service_completed_successfully"
     if f.cache:
         depends_on["cache"] = "service_healthy"
     networks = ["edge"] + (["backend"] if f.db or f.cache else []) + (["scrape-app"] if f.monitored else [])
@@ -203,7 +211,7 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             init=True,
             expose=[str(f.app_port)],
             # APP_VERSION from the same variable as the image tag: the env file's copy must not win.
-            environment={"PORT": str(f.app_port), "APP_VERSION": version, **database_env, **cache_env},
+            environment={"PORT": str(f.app_port), "APP_VERSION": version, **database_env(app_role(f)), **cache_env},
             secrets=[name for name, readers in reads.items() if "app" in readers],
             # Compose interpolates "$": the image's check, escaped.
             healthcheck={"test": [arg.replace("$", "$$") for arg in app_healthcheck(f.runtime, f.app_port, f.answers["health_path"])],
@@ -219,17 +227,43 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             name="migrate", role="migrate", image="${APP_IMAGE:-%s}:${APP_VERSION:-dev}" % f.answers["image_name"],
             base=Alias("app"),
             comment="One-off: applies migrations before the app starts (scripts/migrate.sh runs it on demand).",
-            notes={"healthcheck": "A one-off, not a server: the image's HTTP health check does not apply."},
             command=exec_form_list(f.answers["migrate_command"]),
-            environment={"PORT": str(f.app_port), "APP_VERSION": "${APP_VERSION:-dev}", **database_env},
-            secrets=["db_password"],
+            notes={"healthcheck": "A one-off, not a server: the image's HTTP health check does not apply.",
+                   "environment": "As the schema's owner: migrations change the schema, the app only the data."},
+            environment={"PORT": str(f.app_port), "APP_VERSION": "${APP_VERSION:-dev}", **database_env("owner")},
+            secrets=[name for name, readers in reads.items() if "migrate" in readers],
             healthcheck={"disable": True},
-            depends_on={"db": "service_healthy"},
+            depends_on={"db": "service_healthy", "db-roles": "service_completed_successfully"},
             networks=["backend"],
             env_file=True,
             one_off=True,
         ))
     return services
+
+
+def app_role(f: Facts) -> str:
+    """The database role the app logs in as: data access only, unless there is no migrate_command
+    (then the app must create its own schema and logs in as the owner; docs/security.md)."""
+    return "app" if f.migrate else "owner"
+
+
+def db_roles_service(f: Facts, reads: dict[str, list[str]]) -> Service:
+    db = f.db
+    return Service(
+        name="db-roles", role="db-roles", image=image_ref(db["image"]), user=f"{db['uid']}:{db['uid']}",
+        group_add=[str(SECRETS_GID)], tmpfs=["/tmp"],
+        comment=("One-off: makes the database's roles and their passwords (owner, app, exporter, backup)\n"
+                 "and gives each what it needs and no more (config/db/roles.sh). Idempotent: every deploy\n"
+                 "runs it, so that an existing database gets them too (scripts/db-roles.sh runs it on demand)."),
+        notes={"healthcheck": "A one-off, not a server."},
+        entrypoint=["sh", "/etc/db-roles/roles.sh"],
+        secrets=[name for name, readers in reads.items() if "db-roles" in readers],
+        volumes=["./config/db:/etc/db-roles:ro"],
+        healthcheck={"disable": True},
+        depends_on={"db": "service_healthy"},
+        networks=["backend"],
+        one_off=True,
+    )
 
 
 def exec_form_list(command: str) -> list[str]:
@@ -356,19 +390,18 @@ def cache_service(f: Facts) -> Service:
 # (scrape-*). So the app and the proxy never reach Alertmanager, Loki or Grafana, the proxy never
 # reaches the database or cache, and an exporter reaches nothing but its target.
 NETWORK_ORDER = ("edge", "backend", "monitoring", "outbound", "grafana-web", "scrape-app", "scrape-proxy",
-                 "scrape-db", "scrape-cache", "scrape-node", "scrape-containers")
+                 "scrape-db", "scrape-cache", "scrape-host")
 NETWORK_PURPOSE = {
     "edge": "the proxy and the app",
     "backend": "the app and its database and cache",
     "monitoring": "Prometheus, Alertmanager, Grafana, Loki and Alloy",
-    "outbound": "Alertmanager alone: its route out for notifications",
-    "grafana-web": "Grafana, and the proxy when Grafana is public",
+    "outbound": "Alertmanager's route out (notifications), and Grafana's loopback port when it is not public",
+    "grafana-web": "Grafana and the proxy (Grafana is public)",
     "scrape-app": "Prometheus and the app's replicas (alias app)",
     "scrape-proxy": "Prometheus, the proxy and its exporter or prober",
     "scrape-db": "Prometheus, the database exporter and the database",
     "scrape-cache": "Prometheus, the cache exporter and the cache",
-    "scrape-node": "Prometheus and the node exporter",
-    "scrape-containers": "Prometheus and cAdvisor",
+    "scrape-host": "Prometheus and the host's agents (node exporter, cAdvisor)",
 }
 # Networks with a route out in every environment (elsewhere only in dev, for its loopback ports):
 # the proxy's and the app's, Alertmanager's for notifications, Grafana's for its port or the proxy.
@@ -376,8 +409,7 @@ OPEN_NETWORKS = ("edge", "outbound", "grafana-web")
 
 
 def scrape_networks(f: Facts) -> list[str]:
-    return ["scrape-app", "scrape-proxy"] + (["scrape-db"] if f.db else []) + (["scrape-cache"] if f.cache else []) + [
-        "scrape-node", "scrape-containers"]
+    return ["scrape-app", "scrape-proxy"] + (["scrape-db"] if f.db else []) + (["scrape-cache"] if f.cache else []) + ["scrape-host"]
 
 
 def grafana_admin(f: Facts) -> str:
@@ -434,8 +466,9 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                      "./config/grafana/dashboards:/var/lib/grafana-dashboards:ro", "grafana-data:/var/lib/grafana"],
             healthcheck=wget_check("http://127.0.0.1:3000/api/health", retries=5, start_period="30s"),
             depends_on={"prometheus": "service_healthy"},
-            # grafana-web: the proxy's way in when Grafana is public, else its loopback port's network.
-            networks=["monitoring", "grafana-web"],
+            # Public: grafana-web, the proxy's way in. Otherwise outbound, for its loopback port (a
+            # network with a route out; Alertmanager, its other member, shares monitoring with it anyway).
+            networks=["monitoring", "grafana-web" if f.grafana_public else "outbound"],
         ),
         Service(
             name="node-exporter", role="node-exporter", image=image_ref("node-exporter"), user="65534:65534",
@@ -444,7 +477,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             command=["--path.rootfs=/host"] + (["--collector.textfile.directory=/textfile"] if f.db else []),
             volumes=["/:/host:ro,rslave"],
             healthcheck=wget_check("http://127.0.0.1:9100/metrics"),
-            networks=["scrape-node"],
+            networks=["scrape-host"],
         ),
         Service(
             name="cadvisor", role="cadvisor", image=image_ref("cadvisor"), base=None,
@@ -456,7 +489,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             volumes=["/:/rootfs:ro", "/var/run:/var/run:ro", "/sys:/sys:ro", "/var/lib/docker/:/var/lib/docker:ro"],
             devices=["/dev/kmsg"],
             healthcheck=wget_check("http://127.0.0.1:8080/healthz"),
-            networks=["scrape-containers"],
+            networks=["scrape-host"],
         ),
     ]
     if f.db:
@@ -464,16 +497,17 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             name="db-exporter", role="db-exporter", image=image_ref(f.db["exporter"]), user=f"65534:{SECRETS_GID}",
             secrets=[name for name, readers in reads.items() if "db-exporter" in readers],
             healthcheck=wget_check(f"http://127.0.0.1:{f.db['exporter_port']}/metrics"),
-            depends_on={"db": "service_healthy"},
+            depends_on={"db": "service_healthy", "db-roles": "service_completed_successfully"},
             networks=["scrape-db"],
         )
         if f.database == "postgres":
-            exporter.environment = {"DATA_SOURCE_URI": f"db:{f.db['port']}/app?sslmode=disable", "DATA_SOURCE_USER": "app",
-                                    "DATA_SOURCE_PASS_FILE": "/run/secrets/db_password"}
+            exporter.environment = {"DATA_SOURCE_URI": f"db:{f.db['port']}/app?sslmode=disable",
+                                    "DATA_SOURCE_USER": f.db["roles"]["exporter"],
+                                    "DATA_SOURCE_PASS_FILE": f"/run/secrets/{f.db['passwords']['exporter']}"}
         else:
             exporter.notes["entrypoint"] = "mysqld_exporter takes the password from its environment only: read it from the secret."
-            exporter.entrypoint = ["/bin/sh", "-c", 'MYSQLD_EXPORTER_PASSWORD="$$(cat /run/secrets/db_password)" exec '
-                                   f"/bin/mysqld_exporter --mysqld.address=db:{f.db['port']} --mysqld.username=app"]
+            exporter.entrypoint = ["/bin/sh", "-c", f'MYSQLD_EXPORTER_PASSWORD="$$(cat /run/secrets/{f.db["passwords"]["exporter"]})" exec '
+                                   f"/bin/mysqld_exporter --mysqld.address=db:{f.db['port']} --mysqld.username={f.db['roles']['exporter']}"]
         services.append(exporter)
     if f.cache:
         services.append(Service(
@@ -548,6 +582,7 @@ def build_services(f: Facts) -> list[Service]:
     services.append(proxy_service(f))
     if f.db:
         services.append(database_service(f, reads))
+        services.append(db_roles_service(f, reads))
     if f.cache:
         services.append(cache_service(f))
     if f.monitored:
@@ -714,6 +749,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "tls_ciphers_openssl": ":".join(TLS12_CIPHERS.values()),
         "db": db,
         "migrate": f.migrate,
+        # The database role the app logs in as ("app", or "owner" without migrations).
+        "app_db_role": app_role(f),
         "monitored": f.monitored,
         "with_logs": f.with_logs,
         "alert_receiver": f.alert_receiver,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run
-from e2e_support import Stack, docker
+from e2e_support import Stack, docker, inspect
 
 pytestmark = pytest.mark.e2e
 
@@ -87,6 +87,9 @@ def test_round_trip_restores_every_byte(stack):
     script(stack, "restore.sh", "production", backup_id, "--confirm-production")
     assert table_bytes(stack) == before
     assert stack.http("GET", "/items")[1] == before_api
+    # The restored tables belong to the owner role, and the app's role may write them.
+    assert stack.http("POST", "/items", {"name": "written after the restore"})[0] == 201
+    sql(stack, "DELETE FROM items WHERE name = 'written after the restore'")
     # The data it replaced is kept, not dropped.
     if stack.answers["database"] == "postgres":
         kept = sql(stack, "SELECT datname FROM pg_database WHERE datname LIKE 'app_pre_restore_%'")
@@ -282,3 +285,89 @@ def test_off_host_copy_in_a_restic_repository(stack, tmp_path):
     subprocess.run(["restic", "restore", "latest", "--target", str(restored)], env=restic, check=True, capture_output=True)
     copy = next(restored.rglob(backup_id))
     run("sha256sum", "--quiet", "-c", "SHA256SUMS", cwd=copy)
+
+
+# --- database roles: each holds what it needs and no more --------------------------------------------
+
+REFUSED = {
+    "postgres": {
+        "create a table": "CREATE TABLE intruder (x int)",
+        "alter a table": "ALTER TABLE items ADD COLUMN intruder int",
+        "drop a table": "DROP TABLE items",
+        "create a temporary table": "CREATE TEMP TABLE intruder (x int)",
+        "create a role": "CREATE ROLE intruder",
+        "read password hashes": "SELECT rolpassword FROM pg_authid",
+        "run a program": "COPY (SELECT 1) TO PROGRAM 'id'",
+        "read a server file": "SELECT pg_read_file('/etc/passwd')",
+    },
+    "mariadb": {
+        "create a table": "CREATE TABLE intruder (x int)",
+        "alter a table": "ALTER TABLE items ADD COLUMN intruder int",
+        "drop a table": "DROP TABLE items",
+        "create a user": "CREATE USER intruder",
+        "read password hashes": "SELECT * FROM mysql.global_priv",
+        "write a server file": "SELECT 1 INTO OUTFILE '/tmp/intruder'",
+        "grant itself more": "GRANT ALL ON app.* TO CURRENT_USER",
+    },
+}
+
+
+def login_of(stack: Stack, service: str) -> tuple[str, str]:
+    """The database user a service logs in as, and its password, from the rendered configuration."""
+    environment = json.loads(stack.compose("config", "--format", "json").stdout)["services"][service]["environment"]
+    secret = Path(environment["DATABASE_PASSWORD_FILE"]).name
+    return environment["DATABASE_USER"], (stack.project / "secrets" / "production" / secret).read_text().strip()
+
+
+def over_the_network(stack: Stack, login: tuple[str, str], statement: str) -> subprocess.CompletedProcess:
+    """STATEMENT sent from inside the app's container (its network namespace) to the database's
+    address there, logged in as LOGIN: what the app itself could do with its credentials."""
+    app = stack.container("app-blue")
+    shared = set(inspect(app)["NetworkSettings"]["Networks"])
+    db = inspect(stack.container("db"))
+    ip = next(n["IPAddress"] for name, n in db["NetworkSettings"]["Networks"].items() if name in shared)
+    user, password = login
+    if stack.answers["database"] == "postgres":
+        secret, client = f"PGPASSWORD={password}", ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", ip, "-U", user, "-d", "app"]
+    else:
+        secret, client = f"MYSQL_PWD={password}", ["mariadb", "-h", ip, "-u", user, "--batch", "--skip-column-names", "app"]
+    return docker("run", "--rm", "--network", f"container:{app}", "-e", secret, "--entrypoint", client[0],
+                  db["Config"]["Image"], *client[1:], "-c" if client[0] == "psql" else "-e", statement, check=False)
+
+
+def refused(proc: subprocess.CompletedProcess) -> bool:
+    message = proc.stderr.lower()
+    return proc.returncode != 0 and ("denied" in message or "must be owner" in message)
+
+
+def test_the_app_reads_and_writes_rows_and_nothing_more(stack):
+    login = login_of(stack, "app-blue")
+    assert login[0] == "app_user"
+    ok = over_the_network(stack, login, "INSERT INTO items (name) VALUES ('by the app role')")
+    assert ok.returncode == 0, ok.stderr
+    assert over_the_network(stack, login, "SELECT COUNT(*) FROM items WHERE name = 'by the app role'").stdout.strip() == "1"
+    assert over_the_network(stack, login, "DELETE FROM items WHERE name = 'by the app role'").returncode == 0
+    for what, statement in REFUSED[stack.answers["database"]].items():
+        proc = over_the_network(stack, login, statement)
+        assert refused(proc), f"the app's role could {what}, or failed for another reason: {proc.stderr}"
+    # The migrations' role changes the schema (it is the owner), so the difference is the role's.
+    owner = login_of(stack, "migrate")
+    created = over_the_network(stack, owner, "CREATE TABLE owned_by_the_owner (x int)")
+    assert created.returncode == 0, created.stderr
+    assert over_the_network(stack, owner, "DROP TABLE owned_by_the_owner").returncode == 0
+
+
+def test_the_backup_role_reads_everything_and_changes_nothing(stack):
+    if stack.answers["database"] == "postgres":
+        def as_backup(statement: str) -> subprocess.CompletedProcess:
+            return stack.compose("exec", "-T", "db", "psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", "app_backup",
+                                 "-d", "app", "-c", statement, check=False)
+    else:
+        def as_backup(statement: str) -> subprocess.CompletedProcess:
+            return stack.compose("exec", "-T", "db", "sh", "-c",
+                                 'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" exec mariadb -uapp_backup --batch app -e "$0"',
+                                 statement, check=False)
+    assert as_backup("SELECT COUNT(*) FROM items").returncode == 0
+    for statement in ("INSERT INTO items (name) VALUES ('by the backup role')", "DELETE FROM items", "DROP TABLE items"):
+        proc = as_backup(statement)
+        assert refused(proc), (statement, proc.stderr)

@@ -130,6 +130,9 @@ def test_every_scraped_target_is_up(stack):
     for _ in range(20):
         stack.http("GET", "/")
     wait_until(lambda: query(stack, 'sum(http_requests_total{job="app", route="root"})'), 60, "the app's request counter")
+    # The exporter logs in to the database with its own role (config/db/roles.sh).
+    up = {"postgres": "pg_up", "mariadb": "mysql_up"}[stack.answers["database"]]
+    wait_until(lambda: [r["value"][1] for r in query(stack, up)] == ["1"], 60, f"{up} 1: the exporter's role logs in")
     # Shortened to 10 s, absent() rules can fire before the first scrapes (with the real 1 m they
     # do not): once every target is scraped, a healthy stack fires nothing.
     wait_until(lambda: firing(stack) == set(), 60, "no alert firing in a healthy stack")

@@ -6,6 +6,7 @@ request."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -30,11 +31,12 @@ def deploy(stack: Stack, version: str) -> subprocess.CompletedProcess:
     return deploy_release(stack.project, "production", version)
 
 
-@pytest.fixture
-def released(tmp_path, lab):
+@pytest.fixture(params=["postgres", "mariadb"])
+def released(request, tmp_path, lab):
     version, commit = RELEASES[0]
     project = tmp_path / "project"
-    run_copy(str(ROOT), str(project), vcs_ref=commit, data=ANSWERS, defaults=True, unsafe=True, quiet=True)
+    answers = {**ANSWERS, "database": request.param, "project_name": f"Update e2e {request.param}"}
+    run_copy(str(ROOT), str(project), vcs_ref=commit, data=answers, defaults=True, unsafe=True, quiet=True)
     add_slow_route(project)
     git(project, "init", "-q")
     git(project, "add", "-A")
@@ -68,6 +70,15 @@ def test_a_running_project_of_the_last_release_updates_and_deploys(released):
     assert "app" not in services_after and "app-blue" in services_after
     assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}
     assert stack.get_json("/items")["items"] == before, "the data of the old release is kept"
+    # The deploy gave the existing database its roles: the app now logs in with data access only,
+    # and still writes; the migrations' owner role owns what the old release created.
+    app_env = json.loads(stack.compose("config", "--format", "json").stdout)["services"]["app-blue"]["environment"]
+    assert app_env["DATABASE_USER"] == "app_user"
+    assert stack.http("POST", "/items", {"name": "written as app_user"})[0] == 201
+    if stack.answers["database"] == "postgres":
+        owners = stack.compose("exec", "-T", "db", "psql", "-X", "-At", "-U", "app", "-d", "app", "-c",
+                               "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'").stdout.split()
+        assert owners == ["app_owner"], owners
 
     # Later deploys drain: no request lost, whatever kind.
     with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC) as load:

@@ -98,7 +98,7 @@ def test_per_environment_policy_comes_from_the_profiles():
 
 def test_services_follow_the_answers():
     assert names(derive()) == [
-        "app-blue", "app-green", "migrate", "proxy", "db", "cache", "prometheus", "alertmanager", "grafana",
+        "app-blue", "app-green", "migrate", "proxy", "db", "db-roles", "cache", "prometheus", "alertmanager", "grafana",
         "node-exporter", "cadvisor", "db-exporter", "cache-exporter", "proxy-exporter", "blackbox-exporter",
     ]
     minimal = derive(database="none", cache="none", monitoring="none", proxy="caddy")
@@ -116,12 +116,12 @@ def test_blackbox_exporter_runs_only_where_tls_ends_here():
 def test_each_service_mounts_only_the_secrets_it_reads():
     derived = derive(database="mariadb", alert_receiver="webhook")
     readers = derived["secrets"]
-    assert readers["db_root_password"] == ["db"]
+    assert readers["db_root_password"] == ["db", "db-roles"]
     for service in derived["services"]:
         for secret in service.secrets:
             assert service.role in readers[secret], (service.name, secret)
     app = derived["service"]["app-blue"]
-    assert app.secrets == ["db_password", "redis_password"] and derived["service"]["proxy"].secrets == []
+    assert app.secrets == ["db_app_password", "redis_password"] and derived["service"]["proxy"].secrets == []
     assert derived["service"]["alertmanager"].secrets == ["alertmanager_web_config", "alert_webhook_url"]
 
 

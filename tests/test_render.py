@@ -21,6 +21,7 @@ OPEN_NETWORKS = {"edge", "outbound", "grafana-web"}
 MAY_SHARE = {
     frozenset(pair) for pair in [
         ("proxy", "app"), ("app", "migrate"), ("app", "db"), ("app", "cache"), ("migrate", "db"), ("migrate", "cache"), ("db", "cache"),
+        ("db-roles", "db"), ("db-roles", "app"), ("db-roles", "migrate"), ("db-roles", "cache"),
         ("prometheus", "alertmanager"), ("prometheus", "grafana"), ("prometheus", "loki"), ("prometheus", "alloy"),
         ("alertmanager", "grafana"), ("alertmanager", "loki"), ("alertmanager", "alloy"), ("grafana", "loki"),
         ("grafana", "alloy"), ("loki", "alloy"), ("proxy", "grafana"),
@@ -29,9 +30,11 @@ MAY_SHARE = {
         ("prometheus", "cache-exporter"), ("prometheus", "proxy-exporter"), ("prometheus", "blackbox-exporter"),
         ("db-exporter", "db"), ("cache-exporter", "cache"), ("proxy-exporter", "proxy"),
         ("blackbox-exporter", "proxy"), ("blackbox-exporter", "app"), ("blackbox-exporter", "proxy-exporter"),
+        ("node-exporter", "cadvisor"),  # the host's agents: one target, the host
     ]
 }
-NO_HEALTHCHECK = {"migrate", "proxy-exporter"}  # one-off job / FROM scratch image
+NO_HEALTHCHECK = {"migrate", "db-roles", "proxy-exporter"}  # one-off jobs / FROM scratch image
+ONE_OFFS = {"migrate", "db-roles"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -49,7 +52,8 @@ def test_files_follow_the_answers(render, variant):
     assert (project / "config/loki").exists() == (a["monitoring"] == "prometheus-loki")
     units = sorted(p.name for p in project.glob("deploy/systemd/*.service") if not p.name.endswith("-backup.service"))
     assert units == (sorted(f"{a['project_slug']}-{e}.service" for e in envs) if a["process_manager"] == "systemd" else [])
-    data_scripts = {"backup.sh", "restore.sh", "verify-backup.sh", "migrate.sh", "scheduled-backup.sh", "lib/db.sh", "lib/backups.sh"}
+    data_scripts = {"backup.sh", "restore.sh", "verify-backup.sh", "migrate.sh", "scheduled-backup.sh", "db-roles.sh", "lib/db.sh",
+                    "lib/backups.sh"}
     for script in data_scripts:
         assert (project / "scripts" / script).exists() == (a["database"] != "none"), script
     assert (project / "deploy/supervisor").exists() == (a["process_manager"] == "supervisor")
@@ -112,7 +116,7 @@ def test_compose_model_per_environment(render, variant):
             if name not in NO_HEALTHCHECK:
                 assert service["healthcheck"].get("test"), where
             restart = service.get("restart", "no")
-            if env == "dev" or name == "migrate":
+            if env == "dev" or name in ONE_OFFS:
                 assert restart == "no", where
             else:
                 assert restart in {"always", "unless-stopped"}, where
@@ -252,6 +256,8 @@ def test_each_secret_is_mounted_only_where_it_is_read(render, variant):
         for name, service in model["services"].items():
             definition = json.dumps({k: service.get(k) for k in ("environment", "command", "entrypoint", "healthcheck")})
             config = _mounted_config_text(project, service)
+            if name == "db":  # the backup scripts run the database's client in its container
+                config += (project / "scripts" / "lib" / "db.sh").read_text()
             for secret in service.get("secrets", []):
                 path = secret.get("target") or f"/run/secrets/{secret['source']}"
                 assert path in definition or path in config, f"{env}/{name} is given {secret['source']} but never reads it"

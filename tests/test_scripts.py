@@ -50,7 +50,8 @@ def test_init_env_creates_settings_and_secrets_once(project):
     assert env_file.read_text() == (project / "env/production.env.example").read_text()
     secrets = project / "secrets/production"
     assert mode(project / "secrets") == 0o700 and mode(secrets) == 0o700
-    expected = {"db_password", "redis_password", "grafana_admin_password", "tls_cert", "tls_key", "prometheus_password",
+    expected = {"db_password", "db_owner_password", "db_app_password", "db_exporter_password", "redis_password",
+                "grafana_admin_password", "tls_cert", "tls_key", "prometheus_password",
                 "prometheus_web_config", "alertmanager_password", "alertmanager_web_config"}
     assert {p.name for p in secrets.iterdir()} == expected | {"backup_signing_key"}
     for secret in secrets.iterdir():

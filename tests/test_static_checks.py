@@ -23,6 +23,7 @@ def test_shellcheck(render, variant):
     project = render(variant)
     scripts = sorted(str(p.relative_to(project)) for p in project.glob("scripts/**/*.sh"))
     scripts.append("docker/entrypoint.sh")
+    scripts += sorted(str(p.relative_to(project)) for p in project.glob("config/db/*.sh"))
     assert "scripts/compose.sh" in scripts
     run(require_tool("shellcheck"), "-x", "--severity=style", *scripts, cwd=project)
 

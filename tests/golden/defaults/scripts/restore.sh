@@ -43,6 +43,7 @@ log "restore $id into $env: loading into a fresh database $staging_db"
 db_create "$staging_db" >/dev/null || failed "creating $staging_db"
 open_backup "$dir" "$env" | db_load "$staging_db" || failed "loading the dump"
 [[ "$(db_counts "$staging_db")" == "$(cat "$dir/counts.tsv")" ]] || failed "comparing row counts with the backup"
+db_grant "$staging_db" || failed "giving its objects to the owner role and the app its privileges"
 
 log "restore $id into $env: swapping it in (the app stops for a moment)"
 compose_cmd "$env"

@@ -5,7 +5,8 @@
 # 1. The image IMAGE:VERSION is used as it is if this host has it (a release is never rebuilt);
 #    otherwise it is pulled, or built from this checkout when VERSION is its commit and the tree
 #    is clean. Any other named version must exist already: scripts/build.sh ENV VERSION makes it.
-# 2. scripts/migrate.sh runs the migrations of the new image, after a backup.
+# 2. The database's roles are made or brought up to date (the db-roles service, config/db/roles.sh).
+#    scripts/migrate.sh runs the migrations of the new image, after a backup.
 # 3. The new version starts in the idle colour (app-blue or app-green), hidden from the proxy; once
 #    all its replicas are healthy the proxy is pointed at it and confirms it routes there. Only
 #    then does the colour that served get no new requests:
@@ -51,8 +52,10 @@ else
 fi
 image_id=$(image_id "$image")
 
-# The database must run for the backup and the migrations (on a first deploy it does not yet).
+# The database must run for its roles, the backup and the migrations (a first deploy starts it).
 "${COMPOSE[@]}" up --detach --wait --no-deps db >/dev/null 2>&1 || die "the $env database did not become healthy"
+"${COMPOSE[@]}" run --rm --no-TTY --no-deps db-roles >/dev/null ||
+	die "deploy $version to $env stopped: the database roles could not be set (scripts/db-roles.sh $env says why); $previous still serves"
 backup_id=$(APP_VERSION=$version "$PROJECT_ROOT/scripts/migrate.sh" "$env" | tail -n 1) ||
 	die "deploy $version to $env stopped: its migrations failed (users are still served by $previous)"
 

@@ -85,9 +85,9 @@ require_env() {
 # secret_names ENV: the secret files ENV needs, in secrets/ENV/.
 secret_names() {
 	case $1 in
-	dev) echo "db_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config" ;;
-	staging) echo "db_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config tls_cert tls_key" ;;
-	production) echo "db_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config tls_cert tls_key" ;;
+	dev) echo "db_password db_owner_password db_app_password db_exporter_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config" ;;
+	staging) echo "db_password db_owner_password db_app_password db_exporter_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config tls_cert tls_key" ;;
+	production) echo "db_password db_owner_password db_app_password db_exporter_password redis_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config tls_cert tls_key" ;;
 	esac
 }
 

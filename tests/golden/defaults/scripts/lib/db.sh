@@ -7,7 +7,9 @@
 # shellcheck disable=SC2034  # DB_ENGINE and DB_DUMP_TRAILER are read by the scripts that source this
 DB_ENGINE=postgres
 DB_NAME=app
+# The administrator (restore, role setup) and the read-only backup role (config/db/roles.sh).
 DB_USER=app
+DB_BACKUP_USER=app_backup
 # A throwaway copy of the db service (verify-backup.sh): its user, hardening, limits and settings,
 # an anonymous volume, no network; DB_SECRETS are the secret files it reads (mounted per environment).
 DB_THROWAWAY_ARGS=(--user=999:999 --group-add=10001 --read-only --cap-drop=ALL --security-opt=no-new-privileges:true --network=none --pids-limit=512 --cpus=1 --memory=1024m --tmpfs=/tmp --tmpfs=/var/run/postgresql --shm-size=256m --volume=/var/lib/postgresql/data --env=POSTGRES_USER=app --env=POSTGRES_DB=app --env=POSTGRES_PASSWORD_FILE=/run/secrets/db_password --env=PGDATA=/var/lib/postgresql/data)
@@ -31,13 +33,18 @@ db_psql() {
 	"${DB_EXEC[@]}" psql -X -q -v ON_ERROR_STOP=1 -U "$DB_USER" -d "$db" "$@"
 }
 
-# db_dump: a consistent plain-SQL dump of the app's database on stdout (pg_dump's snapshot).
-db_dump() { "${DB_EXEC[@]}" pg_dump -U "$DB_USER" -d "$DB_NAME" --no-password; }
+# db_dump: a consistent plain-SQL dump of the app's database on stdout (pg_dump's snapshot), as
+# the backup role (reads everything, changes nothing). Without owners or privileges: it loads
+# anywhere, and db_grant gives a restored database its owner and privileges.
+db_dump() { "${DB_EXEC[@]}" pg_dump -U "$DB_BACKUP_USER" -d "$DB_NAME" --no-password --no-owner --no-privileges; }
 
 # db_load DB: plain SQL from stdin into DB, stopping at the first error.
 db_load() { "${DB_EXEC[@]}" psql -X -q -v ON_ERROR_STOP=1 --single-transaction -U "$DB_USER" -d "$1" >/dev/null; }
 
-db_create() { db_psql postgres -c "CREATE DATABASE \"$1\" OWNER \"$DB_USER\""; }
+db_create() { db_psql postgres -c "CREATE DATABASE \"$1\""; }
+
+# db_grant DB: DB's objects to the owner role, the app's privileges on them (config/db/grants.sql).
+db_grant() { db_psql "$1" <"$PROJECT_ROOT/config/db/grants.sql" >/dev/null; }
 db_drop() { db_psql postgres -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)"; }
 db_exists() { [[ $(db_psql postgres -At -c "SELECT 1 FROM pg_database WHERE datname = '$1'") == 1 ]]; }
 

@@ -7,11 +7,13 @@
 # shellcheck disable=SC2034  # DB_ENGINE and DB_DUMP_TRAILER are read by the scripts that source this
 DB_ENGINE=mariadb
 DB_NAME=app
-DB_USER=app
+# The administrator (restore, role setup) and the read-only backup role (config/db/roles.sh).
+DB_USER=root
+DB_BACKUP_USER=app_backup
 # A throwaway copy of the db service (verify-backup.sh): its user, hardening, limits and settings,
 # an anonymous volume, no network; DB_SECRETS are the secret files it reads (mounted per environment).
 DB_THROWAWAY_ARGS=(--user=999:999 --group-add=10001 --read-only --cap-drop=ALL --security-opt=no-new-privileges:true --network=none --pids-limit=512 --cpus=1 --memory=1024m --tmpfs=/tmp --tmpfs=/run/mysqld --volume=/var/lib/mysql --env=MARIADB_USER=app --env=MARIADB_DATABASE=app --env=MARIADB_PASSWORD_FILE=/run/secrets/db_password --env=MARIADB_ROOT_PASSWORD_FILE=/run/secrets/db_root_password --env=MARIADB_AUTO_UPGRADE=1)
-DB_SECRETS=(db_password db_root_password)
+DB_SECRETS=(db_root_password db_password db_backup_password)
 # The dump trailer the database's own tool writes last: a dump without it is incomplete.
 DB_DUMP_TRAILER='-- Dump completed'
 
@@ -39,13 +41,18 @@ db_sql() {
 }
 
 # db_dump: a consistent plain-SQL dump (InnoDB snapshot), one INSERT per row so that rows can be
-# counted in the artifact itself; without a USE statement, so it loads into any database.
+# counted in the artifact itself; without a USE statement, so it loads into any database. As the
+# backup user (reads the app's database, changes nothing), its password from the secret file.
 db_dump() {
-	db_root mariadb-dump -uroot --single-transaction --quick --routines --triggers --events \
+	# shellcheck disable=SC2016  # expanded by the shell inside the container
+	"${DB_EXEC[@]}" sh -c 'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" exec "$@"' db-backup \
+		mariadb-dump -u"$DB_BACKUP_USER" --single-transaction --quick --routines --triggers --events \
 		--skip-extended-insert --no-autocommit "$DB_NAME"
 }
 
 db_load() { db_sql "$1"; }
+# db_grant DB: nothing to do: privileges are on the database's name, which restored tables take.
+db_grant() { :; }
 db_create() { db_sql mysql -e "CREATE DATABASE \`$1\`"; }
 db_drop() { db_sql mysql -e "DROP DATABASE IF EXISTS \`$1\`"; }
 db_exists() { [[ -n $(db_sql mysql -e "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '$1'") ]]; }

@@ -1,0 +1,29 @@
+#!/bin/sh
+# My Service: PostgreSQL's roles, each with what it needs and no more. The db-roles one-off
+# service runs this at every `up` and every deploy (scripts/deploy.sh, scripts/db-roles.sh): it
+# is idempotent, and an existing database gets the roles the first time.
+#   app     the superuser the image created: scripts only (restore, this file)
+#   app_owner  owns the schema and everything in it: migrations
+#   app_user   the app: reads and writes rows; no DDL, no roles, no files or programs
+#   app_exporter  postgres-exporter: pg_monitor
+#   app_backup  scripts/backup.sh: pg_read_all_data, over the container's socket only
+# Passwords are read from the secret files by psql itself (never on a command line).
+set -eu
+PGPASSWORD=$(cat /run/secrets/db_password)
+export PGPASSWORD PGHOST=db PGPORT=5432 PGUSER=app PGDATABASE=app
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+\set owner_password `cat /run/secrets/db_owner_password`
+\set app_password `cat /run/secrets/db_app_password`
+\set exporter_password `cat /run/secrets/db_exporter_password`
+SELECT format('CREATE ROLE %I', name) FROM unnest(ARRAY['app_owner', 'app_user', 'app_exporter', 'app_backup']) AS name
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name) \gexec
+ALTER ROLE app_owner WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'owner_password';
+ALTER ROLE app_user WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_password';
+ALTER ROLE app_exporter WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'exporter_password';
+-- No password: TCP connections need one (scram-sha-256), so it can log in over the socket only.
+ALTER ROLE app_backup WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD NULL;
+GRANT pg_monitor TO app_exporter;
+GRANT pg_read_all_data TO app_backup;
+\i /etc/db-roles/grants.sql
+SQL
+echo "db-roles: app_owner, app_user, app_exporter and app_backup are in place"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Makes the database's roles and gives each what it needs (config/db/roles.sh, in the db-roles
+# one-off container): the owner for migrations, the app's data-only role, the exporter's and the
+# backup's. Every deploy runs it; run it yourself after changing a password file in secrets/ENV/
+# (then restart the services that read it), or once after updating from a release without roles.
+#   scripts/db-roles.sh ENV
+set -Eeuo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
+
+[[ $# -eq 1 ]] || die "usage: scripts/db-roles.sh ENV"
+env=$1
+require_env "$env"
+ensure_env_ready "$env"
+compose_cmd "$env"
+"${COMPOSE[@]}" up --detach --wait --no-deps db >/dev/null 2>&1 || die "the $env database did not become healthy"
+"${COMPOSE[@]}" run --rm --no-TTY --no-deps db-roles || die "the roles of $env's database could not be set (see above)"
+log "the roles of $env's database are in place"

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Golden Node: MariaDB's users, each with what it needs and no more. The db-roles one-off
+# service runs this at every `up` and every deploy (scripts/deploy.sh, scripts/db-roles.sh): it
+# is idempotent, and an existing database gets the users the first time.
+#   root          administers: scripts only (restore, this file)
+#   app           the image's user, ALL on the app's database: migrations
+#   app_user      the app: reads and writes rows; no DDL, no users, no FILE
+#   app_exporter  mysqld_exporter: PROCESS, REPLICATION CLIENT, SLAVE MONITOR, performance_schema
+#   app_backup    scripts/backup.sh: reads the app's database, from the container itself only
+# Passwords are read from the secret files into the SQL on standard input, never a command line.
+set -eu
+# quoted FILE: the file's first line as an SQL string literal.
+quoted() { printf "'%s'" "$(head -n 1 "$1" | sed -e 's/\\/\\\\/g' -e "s/'/''/g")"; }
+MYSQL_PWD=$(cat /run/secrets/db_root_password)
+export MYSQL_PWD
+mariadb -h db -P 3306 -uroot --batch <<SQL
+CREATE USER IF NOT EXISTS 'app'@'%';
+ALTER USER 'app'@'%' IDENTIFIED BY $(quoted /run/secrets/db_password);
+GRANT ALL ON \`app\`.* TO 'app'@'%';
+CREATE USER IF NOT EXISTS 'app_user'@'%';
+ALTER USER 'app_user'@'%' IDENTIFIED BY $(quoted /run/secrets/db_app_password);
+GRANT SELECT, INSERT, UPDATE, DELETE ON \`app\`.* TO 'app_user'@'%';
+CREATE USER IF NOT EXISTS 'app_exporter'@'%' WITH MAX_USER_CONNECTIONS 3;
+ALTER USER 'app_exporter'@'%' IDENTIFIED BY $(quoted /run/secrets/db_exporter_password);
+GRANT PROCESS, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO 'app_exporter'@'%';
+GRANT SELECT ON performance_schema.* TO 'app_exporter'@'%';
+CREATE USER IF NOT EXISTS 'app_backup'@'localhost';
+ALTER USER 'app_backup'@'localhost' IDENTIFIED BY $(quoted /run/secrets/db_backup_password);
+GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON \`app\`.* TO 'app_backup'@'localhost';
+GRANT SELECT ON mysql.proc TO 'app_backup'@'localhost';
+SQL
+echo "db-roles: app, app_user, app_exporter and app_backup are in place"
