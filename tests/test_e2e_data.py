@@ -337,7 +337,7 @@ def over_the_network(stack: Stack, login: tuple[str, str], statement: str) -> su
 
 def refused(proc: subprocess.CompletedProcess) -> bool:
     message = proc.stderr.lower()
-    return proc.returncode != 0 and ("denied" in message or "must be owner" in message)
+    return proc.returncode != 0 and any(word in message for word in ("denied", "must be owner", "must be superuser"))
 
 
 def test_the_app_reads_and_writes_rows_and_nothing_more(stack):
