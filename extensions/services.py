@@ -76,7 +76,7 @@ class Service:
     replicas: dict[str, str] = field(default_factory=dict)
     limits: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: dict[str, list[str]] = field(default_factory=dict)
-    env_file: bool = False  # reads env/<env>.env (the app's settings)
+    env_file: bool = False  # reads env/<env>.app.env (the app's settings, not Compose's)
     env_volumes: dict[str, list[str]] = field(default_factory=dict)
     env_secrets: dict[str, list[str]] = field(default_factory=dict)
     env_environment: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -109,7 +109,7 @@ class Service:
             "logging": LOGGING,
         }
         if self.env_file:
-            spec["env_file"] = [f"env/{env}.env"]
+            spec["env_file"] = [f"env/{env}.app.env"]
         deploy: dict[str, Any] = {}
         if env in self.replicas:
             deploy["replicas"] = self.replicas[env]

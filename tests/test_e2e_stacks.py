@@ -64,6 +64,7 @@ def test_stack_runs_serves_and_tears_down(rendered, variant, env):
         check_through_the_proxy(stack)
         check_running_containers(stack)
         check_no_secret_on_a_command_line(stack)
+        check_the_app_sees_its_settings_not_composes(stack)
         check_security_headers_and_tls(stack)
         if env == "production":
             check_database_is_private(stack)
@@ -184,6 +185,14 @@ def check_no_secret_on_a_command_line(stack: Stack) -> None:
         assert len(args.splitlines()) > 1, container["Name"]
         leaked = [name for name, value in secrets.items() if value in args]
         assert not leaked, f"{container['Name']} has {leaked} on a command line"
+
+
+def check_the_app_sees_its_settings_not_composes(stack: Stack) -> None:
+    """env/ENV.app.env reaches the app; env/ENV.env (ports, images, versions) does not."""
+    environment = dict(item.split("=", 1) for item in inspect(stack.container("app-blue"))["Config"]["Env"])
+    assert environment["APP_ENV"] in {"development", "staging", "production"} and environment["LOG_LEVEL"]
+    leaked = {"HTTP_PORT", "BIND_ADDRESS", "APP_IMAGE", "APP_REPLICAS", "APP_BLUE_VERSION", "IMAGE_MIRROR"} & set(environment)
+    assert not leaked, f"Compose's settings in the app's environment: {leaked}"
 
 
 def check_database_is_private(stack: Stack) -> None:

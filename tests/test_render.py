@@ -171,13 +171,25 @@ def test_compose_model_per_environment(render, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_env_examples_hold_settings_not_secrets(render, variant):
     project = render(variant)
+    compose_keys = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", "".join(p.read_text() for p in project.glob("compose*.yaml"))))
     for example in (project / "env").glob("*.env.example"):
         env = example.name.split(".")[0]
         settings = dict(line.split("=", 1) for line in example.read_text().splitlines() if line and not line.startswith("#"))
-        assert settings["APP_ENV"] in {"development", "staging", "production"} and settings["LOG_LEVEL"]
         assert not any(re.search(r"PASSWORD|SECRET|TOKEN", key) for key in settings), example
-        assert settings["APP_IMAGE"] == answers(project)["image_name"]
-        assert (settings["BIND_ADDRESS"] == "127.0.0.1") == (env == "dev")
+        if example.name.endswith(".app.env.example"):
+            # The app's environment: its settings, none of Compose's.
+            assert settings["APP_ENV"] in {"development", "staging", "production"} and settings["LOG_LEVEL"]
+            assert not set(settings) & compose_keys, example
+        else:
+            # Compose's settings, which the app does not see.
+            assert set(settings) <= compose_keys, set(settings) - compose_keys
+            assert settings["APP_IMAGE"] == answers(project)["image_name"]
+            assert (settings["BIND_ADDRESS"] == "127.0.0.1") == (env == "dev")
+    for env in answers(project)["environments"]:
+        services = yaml.safe_load((project / f"compose.{env}.yaml").read_text())["services"]
+        readers = {name for name, service in services.items() if "env_file" in service}
+        assert readers == {n for n in services if n.startswith("app-") or n == "migrate"}, readers
+        assert all(services[name]["env_file"] == [f"env/{env}.app.env"] for name in readers)
 
 
 def test_answers_file_records_every_question(render):

@@ -100,6 +100,24 @@ def test_monitoring_web_configs_hold_the_passwords_hash_and_follow_it(project):
     assert oct((secrets / "prometheus_web_config").stat().st_mode & 0o777) == "0o640"
 
 
+def test_the_app_env_is_made_once_and_carries_an_older_env_files_app_settings(project):
+    """A project updated from a release where env/ENV.env was the app's environment too: its app
+    settings (keys no compose file uses) reach env/ENV.app.env; Compose's stay out of it."""
+    example = (project / "env/production.env.example").read_text()
+    (project / "env").mkdir(exist_ok=True)
+    (project / "env/production.env").write_text(example + "APP_ENV=production\nLOG_LEVEL=debug\nFEATURE_FLAG=on\n")
+    proc = run(project / "scripts/init-env.sh", "production")
+    app_env = (project / "env/production.app.env").read_text()
+    settings = dict(line.split("=", 1) for line in app_env.splitlines() if line and not line.startswith("#"))
+    assert settings == {"APP_ENV": "production", "LOG_LEVEL": "debug", "FEATURE_FLAG": "on"}
+    assert "with APP_ENV LOG_LEVEL FEATURE_FLAG from env/production.env" in proc.stderr
+    # Made once: later edits stay, and the settings file is not touched.
+    (project / "env/production.app.env").write_text(app_env + "ANOTHER=1\n")
+    run(project / "scripts/init-env.sh", "production")
+    assert (project / "env/production.app.env").read_text().endswith("ANOTHER=1\n")
+    assert (project / "env/production.env").read_text().endswith("FEATURE_FLAG=on\n")
+
+
 def test_init_env_starts_the_backup_clock_only_where_backups_are_scheduled(project):
     for env in ("dev", "production"):
         run(project / "scripts/init-env.sh", env)

@@ -247,6 +247,7 @@ ensure_env_ready() {
 		cp "$PROJECT_ROOT/env/$env.env.example" "$PROJECT_ROOT/env/$env.env"
 		log "created env/$env.env from env/$env.env.example"
 	fi
+	[[ -f "$PROJECT_ROOT/env/$env.app.env" ]] || new_app_env "$env"
 	mkdir -p "$PROJECT_ROOT/secrets/$env"
 	chmod 0700 "$PROJECT_ROOT/secrets" "$PROJECT_ROOT/secrets/$env"
 	for name in $(secret_names "$env"); do
@@ -261,6 +262,26 @@ ensure_env_ready() {
 	[[ -s "$PROJECT_ROOT/secrets/$env/backup_signing_key" ]] || new_signing_key "$env"
 	ensure_backup_metrics "$env"
 	proxy_init "$env"
+}
+
+# new_app_env ENV: env/ENV.app.env, the app's environment, from its example. A project updated from
+# a release where env/ENV.env was the app's environment too keeps its app settings: every key of
+# env/ENV.env that no compose file uses is carried over (env/ENV.env itself is left as it is).
+new_app_env() {
+	local env=$1 file="$PROJECT_ROOT/env/$1.app.env" compose_keys line key carried=()
+	compose_keys=$(cat "$PROJECT_ROOT"/compose*.yaml | grep -o '\${[A-Z_][A-Z0-9_]*' | cut -c3- | sort -u)
+	cp "$PROJECT_ROOT/env/$env.app.env.example" "$file.tmp"
+	while IFS= read -r line; do
+		[[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)= ]] || continue
+		key=${BASH_REMATCH[1]}
+		grep -qx "$key" <<<"$compose_keys" && continue
+		# The latest value wins (Compose reads env files top to bottom too).
+		{ grep -v "^$key=" "$file.tmp" || true; printf '%s\n' "$line"; } >"$file.tmp2"
+		mv -f "$file.tmp2" "$file.tmp"
+		carried+=("$key")
+	done < <(cat "$PROJECT_ROOT/env/$env.env" 2>/dev/null || true)
+	mv -f "$file.tmp" "$file"
+	log "created env/$env.app.env from env/$env.app.env.example${carried[*]:+, with ${carried[*]} from env/$env.env (edit them in env/$env.app.env from now on)}"
 }
 
 # shared_dir DIR: DIR exists and is 0755, for a container that reads it through a bind mount (its
