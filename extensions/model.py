@@ -472,18 +472,20 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
         ),
         Service(
             name="node-exporter", role="node-exporter", image=image_ref("node-exporter"), user="65534:65534",
-            notes={"pid": "Host metrics: the host's PID namespace and its root filesystem, read-only."},
-            pid="host",
-            command=["--path.rootfs=/host"] + (["--collector.textfile.directory=/textfile"] if f.db else []),
-            volumes=["/:/host:ro,rslave"],
+            comment=("Host metrics without host access: CPU, memory, load and disk I/O are the host's inside a\n"
+                     "container too; the filesystem is the one holding this project (metrics/ENV/, mounted for the\n"
+                     "backup scripts' results). No host PID namespace, no mount of / (docs/security.md)."),
+            command=["--collector.textfile.directory=/textfile"],
             healthcheck=wget_check("http://127.0.0.1:9100/metrics"),
             networks=["scrape-host"],
         ),
         Service(
             name="cadvisor", role="cadvisor", image=image_ref("cadvisor"), base=None,
             hardening={"privileged": True, "read_only": True, "security_opt": ["no-new-privileges:true"]},
-            comment=("Container metrics need the host's cgroups and Docker state: cAdvisor is the one\n"
-                     "privileged service (docs/security.md). Everything it mounts is read-only."),
+            profiles=["host-agents"],
+            comment=("Per-container metrics need the host's cgroups and Docker state: cAdvisor is privileged, which\n"
+                     "is root on the host. So it is opt-in: COMPOSE_PROFILES=host-agents in env/ENV.env starts it\n"
+                     "(docs/security.md, the accepted risk). Everything it mounts is read-only."),
             command=["--docker_only=true", "--housekeeping_interval=15s", "--store_container_labels=false",
                      "--whitelisted_container_labels=com.docker.compose.service,com.docker.compose.project"],
             volumes=["/:/rootfs:ro", "/var/run:/var/run:ro", "/sys:/sys:ro", "/var/lib/docker/:/var/lib/docker:ro"],
@@ -631,8 +633,9 @@ def per_environment(f: Facts, services: list[Service]) -> None:
                 service.env_environment[env] = {"GF_SECURITY_COOKIE_SECURE": "true", "GF_SECURITY_COOKIE_SAMESITE": "strict"}
             if service.name == "prometheus":
                 service.env_environment[env] = {"DEPLOY_ENV": env}
-            if service.name == "node-exporter" and f.db:
-                # The backup scripts' results (scripts/backup.sh, verify-backup.sh) for the backup alerts.
+            if service.name == "node-exporter":
+                # The backup scripts' results (scripts/backup.sh, verify-backup.sh) for the backup alerts,
+                # and the filesystem that holds the project (DiskFilling).
                 service.env_volumes[env] = [f"./metrics/{env}:/textfile:ro"]
 
 
@@ -764,6 +767,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "metrics_path": f.metrics_path,
         # Node exporter reads the backup scripts' metrics (metrics/ENV/*.prom).
         "backup_metrics": bool(f.db) and f.monitored,
+        # metrics/ENV/ exists for node exporter (its textfile directory and the disk it measures).
+        "metrics_dir": f.monitored,
         "app_port": f.app_port,
         "proxy_ports": {"http": PROXY_HTTP_PORT, "https": PROXY_HTTPS_PORT, "ops": PROXY_OPS_PORT},
         "app_healthcheck": healthcheck,

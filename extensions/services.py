@@ -14,7 +14,7 @@ import yaml
 
 # The order of keys in a rendered service, whatever built it.
 KEY_ORDER = (
-    "<<", "image", "pull_policy", "build", "user", "group_add", "privileged", "read_only", "cap_drop",
+    "<<", "image", "profiles", "pull_policy", "build", "user", "group_add", "privileged", "read_only", "cap_drop",
     "security_opt", "pid", "tmpfs", "shm_size", "stop_grace_period", "init", "entrypoint", "command", "expose",
     "environment", "secrets", "volumes", "devices", "healthcheck", "depends_on", "networks", "deploy",
 )
@@ -47,6 +47,7 @@ class Service:
     # and migrate) or None (then `hardening` spells out what it keeps).
     base: Alias | None = HARDENING
     hardening: dict[str, Any] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=list)  # started only with one of these Compose profiles
     build: dict[str, Any] | None = None
     pull_policy: str | None = None
     user: str | None = None

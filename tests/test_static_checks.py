@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -26,6 +27,37 @@ def test_shellcheck(render, variant):
     scripts += sorted(str(p.relative_to(project)) for p in project.glob("config/db/*.sh"))
     assert "scripts/compose.sh" in scripts
     run(require_tool("shellcheck"), "-x", "--severity=style", *scripts, cwd=project)
+
+
+# The host-agents profile's findings (opt-in, docs/security.md): cAdvisor is privileged, reads
+# the kernel log and mounts the host's /, /var/run (the Docker socket), /sys and Docker's state.
+HOST_AGENTS_FINDINGS = {("cadvisor", rule) for rule in ("CL-0001", "CL-0002", "CL-0013", "CL-0016")}
+
+
+def compose_lint(project, env: str, tmp_path, profiles: str = "") -> list[dict]:
+    """compose-lint's findings at high or above on ENV's merged model (with the project's accepted
+    findings, .compose-lint.yml, where it has one)."""
+    merged = tmp_path / f"{env}{'-' + profiles if profiles else ''}.yaml"
+    merged.write_text(run(project / "scripts" / "compose.sh", env, "config", cwd=project,
+                          env={**os.environ, "COMPOSE_PROFILES": profiles}).stdout)
+    config = ["--config", str(project / ".compose-lint.yml")] if (project / ".compose-lint.yml").exists() else []
+    proc = run(require_tool("compose-lint"), "check", "--format", "json", "--fail-on", "critical", *config, str(merged),
+               check=False)
+    report = json.loads(proc.stdout)
+    findings = report["findings"] if isinstance(report, dict) else report
+    return [f for f in findings if f["severity"].lower() in ("high", "critical") and not f.get("suppressed")]
+
+
+def test_compose_lint_finds_nothing_high_by_default(render, variant, tmp_path):
+    """No service of the default stack is host-root equivalent: compose-lint (pinned) finds nothing at
+    high or above in any environment. Only an answer opts in (Alloy with prometheus-loki, in the
+    rendered .compose-lint.yml), and the host-agents profile is checked to add only its own."""
+    project = render(variant)
+    for env in answers(project)["environments"]:
+        assert compose_lint(project, env, tmp_path) == [], env
+        if answers(project)["monitoring"] != "none":
+            found = {(f["service"], f["rule_id"]) for f in compose_lint(project, env, tmp_path, "host-agents")}
+            assert found == HOST_AGENTS_FINDINGS, found
 
 
 def test_compose_config_per_environment(render, variant):
