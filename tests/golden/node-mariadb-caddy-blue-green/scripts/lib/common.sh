@@ -269,6 +269,7 @@ ensure_env_ready() {
 # env/ENV.env that no compose file uses is carried over (env/ENV.env itself is left as it is).
 new_app_env() {
 	local env=$1 file="$PROJECT_ROOT/env/$1.app.env" compose_keys line key carried=()
+	# shellcheck disable=SC2016  # a literal ${, the start of a Compose variable
 	compose_keys=$(cat "$PROJECT_ROOT"/compose*.yaml | grep -o '\${[A-Z_][A-Z0-9_]*' | cut -c3- | sort -u)
 	cp "$PROJECT_ROOT/env/$env.app.env.example" "$file.tmp"
 	while IFS= read -r line; do
