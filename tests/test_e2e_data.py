@@ -371,3 +371,16 @@ def test_the_backup_role_reads_everything_and_changes_nothing(stack):
     for statement in ("INSERT INTO items (name) VALUES ('by the backup role')", "DELETE FROM items", "DROP TABLE items"):
         proc = as_backup(statement)
         assert refused(proc), (statement, proc.stderr)
+
+
+def test_a_changed_password_takes_effect_through_db_roles(stack):
+    """scripts/db-roles.sh after a password file changed: the role gets the new password, the
+    restarted app logs in with it, the old one no longer works."""
+    secret = stack.project / "secrets" / "production" / "db_app_password"
+    old = secret.read_text().strip()
+    secret.write_text(os.urandom(24).hex() + "\n")  # in place: same file, mode and group
+    script(stack, "db-roles.sh", "production")
+    stack.compose("up", "--detach", "--no-deps", "--force-recreate", "--wait", "app-blue")
+    assert stack.http("POST", "/items", {"name": "after a password change"})[0] == 201
+    rejected = over_the_network(stack, ("app_user", old), "SELECT 1")
+    assert rejected.returncode != 0 and "app_user" in rejected.stderr, rejected.stderr
