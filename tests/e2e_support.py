@@ -43,6 +43,14 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return run("docker", *args, check=check, timeout=timeout)
 
 
+def address_seen_from(source: str, target: str) -> str:
+    """TARGET container's address on a network it shares with the SOURCE container."""
+    theirs = inspect(target)["NetworkSettings"]["Networks"]
+    shared = sorted(set(theirs) & set(inspect(source)["NetworkSettings"]["Networks"]))
+    assert shared, f"{source} shares no network with {target}"
+    return theirs[shared[0]]["IPAddress"]
+
+
 def inspect(container: str) -> dict:
     return json.loads(docker("inspect", container).stdout)[0]
 

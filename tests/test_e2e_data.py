@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run
-from e2e_support import Stack, docker, inspect
+from e2e_support import Stack, address_seen_from, docker, inspect
 
 pytestmark = pytest.mark.e2e
 
@@ -323,9 +323,8 @@ def over_the_network(stack: Stack, login: tuple[str, str], statement: str) -> su
     """STATEMENT sent from inside the app's container (its network namespace) to the database's
     address there, logged in as LOGIN: what the app itself could do with its credentials."""
     app = stack.container("app-blue")
-    shared = set(inspect(app)["NetworkSettings"]["Networks"])
+    ip = address_seen_from(app, stack.container("db"))
     db = inspect(stack.container("db"))
-    ip = next(n["IPAddress"] for name, n in db["NetworkSettings"]["Networks"].items() if name in shared)
     user, password = login
     if stack.answers["database"] == "postgres":
         secret, client = f"PGPASSWORD={password}", ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", ip, "-U", user, "-d", "app"]

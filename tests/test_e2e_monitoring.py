@@ -22,7 +22,7 @@ import urllib.parse
 import pytest
 
 from conftest import run
-from e2e_support import Stack, docker, inspect, wait_until
+from e2e_support import Stack, address_seen_from, docker, inspect, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -260,11 +260,9 @@ def test_each_service_reaches_only_what_it_needs(stack):
 def status_line_from(stack: Stack, source: str, service: str, port: int, path: str, auth: str = "") -> str:
     """The first line of an HTTP/1.0 answer of SERVICE (at its address on a network it shares with
     SOURCE) to a GET sent from inside SOURCE's container."""
-    theirs = inspect(stack.container(service))["NetworkSettings"]["Networks"]
-    shared = sorted(set(theirs) & set(inspect(stack.container(source))["NetworkSettings"]["Networks"]))
-    assert shared, f"{source} shares no network with {service}"
+    ip = address_seen_from(stack.container(source), stack.container(service))
     header = f"Authorization: Basic {auth}\\r\\n" if auth else ""
-    script = (f"exec 3<>/dev/tcp/{theirs[shared[0]]['IPAddress']}/{port} && "
+    script = (f"exec 3<>/dev/tcp/{ip}/{port} && "
               f"printf 'GET {path} HTTP/1.0\\r\\n{header}\\r\\n' >&3 && timeout 5 head -n 1 <&3")
     return docker("run", "--rm", "--network", f"container:{stack.container(source)}", "debian:bookworm-slim",
                   "bash", "-c", script).stdout.strip()

@@ -44,7 +44,7 @@ trap 'die "interrupted"' INT TERM
 remove_stale_incomplete
 require_cmd gzip "needed to compress the dump"
 # The signing key is made on first need too (a project updated from before signed backups).
-[[ -n ${BACKUP_SIGNING_KEY_FILE:-} || -s $PROJECT_ROOT/secrets/$env/backup_signing_key ]] || new_signing_key "$env"
+ensure_signing_key "$env"
 signing_key "$env" >/dev/null
 key_file=$(backup_key_file "$env")
 [[ -z $key_file ]] || require_cmd gpg "needed to encrypt backups (BACKUP_KEY_FILE is set)"

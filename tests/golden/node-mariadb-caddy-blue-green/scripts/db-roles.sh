@@ -13,6 +13,5 @@ env=$1
 require_env "$env"
 ensure_env_ready "$env"
 compose_cmd "$env"
-"${COMPOSE[@]}" up --detach --wait --no-deps db >/dev/null 2>&1 || die "the $env database did not become healthy"
-"${COMPOSE[@]}" run --rm --no-TTY --no-deps db-roles || die "the roles of $env's database could not be set (see above)"
+ensure_db_roles "$env" || die "the roles of $env's database could not be set (see above)"
 log "the roles of $env's database are in place"

@@ -53,8 +53,7 @@ fi
 image_id=$(image_id "$image")
 
 # The database must run for its roles, the backup and the migrations (a first deploy starts it).
-"${COMPOSE[@]}" up --detach --wait --no-deps db >/dev/null 2>&1 || die "the $env database did not become healthy"
-"${COMPOSE[@]}" run --rm --no-TTY --no-deps db-roles >/dev/null ||
+ensure_db_roles "$env" ||
 	die "deploy $version to $env stopped: the database roles could not be set (scripts/db-roles.sh $env says why); $previous still serves"
 backup_id=$(APP_VERSION=$version "$PROJECT_ROOT/scripts/migrate.sh" "$env" | tail -n 1) ||
 	die "deploy $version to $env stopped: its migrations failed (users are still served by $previous)"

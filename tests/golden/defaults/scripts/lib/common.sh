@@ -172,15 +172,24 @@ new_tls_pair() {
 	log "warning: secrets/$env/tls_cert is SELF-SIGNED for $domain: replace tls_cert and tls_key with your certificate"
 }
 
-# new_signing_key ENV: the Ed25519 key that signs ENV's backups (scripts/backup.sh). The
-# operator's only (0600): no container reads it.
-new_signing_key() {
+# ensure_signing_key ENV: the Ed25519 key that signs ENV's backups (scripts/backup.sh), made if
+# missing (unless BACKUP_SIGNING_KEY_FILE names another). The operator's only (0600): no container
+# reads it.
+ensure_signing_key() {
 	local file="$PROJECT_ROOT/secrets/$1/backup_signing_key"
+	[[ -n ${BACKUP_SIGNING_KEY_FILE:-} || -s $file ]] && return 0
 	require_cmd openssl "needed to make the key that signs backups"
 	openssl genpkey -algorithm ed25519 -out "$file.tmp" 2>/dev/null || die "openssl could not make a signing key"
 	chmod 0600 "$file.tmp"
 	mv -f "$file.tmp" "$file"
 	log "created secrets/$1/backup_signing_key (signs backups: keep a copy with your other secrets)"
+}
+
+# ensure_db_roles ENV: ENV's database runs, and the db-roles one-off has made its roles or brought
+# them up to date (config/db/roles.sh). After compose_cmd ENV; non-zero if the roles could not be set.
+ensure_db_roles() {
+	"${COMPOSE[@]}" up --detach --wait --no-deps db >/dev/null 2>&1 || die "the $1 database did not become healthy"
+	"${COMPOSE[@]}" run --rm --no-TTY --no-deps db-roles >/dev/null
 }
 
 # ensure_web_config ENV NAME: NAME (e.g. prometheus_web_config) is the web.config.file that makes
@@ -255,7 +264,7 @@ ensure_env_ready() {
 		*) new_secret "$env" "$name" ;;
 		esac
 	done
-	[[ -s "$PROJECT_ROOT/secrets/$env/backup_signing_key" ]] || new_signing_key "$env"
+	ensure_signing_key "$env"
 	ensure_backup_metrics "$env"
 	proxy_init "$env"
 }
