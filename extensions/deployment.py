@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class DeploymentExtension(Extension):
             memory_error=answers.memory_error,
             exec_form=answers.exec_form,
             json=json.dumps,
+            shell_quote=shlex.quote,
             to_yaml=services.to_yaml,
             comment=comment,
         )

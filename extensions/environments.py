@@ -33,6 +33,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "domain_question": None,
         # Scheduled backups and their verification (dev data is disposable).
         "scheduled_backups": False,
+        # The daily compliance audit of the running stack (scripts/audit.sh), at the backup time.
+        "scheduled_audit": False,
+        # How the rendered pipeline deploys here: never, on every push to main, or on approval of
+        # the digest that the previous environment runs.
+        "pipeline_deploy": None,
         # Restores (and the rollbacks that restore) need --confirm-<env>.
         "confirm_data_changes": False,
         # A secret file that cannot get the secrets group falls back to 0644 (a developer's machine).
@@ -57,6 +62,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "tls": True,
         "domain_question": "domain_staging",
         "scheduled_backups": True,
+        "scheduled_audit": True,
+        # How the rendered pipeline deploys here: never, on every push to main, or on approval of
+        # the digest that the previous environment runs.
+        "pipeline_deploy": "automatic",
         "confirm_data_changes": False,
         "secrets_fallback_world_readable": False,
         "autostart": True,
@@ -78,6 +87,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "tls": True,
         "domain_question": "domain_production",
         "scheduled_backups": True,
+        "scheduled_audit": True,
+        # How the rendered pipeline deploys here: never, on every push to main, or on approval of
+        # the digest that the previous environment runs.
+        "pipeline_deploy": "approval",
         "confirm_data_changes": True,
         "secrets_fallback_world_readable": False,
         "autostart": True,

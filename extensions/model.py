@@ -10,9 +10,10 @@ from typing import Any
 
 from .answers import exec_form, memory_mib
 from .catalogue import (
-    APP_UID, BASE_IMAGE_ARGS, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
+    APP_UID, BASE_IMAGE_ARGS, CI_COPIER, CI_LINTERS, CI_SCANNER, CI_SIGNING_ISSUERS, GITHUB_ACTIONS, GITLAB_DOCKER, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
     HSTS_MAX_AGE, PIDS, REQUEST_METRICS, RUNTIMES, SECRETS_GID, SECURITY_HEADERS, SIZES, TLS12_CIPHERS, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
 )
+from .compliance import audit_plan
 from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, host_ports, limits, replicas
 from .services import Alias, Service
 
@@ -745,6 +746,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "images": dict(IMAGES),
         "image_keys": image_keys,
         "image_vars": {key: image_var(key) for key in IMAGES},
+        # What a compose file (or a script) writes for an image: the pin, overridable (image_ref).
+        "image_refs": {key: image_ref(key) for key in IMAGES},
         # Non-root proxy unless ACME state must go to a root-owned volume (then UID 0, no caps).
         "proxy": {"acme": f.acme, "uid": 65534, **PROXIES[f.proxy]},
         # Mozilla's intermediate profile: TLS 1.2+, these suites for 1.2 (IANA and OpenSSL names).
@@ -760,10 +763,13 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "operator_secrets": [name for name in OPERATOR_SECRETS if name in reads],
         # Environments with scheduled backups, and whose TLS certificate Prometheus watches.
         "backup_environments": [env for env in f.environments if PROFILES[env]["scheduled_backups"]] if f.db else [],
+        "audit_environments": [env for env in f.environments if PROFILES[env]["scheduled_audit"]],
         "probe_environments": [env for env in f.environments if f.probed(env)],
         # Environments where the blackbox exporter runs (certificates, or an app without metrics).
         "blackbox_environments": [env for env in f.environments if f.blackbox_in(env)],
         "signals": signals(f),
+        # The controls scripts/audit.sh checks and docs/compliance.md maps, with each service's exemptions.
+        "compliance": audit_plan(services, f.environments, PROFILES, f"{APP_UID}:{APP_UID}"),
         "metrics_path": f.metrics_path,
         # Node exporter reads the backup scripts' metrics (metrics/ENV/*.prom).
         "backup_metrics": bool(f.db) and f.monitored,
@@ -774,6 +780,17 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "app_healthcheck": healthcheck,
         "start_exec": exec_form(answers["start_command"]),
         "tools": TOOLS,
+        # The rendered pipeline: linters, scanner and signer, actions by commit.
+        "ci": {"platform": answers.get("ci") or "none", "linters": CI_LINTERS, "scanner": CI_SCANNER, "copier": CI_COPIER,
+               # A workflow's `uses:` value per action: pinned by commit, the release in a comment.
+               "uses": {name.split("/")[1]: f"{name}@{sha}  # {release}" for name, (sha, release) in GITHUB_ACTIONS.items()},
+               "gitlab_docker": GITLAB_DOCKER,
+               # The OIDC issuer of the pipeline's keyless signatures (SIGNING_ISSUER in env/ENV.env).
+               "signing_issuer": CI_SIGNING_ISSUERS.get(answers.get("ci") or "none", ""),
+               # Where scripts/ci/test.sh runs the stack: the first environment the pipeline deploys to.
+               "test_environment": next((env for env in f.environments if PROFILES[env]["pipeline_deploy"]), f.environments[-1]),
+               # env -> "automatic" or "approval", in promotion order.
+               "deploys": {env: PROFILES[env]["pipeline_deploy"] for env in f.environments if PROFILES[env]["pipeline_deploy"]}},
         # cron's "minute hour" fields of the daily backup time (HH:MM).
         "backup_cron": cron_daily(answers.get("backup_time") or "03:00"),
         "python_installer": answers.get("python_installer") if f.runtime == "python" else None,

@@ -21,11 +21,11 @@ VARIANTS: dict[str, dict] = {
         python_installer="uv", environments=["production"], database="mariadb", cache="none",
         monitoring="prometheus-loki", proxy="caddy", tls="acme", deploy_strategy="blue-green", grafana_public=True,
         acme_email="ops@deployment-patterns.dev", domain_production="shop.deployment-patterns.dev",
-        process_manager="supervisor", alert_receiver="webhook",
+        process_manager="supervisor", alert_receiver="webhook", ci="gitlab",
     ),
     "py-poetry-traefik-nodb": dict(
         python_installer="poetry", environments=["dev"], database="none", cache="redis",
-        monitoring="none", proxy="traefik", tls="none", process_manager="none",
+        monitoring="none", proxy="traefik", tls="none", process_manager="none", ci="none",
     ),
     "node-postgres-traefik-files": dict(
         runtime="node", environments=["dev", "production"], database="postgres", cache="none",
@@ -33,7 +33,7 @@ VARIANTS: dict[str, dict] = {
     ),
     "node-mariadb-nginx-existing": dict(
         runtime="node", environments=["staging"], database="mariadb", cache="redis", monitoring="none",
-        proxy="nginx", tls="none", process_manager="supervisor", example_app=False,
+        proxy="nginx", tls="none", process_manager="supervisor", example_app=False, ci="gitlab",
     ),
     "go-caddy-files": dict(
         runtime="go", database="none", cache="redis", monitoring="prometheus", proxy="caddy", tls="files",

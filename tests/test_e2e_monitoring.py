@@ -277,3 +277,26 @@ def test_prometheus_api_asks_the_app_for_a_password(stack):
     token = base64.b64encode(f"prometheus:{password}".encode()).decode()
     assert " 200 " in status_line_from(stack, "app-blue", "prometheus", 9090, "/api/v1/targets", auth=token)
     assert " 401 " in status_line_from(stack, "prometheus", "alertmanager", 9093, "/api/v2/silences")
+
+
+def test_a_failed_compliance_audit_fires_compliance_audit_failed(stack):
+    """scripts/audit.sh passes on the monitored stack; a secret planted in an exporter's environment
+    (a Compose override) makes it fail, its metric fires ComplianceAuditFailed; fixed, it clears."""
+    audit = stack.project / "scripts" / "audit.sh"
+    clean = run(audit, "production", cwd=stack.project, check=False)
+    assert clean.returncode == 0, clean.stdout[-4000:]
+    assert "FAIL" not in clean.stdout
+    override = stack.project / "secret-in-env.override.yaml"
+    override.write_text("services:\n  db-exporter:\n    environment:\n      DB_PASSWORD: in-the-environment\n")
+    stack.compose("-f", str(override), "up", "--detach", "--no-deps", "--wait", "db-exporter")
+    try:
+        failed = run(audit, "production", cwd=stack.project, check=False)
+        assert failed.returncode == 1
+        assert [line.split()[:2] for line in failed.stdout.splitlines() if line.startswith("FAIL")] == [
+            ["FAIL", "no-secret-in-environment"]]
+        assert "DB_PASSWORD" in failed.stdout and "db-exporter" in failed.stdout
+        wait_until(lambda: "ComplianceAuditFailed" in firing(stack), 120, "ComplianceAuditFailed firing")
+    finally:
+        stack.compose("up", "--detach", "--no-deps", "--wait", "db-exporter")
+    assert run(audit, "production", cwd=stack.project, check=False).returncode == 0
+    wait_until(lambda: "ComplianceAuditFailed" not in firing(stack), 120, "ComplianceAuditFailed to clear")

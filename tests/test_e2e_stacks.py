@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from conftest import run
-from e2e_support import Stack, docker, healthy, inspect, wait_until
+from e2e_support import Stack, docker, free_port, healthy, inspect, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -66,9 +66,12 @@ def test_stack_runs_serves_and_tears_down(rendered, variant, env):
         check_no_secret_on_a_command_line(stack)
         check_the_app_sees_its_settings_not_composes(stack)
         check_security_headers_and_tls(stack)
+        check_audit_passes(stack)
         if env == "production":
             check_database_is_private(stack)
             check_stack_heals(stack)
+            if variant == AUDIT_DEFECTS_VARIANT:
+                check_audit_names_planted_defects(stack)
         else:
             check_dev_publishes_database_on_loopback(stack)
     finally:
@@ -77,6 +80,7 @@ def test_stack_runs_serves_and_tears_down(rendered, variant, env):
 
 
 ONE_OFFS = {"migrate", "db-roles"}  # run to completion before the app starts
+AUDIT_DEFECTS_VARIANT = "py-pip-postgres-nginx"  # a database and a cache to plant defects in
 
 
 def check_every_service_healthy(stack: Stack) -> None:
@@ -256,3 +260,69 @@ def check_stack_heals(stack: Stack) -> None:
     if has_items_endpoint(stack):
         wait_until(lambda: stack.http("GET", "/items")[0] == 200, 60, "/items to answer again")
         assert name in [item["name"] for item in stack.get_json("/items")["items"]]
+
+
+def audit(stack: Stack):
+    return run(stack.project / "scripts" / "audit.sh", stack.env, cwd=stack.project, check=False)
+
+
+def audit_lines(stdout: str) -> list[tuple[str, str, str]]:
+    """(status, control, container) of each line of scripts/audit.sh."""
+    return [tuple(line.split()[:3]) for line in stdout.splitlines()]
+
+
+def check_audit_passes(stack: Stack) -> None:
+    """scripts/audit.sh on the fresh stack: every running container, every control, none failing;
+    its metric says so."""
+    proc = audit(stack)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-1000:]
+    lines = audit_lines(proc.stdout)
+    controls = {control for _, control, _ in lines}
+    assert len(controls) == 15, controls
+    running = {container["Name"] for container in stack.containers()}
+    assert {container for _, _, container in lines} == running
+    assert len(lines) == len(running) * len(controls)
+    assert {status for status, _, _ in lines} <= {"PASS", "EXEMPT"}
+    metrics = (stack.project / "metrics" / stack.env / "audit.prom").read_text()
+    assert f'compliance_audit_failures{{environment="{stack.env}"}} 0' in metrics
+    assert f'compliance_audit_containers{{environment="{stack.env}"}} {len(running)}' in metrics
+
+
+def check_audit_names_planted_defects(stack: Stack) -> None:
+    """A Compose override plants one defect in each of four services: the audit fails on exactly
+    those controls, names each, and counts them in its metric."""
+    secret = (stack.project / "secrets" / stack.env / "redis_password").read_text().strip()
+    override = stack.project / "defects.override.yaml"
+    override.write_text(f"""services:
+  cache:
+    privileged: true
+  db:
+    ports: ["127.0.0.1:{free_port()}:5432"]
+  app-blue:
+    environment:
+      SMTP_PASSWORD: plain-text-in-the-environment
+      HARMLESS_LOOKING: "{secret}"
+  proxy:
+    deploy:
+      resources:
+        limits:
+          memory: !reset null
+""")
+    planted = stack.compose("-f", str(override), "up", "--detach", "--no-deps", "--wait", "--wait-timeout", "120",
+                            "cache", "db", "app-blue", "proxy", check=False)
+    assert planted.returncode == 0, planted.stderr[-2000:]
+    proc = audit(stack)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    service_of = {container["Name"]: container["Service"] for container in stack.containers()}
+    failed = {(control, service_of[container]) for status, control, container in audit_lines(proc.stdout)
+              if status == "FAIL"}
+    app_replicas = {name for name, service in service_of.items() if service == "app-blue"}
+    assert failed == {("not-privileged", "cache"), ("published-ports", "db"), ("no-secret-in-environment", "app-blue"),
+                      ("memory-limit", "proxy")}, proc.stdout
+    secret_lines = [line for line in proc.stdout.splitlines() if line.startswith("FAIL") and "no-secret" in line]
+    assert len(secret_lines) == len(app_replicas)
+    for line in secret_lines:
+        assert "SMTP_PASSWORD" in line and "HARMLESS_LOOKING (a secret file's value)" in line and secret not in line
+    assert f"{3 + len(app_replicas)} control(s) failed in {stack.env}" in proc.stderr
+    metrics = (stack.project / "metrics" / stack.env / "audit.prom").read_text()
+    assert f'compliance_audit_failures{{environment="{stack.env}"}} {3 + len(app_replicas)}' in metrics

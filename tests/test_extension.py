@@ -269,3 +269,66 @@ def test_no_literal_environment_comparisons_outside_the_profiles():
                 if LITERAL_ENVIRONMENT.search(line):
                     found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+# --- compliance: the controls scripts/audit.sh checks and their exemptions -----------------------
+
+def test_only_documented_services_are_exempt_from_a_control():
+    from extensions.compliance import CONTROL_IDS
+    default = model.derive(BASE)["compliance"]
+    assert default["exemptions"] == {
+        "proxy-exporter": {"health-check": default["exemptions"]["proxy-exporter"]["health-check"]},
+        "cadvisor": default["exemptions"]["cadvisor"],
+    }
+    assert set(default["exemptions"]["cadvisor"]) == {"non-root", "not-privileged", "capabilities-dropped", "no-sensitive-host-paths"}
+    assert default["optional"] == ["cadvisor"]
+    assert [c["id"] for c in default["controls"]] == list(CONTROL_IDS) and len(set(CONTROL_IDS)) == 15
+    acme_logs = model.derive(ANSWER_SETS[1])["compliance"]["exemptions"]
+    assert set(acme_logs) == {"alloy", "cadvisor", "proxy"}  # caddy (no proxy exporter) with acme: UID 0
+    assert set(acme_logs["alloy"]) == {"non-root", "no-runtime-socket"}
+    traefik_acme = model.derive(ANSWER_SETS[3])["compliance"]["exemptions"]
+    assert set(traefik_acme["proxy"]) == {"non-root"}
+    assert model.derive(ANSWER_SETS[2])["compliance"]["exemptions"] == {}  # unmonitored, no exemption at all
+
+
+def test_published_ports_per_environment_follow_the_profiles():
+    plan = model.derive(ANSWER_SETS[3])["compliance"]
+    assert plan["published"]["production"] == {"proxy": {"ports": [8080, 8443], "any_address": True}}  # grafana public
+    assert plan["published"]["dev"]["db"] == {"ports": [5432], "any_address": False}
+    assert model.derive(BASE)["compliance"]["published"]["production"]["grafana"] == {"ports": [3000], "any_address": False}
+    assert plan["restart"] == {"dev": "no", "staging": "unless-stopped", "production": "always"}
+
+
+@pytest.mark.parametrize("change, control", [
+    (dict(user="0:0"), "non-root"),
+    (dict(user="root"), "non-root"),
+    (dict(base=None, hardening={"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}), "read-only-rootfs"),
+    (dict(base=None, hardening={"read_only": True, "security_opt": ["no-new-privileges:true"]}), "capabilities-dropped"),
+    (dict(base=None, hardening={"read_only": True, "cap_drop": ["ALL"]}), "no-new-privileges"),
+    (dict(hardening={"privileged": True}), "not-privileged"),
+    (dict(healthcheck=None), "health-check"),
+    (dict(pid="host"), "host-namespaces"),
+    (dict(volumes=["/run/containerd/containerd.sock:/c.sock"]), "no-runtime-socket"),
+    (dict(volumes=["/etc/ssl:/certs:ro"]), "no-sensitive-host-paths"),
+    (dict(devices=["/dev/fuse"]), "no-sensitive-host-paths"),
+])
+def test_a_service_that_breaks_a_control_without_a_reason_does_not_render(change, control):
+    from extensions.compliance import UnexplainedDeviation, deviations, exemptions
+    services = model.build_services(model.Facts(BASE))
+    cache = next(s for s in services if s.name == "cache")
+    assert deviations(cache, "10001:10001") == []
+    for key, value in change.items():
+        setattr(cache, key, value)
+    assert deviations(cache, "10001:10001") == [control]
+    with pytest.raises(UnexplainedDeviation, match=f"service cache breaks the control {control}: give the reason"):
+        exemptions(services, "10001:10001")
+
+
+def test_the_app_runs_as_the_app_user_and_one_offs_are_not_audited():
+    from extensions.compliance import deviations, exemptions
+    services = model.build_services(model.Facts(BASE))
+    app = next(s for s in services if s.name == "app-blue")
+    assert deviations(app, "10001:10001") == [] and deviations(app, "0:0") == ["non-root"]
+    migrate = next(s for s in services if s.name == "migrate")
+    assert deviations(migrate, "10001:10001") == ["health-check"]
+    assert "migrate" not in exemptions(services, "10001:10001")

@@ -51,13 +51,19 @@ def test_files_follow_the_answers(render, variant):
     proxy_dir = {"nginx": "nginx", "caddy": "caddy", "traefik": "traefik"}[a["proxy"]]
     assert sorted(p.name for p in (project / "config" / proxy_dir).iterdir()) == sorted(envs)
     assert (project / "config/loki").exists() == (a["monitoring"] == "prometheus-loki")
-    units = sorted(p.name for p in project.glob("deploy/systemd/*.service") if not p.name.endswith("-backup.service"))
+    units = sorted(p.name for p in project.glob("deploy/systemd/*.service") if not p.name.endswith(("-backup.service", "-audit.service")))
     assert units == (sorted(f"{a['project_slug']}-{e}.service" for e in envs) if a["process_manager"] == "systemd" else [])
     data_scripts = {"backup.sh", "restore.sh", "verify-backup.sh", "migrate.sh", "scheduled-backup.sh", "db-roles.sh", "lib/db.sh",
                     "lib/backups.sh"}
     for script in data_scripts:
         assert (project / "scripts" / script).exists() == (a["database"] != "none"), script
     assert (project / "deploy/supervisor").exists() == (a["process_manager"] == "supervisor")
+    audited = [e for e in envs if e != "dev"]
+    cron_audit = project / "deploy/cron" / f"{a['project_slug']}-audit"
+    assert cron_audit.exists() == (a["process_manager"] != "systemd" and bool(audited))
+    if cron_audit.exists():
+        assert [line.split()[-3:-2] for line in cron_audit.read_text().splitlines() if "scripts/audit.sh" in line] == [[e] for e in audited]
+    assert (project / "scripts/audit.sh").stat().st_mode & 0o111 and (project / "docs/compliance.md").is_file()
     example = {"python": "app/main.py", "node": "server.js", "go": "main.go"}[a["runtime"]]
     assert (project / example).exists() == a["example_app"]
     has_migrations = a["example_app"] and a["database"] != "none" and a["runtime"] != "go"
@@ -182,8 +188,10 @@ def test_env_examples_hold_settings_not_secrets(render, variant):
             assert settings["APP_ENV"] in {"development", "staging", "production"} and settings["LOG_LEVEL"]
             assert not set(settings) & compose_keys, example
         else:
-            # Compose's settings, which the app does not see.
-            assert set(settings) <= compose_keys, set(settings) - compose_keys
+            # Compose's settings, which the app does not see, and the scripts' own (SCRIPT_SETTINGS).
+            script_keys = set(re.search(r"^SCRIPT_SETTINGS=\((.*)\)$", (project / "scripts/lib/common.sh").read_text(),
+                                        re.MULTILINE).group(1).split())
+            assert set(settings) <= compose_keys | script_keys, set(settings) - compose_keys - script_keys
             assert settings["APP_IMAGE"] == answers(project)["image_name"]
             assert (settings["BIND_ADDRESS"] == "127.0.0.1") == (env == "dev")
     for env in answers(project)["environments"]:

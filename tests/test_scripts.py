@@ -234,6 +234,14 @@ def test_entrypoint_refuses_a_password_set_twice(project, tmp_path):
     ("rollback.sh", ["dev", "v1;rm"], "version 'v1;rm' is not a valid image tag"),
     ("restore.sh", ["production", "../etc", "--confirm-production"], "'../etc' is not a backup id"),
     ("verify-backup.sh", ["dev", "yesterday"], "'yesterday' is not a backup id"),
+    ("audit.sh", ["qa"], "unknown environment 'qa'"),
+    ("ci/release.sh", ["ghcr.io/acme/App:latest", "v1"], "REPOSITORY is an image repository without tag or digest"),
+    ("ci/release.sh", ["ghcr.io/acme/app", "v1 2"], "version 'v1 2' is not a valid image tag"),
+    ("ci/scan.sh", ["ghcr.io/acme/app:v1"], "usage: scripts/ci/scan.sh IMAGE@DIGEST"),
+    ("ci/sign.sh", ["ghcr.io/acme/app:v1"], "a signature names a digest, never a tag"),
+    ("ci/remote.sh", ["production", "HEAD", "true"], "COMMIT is a git commit"),
+    ("ci/remote.sh", ["production", "-", "true"], "DEPLOY_HOST is empty: set it as a secret of the production environment"),
+    ("ci/test.sh", ["qa"], "unknown environment 'qa'"),
 ])
 def test_arguments_are_refused_before_anything_is_written(project, script, args, reason):
     proc = run(project / "scripts" / script, *args, check=False)
@@ -248,3 +256,161 @@ def test_an_unexpected_failure_names_the_file_line_and_command(project):
     proc = run(project / "scripts/init-env.sh", "dev", check=False)
     assert proc.returncode != 0
     assert re.search(r"error: common\.sh:\d+: 'cp .*env\.example.*' exited 1", proc.stderr), proc.stderr
+
+
+# --- image by digest and its signature (scripts/deploy.sh) ----------------------------------------------
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def fake_cosign(tmp_path: Path, exit_code: int, message: str) -> dict:
+    """An environment whose PATH has a `cosign` that records its arguments and answers as told
+    (cosign itself cannot be installed here: no access to its release downloads)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    cosign = bin_dir / "cosign"
+    cosign.write_text(f"#!/bin/sh\necho \"$@\" >>{tmp_path}/cosign.args\necho '{message}' >&2\nexit {exit_code}\n")
+    cosign.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def signed_project(project: Path) -> None:
+    run(project / "scripts/init-env.sh", "production")
+    env_file = project / "env/production.env"
+    text = env_file.read_text().replace("SIGNING_IDENTITY=\n", "SIGNING_IDENTITY=^https://github\\.com/acme/shop/.+$\n")
+    env_file.write_text(text)
+
+
+def deploy(project: Path, *args: str, env: dict | None = None, digest: str | None = DIGEST):
+    environment = dict(env or os.environ)
+    environment.pop("APP_IMAGE_DIGEST", None)
+    if digest:
+        environment["APP_IMAGE_DIGEST"] = digest
+    return subprocess.run([str(project / "scripts/deploy.sh"), "production", "v1.2.3", *args], cwd=project, env=environment,
+                          capture_output=True, text=True, timeout=120)
+
+
+def releases_untouched(project: Path) -> bool:
+    return not (project / ".deploy/production/releases.tsv").exists()
+
+
+def test_a_malformed_digest_is_refused_before_anything_is_written(project):
+    proc = deploy(project, digest="sha256:abc")
+    assert proc.returncode != 0 and "APP_IMAGE_DIGEST is not sha256: and 64 hex digits: sha256:abc" in proc.stderr
+    assert not (project / ".deploy").exists() and not (project / "env/production.env").exists()
+
+
+def test_with_a_signing_identity_a_tag_only_deploy_is_refused(project):
+    signed_project(project)
+    proc = deploy(project, digest=None)
+    assert proc.returncode != 0 and "sets SIGNING_IDENTITY: deploy an image by its digest" in proc.stderr, proc.stderr
+    assert releases_untouched(project)
+
+
+def test_with_a_signing_identity_deploy_needs_cosign(project, tmp_path):
+    signed_project(project)
+    no_cosign = {**os.environ, "PATH": ":".join(p for p in os.environ["PATH"].split(":") if not (Path(p) / "cosign").exists())}
+    proc = deploy(project, env=no_cosign)
+    assert proc.returncode != 0 and "SIGNING_IDENTITY is set: install cosign" in proc.stderr, proc.stderr
+    assert releases_untouched(project)
+
+
+def test_an_unsigned_or_wrongly_signed_image_is_refused(project, tmp_path):
+    signed_project(project)
+    env = fake_cosign(tmp_path, 1, "Error: no matching signatures: none of the expected identities matched")
+    proc = deploy(project, env=env)
+    assert proc.returncode != 0, proc.stderr
+    assert f"refusing to deploy shop@{DIGEST}" not in proc.stderr  # the default render's image is my-service
+    assert f"refusing to deploy my-service@{DIGEST}: its signature does not verify for identity" in proc.stderr, proc.stderr
+    assert "no matching signatures" in proc.stderr
+    args = (tmp_path / "cosign.args").read_text().split()
+    assert args[:1] == ["verify"] and f"my-service@{DIGEST}" in args
+    assert args[args.index("--certificate-identity-regexp") + 1] == "^https://github\\.com/acme/shop/.+$"
+    assert args[args.index("--certificate-oidc-issuer") + 1] == "https://token.actions.githubusercontent.com"
+    assert releases_untouched(project)
+
+
+def test_a_verified_signature_lets_the_deploy_go_on_to_the_digest(project, tmp_path):
+    """With a signature that verifies, deploy.sh goes on and pulls the digest (no registry here:
+    the pull fails, after the verification, naming the reference)."""
+    signed_project(project)
+    proc = deploy(project, env=fake_cosign(tmp_path, 0, "Verification for my-service@sha256 -- OK"))
+    assert f"my-service@{DIGEST} is signed by" in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and f"cannot pull my-service@{DIGEST}" in proc.stderr
+    assert releases_untouched(project)
+
+
+def test_a_signing_identity_without_issuer_is_refused(project, tmp_path):
+    signed_project(project)
+    env_file = project / "env/production.env"
+    env_file.write_text(re.sub(r"SIGNING_ISSUER=.*", "SIGNING_ISSUER=", env_file.read_text()))
+    proc = deploy(project, env=fake_cosign(tmp_path, 0, "ok"))
+    assert proc.returncode != 0 and "SIGNING_IDENTITY is set but SIGNING_ISSUER is empty" in proc.stderr
+    assert not (tmp_path / "cosign.args").exists()
+
+
+# --- the scan gate, on recorded Trivy reports (tests/fixtures/trivy) ------------------------------
+
+TRIVY = Path(__file__).parent / "fixtures" / "trivy"
+
+
+def gate(project: Path, *reports: str, ignore: str | None = None, today: str = "2026-11-27", **env: str):
+    ignorefile = project / ".trivyignore"
+    if ignore is not None:
+        ignorefile.write_text(ignore)
+    metrics = project / ".ci-reports" / "scan.prom"
+    proc = subprocess.run(["python3", str(project / "scripts/ci/scan-gate.py"), "--ignorefile", str(ignorefile),
+                           "--metrics", str(metrics), "--today", today, *(str(TRIVY / r) for r in reports)],
+                          capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    blocked = [line.split()[3] for line in proc.stdout.splitlines() if line.startswith("BLOCK")]
+    return proc, blocked, metrics.read_text() if metrics.exists() else ""
+
+
+def test_scan_gate_blocks_fixable_high_and_critical_only(project):
+    proc, blocked, metrics = gate(project, "pip.json", "mariner-1.0.json")
+    assert proc.returncode == 1 and blocked == ["CVE-2019-14806"], proc.stdout  # HIGH, fixed in 0.15.3
+    # Not blocking: the HIGH without a fix (CVE-2022-0261), the MEDIUM and the LOW with one.
+    assert 'scan_findings{kind="vulnerability",severity="HIGH",fixable="false"} 1' in metrics
+    assert 'scan_findings{kind="vulnerability",severity="HIGH",fixable="true"} 1' in metrics
+    assert "scan_blocking_findings 1" in metrics
+    proc, blocked, _ = gate(project, "pip.json", SCAN_FAIL_ON="CRITICAL")
+    assert proc.returncode == 0 and blocked == []
+    proc, blocked, _ = gate(project, "pip.json", SCAN_FAIL_ON="MEDIUM,HIGH")
+    assert proc.returncode == 1 and blocked == ["CVE-2019-14806", "CVE-2020-28724"]
+    proc, _, _ = gate(project, "pip.json", SCAN_FAIL_ON="SEVERE")
+    assert proc.returncode == 2 and "SCAN_FAIL_ON has ['SEVERE']" in proc.stderr
+
+
+def test_scan_gate_blocks_any_secret_and_failed_high_checks(project):
+    proc, blocked, metrics = gate(project, "secrets.json", "dockerfile.json")
+    assert proc.returncode == 1
+    assert set(blocked) >= {"aws-access-key-id", "DS-0002"} and "DS-0002" in blocked
+    assert 'scan_findings{kind="misconfiguration",severity="HIGH",fixable="true"} 1' in metrics
+
+
+def test_scan_gate_honours_an_ignore_entry_with_reason_and_expiry_until_it_expires(project):
+    ignore = "# why: Werkzeug is a test-only dependency here (JIRA-7)\nCVE-2019-14806 exp:2027-02-01\n"
+    proc, blocked, metrics = gate(project, "pip.json", ignore=ignore)
+    assert proc.returncode == 0 and blocked == [], proc.stdout + proc.stderr
+    assert "IGNORED HIGH" in proc.stdout and "until 2027-02-01" in proc.stdout and "scan_ignored_findings 1" in metrics
+    proc, blocked, metrics = gate(project, "pip.json", ignore=ignore, today="2027-02-02")
+    assert proc.returncode == 1 and blocked == ["CVE-2019-14806"]
+    assert "CVE-2019-14806 expired on 2027-02-01: it no longer hides the finding" in proc.stderr
+    assert "scan_ignore_entries_expired 1" in metrics
+
+
+@pytest.mark.parametrize("ignore, problem", [
+    ("CVE-2019-14806 exp:2027-01-01\n", "CVE-2019-14806 has no '# why: ...' line above it"),
+    ("# why: accepted\nCVE-2019-14806\n", "CVE-2019-14806 has no expiry: add exp:YYYY-MM-DD"),
+    ("# why: accepted\nCVE-2019-14806 exp:2030-01-01\n", "expires 2030-01-01, more than 180 days ahead"),
+    ("# why: accepted\nCVE-2019-14806 exp:soon\n", "invalid expiry soon"),
+])
+def test_scan_gate_refuses_an_ignore_entry_without_reason_or_expiry(project, ignore, problem):
+    proc, _, _ = gate(project, "pip.json", ignore=ignore)
+    assert proc.returncode == 1 and problem in proc.stderr, proc.stderr
+
+
+def test_scan_gate_says_which_report_it_cannot_read(project, tmp_path):
+    proc = subprocess.run(["python3", str(project / "scripts/ci/scan-gate.py"), str(TRIVY / "README.md")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "README.md is not a Trivy JSON report" in proc.stderr

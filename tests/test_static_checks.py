@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -148,6 +149,8 @@ def test_systemd_units_verify(render, variant, tmp_path):
     backed_up = [e for e in a["environments"] if e != "dev"] if a["database"] != "none" else []
     expected = [f"{a['project_slug']}-{e}.service" for e in a["environments"]]
     expected += [f"{a['project_slug']}-{e}-backup.{kind}" for e in backed_up for kind in ("service", "timer")]
+    audited = [e for e in a["environments"] if e != "dev"]  # the daily compliance audit (scripts/audit.sh)
+    expected += [f"{a['project_slug']}-{e}-audit.{kind}" for e in audited for kind in ("service", "timer")]
     assert sorted(u.name for u in units) == sorted(expected)
     root = tmp_path / "root"
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
@@ -225,3 +228,54 @@ def test_cron_schedule(render, variant):
     hour, minute = a["backup_time"].split(":")
     assert [job[5:7] for job in jobs] == [["root", f"{a['install_dir']}/scripts/scheduled-backup.sh"] for e in a["environments"] if e != "dev"]
     assert all(job[:5] == [str(int(minute)), str(int(hour)), "*", "*", "*"] for job in jobs)
+
+
+# --- the rendered pipeline (answer `ci`) and Renovate -----------------------------------------------
+
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)", re.MULTILINE)
+
+
+def test_pipeline_files_validate_and_pin_every_action(render, variant):
+    """Workflows against the platforms' schemas; zizmor finds nothing at medium or above; every
+    action is pinned by a full commit SHA; no pipeline files for `ci: none`."""
+    project = render(variant)
+    platform = answers(project).get("ci", "github")
+    workflows = sorted(str(p.relative_to(project)) for p in project.glob(".github/workflows/*.yml"))
+    gitlab = project / ".gitlab-ci.yml"
+    if platform == "none":
+        assert not workflows and not gitlab.exists() and not (project / "scripts" / "ci").exists()
+        return
+    assert (project / "scripts" / "ci" / "lint.sh").exists() and (project / "scripts" / "ci" / "test.sh").exists()
+    if platform == "gitlab":
+        assert not workflows
+        run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", ".gitlab-ci.yml", cwd=project)
+        return
+    assert not gitlab.exists() and ".github/workflows/ci.yml" in workflows
+    run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *workflows, cwd=project)
+    zizmor = run(require_tool("zizmor"), "--offline", "--min-severity", "medium", "--format", "plain", ".github/workflows",
+                 cwd=project, check=False)
+    assert zizmor.returncode == 0 and "No findings" in zizmor.stdout + zizmor.stderr, zizmor.stdout + zizmor.stderr
+    uses = [u for path in workflows for u in USES.findall((project / path).read_text())]
+    assert uses and all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", u) for u in uses), uses
+
+
+def test_renovate_config_validates_and_finds_every_image(render, variant):
+    """renovate.json against Renovate's schema, and its regex managers (run here with Python's re)
+    find every image the compose files pin and every base image of the Dockerfile."""
+    project = render(variant)
+    run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.renovate", "renovate.json", cwd=project)
+    config = json.loads((project / "renovate.json").read_text())
+    found: dict[str, set[str]] = {}
+    for manager in config["customManagers"]:
+        files = [re.compile(p.strip("/")) for p in manager["managerFilePatterns"]]
+        patterns = [re.compile(m.replace("(?<", "(?P<")) for m in manager["matchStrings"]]
+        for path in project.rglob("*"):
+            relative = str(path.relative_to(project))
+            if path.is_file() and any(f.search(relative) for f in files):
+                for pattern in patterns:
+                    for match in pattern.finditer(path.read_text()):
+                        found.setdefault(relative, set()).add(match.groupdict().get("currentValue"))
+    compose_tags = set(re.findall(r"\$\{IMAGE_MIRROR:-[^}]+\}/[a-z0-9._/-]+:([A-Za-z0-9._-]+)", (project / "compose.yaml").read_text()))
+    assert compose_tags and compose_tags <= found.get("compose.yaml", set()), (compose_tags, found.get("compose.yaml"))
+    base_tags = set(re.findall(r"^ARG \w+_IMAGE=[^:\s]+:(\S+)", (project / "Dockerfile").read_text(), re.MULTILINE))
+    assert base_tags and base_tags <= found.get("Dockerfile", set())

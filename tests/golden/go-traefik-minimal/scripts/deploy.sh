@@ -14,6 +14,11 @@
 # If the new version fails its health check (or its migration), the old replicas keep serving,
 # nothing is recorded, and it exits non-zero saying why. One deploy per environment at a time.
 #
+# By digest: APP_IMAGE_DIGEST=sha256:... pulls APP_IMAGE@DIGEST and deploys it as VERSION (the
+# pipeline promotes one digest from environment to environment). With SIGNING_IDENTITY and
+# SIGNING_ISSUER set (env/ENV.env or the environment), only a digest whose cosign signature
+# verifies for them is deployed: an unsigned, wrongly signed or tag-only deploy is refused.
+#
 # Settings: DEPLOY_HEALTH_TIMEOUT (seconds a new replica has to become healthy) [180],
 #           PROXY_SWITCH_TIMEOUT (seconds the proxy has to confirm a switch) [30],
 #           DEPLOY_DRAIN_SECONDS (after the switch, before the old colour is told to stop) [1],
@@ -34,11 +39,22 @@ require_version "$version"
 if [[ -z ${2:-} ]] && checkout_changed; then
 	die "the checkout has uncommitted changes: commit them, or name the version explicitly"
 fi
+digest=${APP_IMAGE_DIGEST:-}
+[[ -z $digest || $digest =~ ^sha256:[0-9a-f]{64}$ ]] || die "APP_IMAGE_DIGEST is not sha256: and 64 hex digits: $digest"
 release_init "$env"
 image=$(image_of "$version")
 previous=$(current_version)
+signing_identity=${SIGNING_IDENTITY:-$(env_setting SIGNING_IDENTITY)}
+if [[ -n $signing_identity ]]; then
+	[[ -n $digest ]] || die "env/$env.env sets SIGNING_IDENTITY: deploy an image by its digest (APP_IMAGE_DIGEST=sha256:..., as the pipeline does), never by tag alone"
+	verify_signature "${image%:*}@$digest" "$signing_identity" "${SIGNING_ISSUER:-$(env_setting SIGNING_ISSUER)}"
+	log "deploy $version to $env: ${image%:*}@$digest is signed by $signing_identity"
+fi
 
-if image_id "$image" >/dev/null; then
+if [[ -n $digest ]]; then
+	use_digest "$image" "$digest"
+	log "deploy $version to $env: using ${image%:*}@$digest as $image"
+elif image_id "$image" >/dev/null; then
 	log "deploy $version to $env: using image $image (releases are never rebuilt)"
 elif pull_error=$(docker pull --quiet "$image" 2>&1 >/dev/null); then
 	log "deploy $version to $env: pulled $image"

@@ -8,6 +8,8 @@ ENVIRONMENTS=(dev staging production)
 # Group that may read secret files; every container that reads a secret runs with it.
 SECRETS_GID=${SECRETS_GID:-10001}
 SCRIPT_NAME=$(basename -- "$0" .sh)
+# Keys of env/ENV.env that the scripts read (scripts/deploy.sh), not Compose.
+SCRIPT_SETTINGS=(SIGNING_IDENTITY SIGNING_ISSUER)
 # Per-environment policy (the template's extensions/environments.py): where a data change
 # (restore, a rollback that restores) needs --confirm-ENV, and where a secret file that cannot get
 # the secrets group may fall back to 0644 (a developer's machine).
@@ -271,7 +273,7 @@ ensure_env_ready() {
 
 # new_app_env ENV: env/ENV.app.env, the app's environment, from its example. A project updated from
 # a release where env/ENV.env was the app's environment too keeps its app settings: every key of
-# env/ENV.env that no compose file uses is carried over (env/ENV.env itself is left as it is).
+# env/ENV.env that no compose file (nor SCRIPT_SETTINGS) uses is carried over (env/ENV.env itself is left as it is).
 new_app_env() {
 	local env=$1 file="$PROJECT_ROOT/env/$1.app.env" compose_keys line key carried=()
 	# shellcheck disable=SC2016  # a literal ${, the start of a Compose variable
@@ -281,6 +283,7 @@ new_app_env() {
 		[[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)= ]] || continue
 		key=${BASH_REMATCH[1]}
 		grep -qx "$key" <<<"$compose_keys" && continue
+		is_one_of "$key" "${SCRIPT_SETTINGS[@]}" && continue
 		# The latest value wins (Compose reads env files top to bottom too).
 		{ grep -v "^$key=" "$file.tmp" || true; printf '%s\n' "$line"; } >"$file.tmp2"
 		mv -f "$file.tmp2" "$file.tmp"

@@ -36,6 +36,32 @@ image_of() { config_value "${APP_SERVICE[${COLOURS[0]}]}" image "${VERSION_VAR[$
 
 image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null; }
 
+# env_setting KEY: KEY's value in env/ENV.env (empty if unset).
+env_setting() { sed -n "s/^$1=//p" "$PROJECT_ROOT/env/$RELEASE_ENV.env" | tail -n 1; }
+
+# verify_signature REF IDENTITY ISSUER: cosign's keyless verification that REF (repository@digest)
+# was signed by IDENTITY (a regular expression) through ISSUER, or die saying why.
+verify_signature() {
+	local out
+	[[ -n $3 ]] || die "SIGNING_IDENTITY is set but SIGNING_ISSUER is empty: name the OIDC issuer (env/$RELEASE_ENV.env), e.g. https://token.actions.githubusercontent.com"
+	require_cmd cosign "SIGNING_IDENTITY is set: install cosign (https://docs.sigstore.dev/cosign/system_config/installation/) or empty it in env/$RELEASE_ENV.env"
+	out=$(cosign verify --certificate-identity-regexp "$2" --certificate-oidc-issuer "$3" "$1" 2>&1 >/dev/null) ||
+		die "refusing to deploy $1: its signature does not verify for identity $2 ($(tail -n 1 <<<"$out"))"
+}
+
+# use_digest IMAGE DIGEST: IMAGE (repository:version) on this host is the image DIGEST names,
+# pulled by digest and tagged; another image under that tag is refused (releases are never replaced).
+use_digest() {
+	local image=$1 ref="${1%:*}@$2"
+	if image_id "$image" >/dev/null; then
+		docker image inspect --format '{{range .RepoDigests}}{{.}} {{end}}' "$image" | grep -qF "$ref" ||
+			die "$image on this host is not $ref: a release is never replaced (deploy a new version)"
+		return 0
+	fi
+	docker pull --quiet "$ref" >/dev/null || die "cannot pull $ref (is this host logged in to the registry?)"
+	docker tag "$ref" "$image"
+}
+
 # checkout_changed: this checkout has uncommitted changes to tracked files (never true outside git).
 checkout_changed() { [[ -n $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; }
 
