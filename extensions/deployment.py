@@ -7,6 +7,7 @@ context. The package's modules, by concern:
     environments.py  every per-environment policy (PROFILES)
     services.py      the service model (Service) and its YAML rendering
     model.py         derive(answers): the services and facts of one project
+    compliance.py    the controls scripts/audit.sh checks, and each service's exemptions
 """
 
 from __future__ import annotations

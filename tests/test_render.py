@@ -364,3 +364,21 @@ def test_services_share_networks_only_where_one_must_reach_the_other(render, var
                 assert not members[name] & members.get(other, set()), f"{env}: {name} reaches {other}"
         for other in ("db", "cache"):
             assert not members["proxy"] & members.get(other, set()), f"{env}: the proxy reaches {other}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compliance_doc_and_audit_data_agree(render, variant):
+    """docs/compliance.md and scripts/lib/compliance.sh render from the same data: the same
+    controls in the same order, the same exemptions, the same published ports."""
+    project = render(variant)
+    lib = (project / "scripts/lib/compliance.sh").read_text()
+    doc = (project / "docs/compliance.md").read_text()
+    controls = re.search(r"^CONTROLS=\((.*)\)$", lib, re.MULTILINE).group(1).split()
+    assert len(controls) == 15 and re.findall(r"^\| `([a-z-]+)`: ", doc, re.MULTILINE) == controls
+    exempt = set(re.findall(r"^\t\[([a-z-]+/[a-z-]+)\]=", lib.split("declare -A EXEMPT=(")[1].split(")\n")[0], re.MULTILINE))
+    documented = {f"{service}/{control}" for service, control in
+                  re.findall(r"^\| ([a-z-]+)(?: \(profile, opt-in\))? \| `([a-z-]+)` \|", doc, re.MULTILINE)}
+    assert exempt == documented
+    published = set(re.findall(r"^\t\[([a-z]+/[a-z-]+)\]=\"", lib, re.MULTILINE))
+    assert published == {f"{env}/{service}" for env, service in re.findall(r"^\| ([a-z]+) \| ([a-z-]+) \| [0-9]", doc, re.MULTILINE)}
+    assert published and all(f"{env}/proxy" in published for env in answers(project)["environments"])
