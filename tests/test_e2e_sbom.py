@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 import pytest
 from cyclonedx.schema import SchemaVersion
@@ -54,16 +55,23 @@ def test_sbom_lists_the_pinned_dependencies_as_valid_cyclonedx(copie_session, la
     result = copie_session.copy(extra_answers=answers)
     assert result.exit_code == 0, result.exception
     project = result.project_dir
-    run(project / "scripts/build.sh", "dev", "1.0.0", cwd=project, timeout=900)
-    proc = run(project / "scripts/sbom.sh", "1.0.0", cwd=project, timeout=300)
+    version = f"1.0.0-{uuid.uuid4().hex[:8]}"  # a release is never rebuilt: a new one per run
+    run(project / "scripts/build.sh", "dev", version, cwd=project, timeout=900)
+    try:
+        check_document(project, runtime, version, run(project / "scripts/sbom.sh", version, cwd=project, timeout=300))
+    finally:
+        run("docker", "image", "rm", f"sbom-{runtime}:{version}", check=False)
+
+
+def check_document(project, runtime: str, version: str, proc) -> None:
     errors = JsonStrictValidator(SchemaVersion.V1_5).validate_str(proc.stdout)
     assert errors is None, errors
     document = json.loads(proc.stdout)
-    assert document["metadata"]["component"] == {"type": "application", "bom-ref": f"sbom-{runtime}@1.0.0",
-                                                 "name": f"sbom-{runtime}", "version": "1.0.0"}
+    assert document["metadata"]["component"] == {"type": "application", "bom-ref": f"sbom-{runtime}@{version}",
+                                                 "name": f"sbom-{runtime}", "version": version}
     listed = {component["purl"] for component in document["components"]}
     expected = pinned(project, runtime)
     assert expected and expected <= listed, sorted(expected - listed)
-    assert f"{len(document['components'])} packages of sbom-{runtime}:1.0.0" in proc.stderr
+    assert f"{len(document['components'])} packages of sbom-{runtime}:{version}" in proc.stderr
     refused = run(project / "scripts/sbom.sh", "9.9.9", cwd=project, check=False)
     assert refused.returncode != 0 and "image sbom-" + runtime + ":9.9.9 is not on this host: build it first" in refused.stderr
