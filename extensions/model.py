@@ -800,6 +800,6 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "example_dependencies": example_dependencies(f.runtime, f.database, answers["cache"]) if f.runtime in EXAMPLE_DEPENDENCIES else None,
         "example_lock": f"template/_includes/locks/{example_lock_key(f.database, answers['cache'])}/",
         "example_migrations": bool(answers.get("example_app") and f.db and RUNTIMES[f.runtime]["example_migrations"]),
-        # go.mod's go directive: the release of the pinned build image (golang:1.23-bookworm -> 1.23).
+        # go.mod's go directive: the release of the pinned build image (golang:1.27-bookworm -> 1.27).
         "go_version": IMAGES["go"].split(":", 1)[1].split("-", 1)[0],
     }

@@ -110,9 +110,14 @@ def pytest_collection_modifyitems(config, items):
     """Parallel e2e (pytest-xdist, --dist loadgroup): the tests that share a stack (a module-scoped
     `stack` fixture, or one variant) run on one worker, in order; other stacks run side by side."""
     for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        # The whole variant matrix of the static checks, and updates from every release: minutes
+        # of CPU that the inner loop skips (`-m "not e2e and not slow"`); tests/run.sh runs them.
+        if item.module.__name__ == "test_update" or (
+                item.module.__name__ == "test_static_checks" and params.get("variant", "defaults") != "defaults"):
+            item.add_marker(pytest.mark.slow)
         if "e2e" not in item.keywords:
             continue
-        params = getattr(getattr(item, "callspec", None), "params", {})
         # A module-scoped stack's parameter, or a variant or shape; otherwise the whole module:
         # its tests may share a module-scoped fixture, which must exist once.
         key = params.get("stack") or params.get("variant") or params.get("shape") or "module"

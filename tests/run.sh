@@ -2,11 +2,12 @@
 # The whole test suite, on a fresh Debian 12 machine or a prepared one (README's test command).
 # Installs what it needs (idempotent), then:
 #   1. the fast tier (no Docker engine needed), while the e2e lab is prepared in the background:
-#      a broken render fails within minutes;
+#      a broken render fails within two minutes; then the slow checks (no Docker engine either:
+#      the static checks of every variant, updates from every release), the lab still preparing;
 #   2. the e2e tier, independent stacks side by side (pytest-xdist; the tests that share a stack
 #      run on one worker, see tests/conftest.py).
 # With arguments, runs one pytest with them instead, e.g.
-#   bash tests/run.sh -m "not e2e"      # the fast tier only, for the inner loop
+#   bash tests/run.sh -m "not e2e and not slow"      # the fast tier only, for the inner loop
 #   bash tests/run.sh tests/test_e2e_release.py -k nginx
 # Settings: DP_FAST_WORKERS [2], DP_E2E_WORKERS [3]: parallel pytest workers per tier.
 set -Eeuo pipefail
@@ -40,7 +41,8 @@ bash tests/lab/prepare.sh >"$lab_log" 2>&1 &
 lab_pid=$!
 trap 'kill "$lab_pid" 2>/dev/null || true' EXIT
 
-pytest_tier "fast tier" -m "not e2e" -n "${DP_FAST_WORKERS:-2}" --durations=10
+pytest_tier "fast tier" -m "not e2e and not slow" -n "${DP_FAST_WORKERS:-2}" --durations=10
+pytest_tier "slow checks" -m "slow and not e2e" -n "${DP_FAST_WORKERS:-2}" --durations=5
 
 started=$SECONDS
 if ! wait "$lab_pid"; then

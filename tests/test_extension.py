@@ -332,3 +332,29 @@ def test_the_app_runs_as_the_app_user_and_one_offs_are_not_audited():
     migrate = next(s for s in services if s.name == "migrate")
     assert deviations(migrate, "10001:10001") == ["health-check"]
     assert "migrate" not in exemptions(services, "10001:10001")
+
+
+def test_the_template_repositorys_renovate_config_finds_every_pin():
+    """renovate.json (this repository's) validates and its regexes (run with Python's re) find every
+    image, action, CI tool and build tool the catalogue pins."""
+    import subprocess
+
+    from conftest import require_tool
+    from extensions import catalogue
+
+    subprocess.run([require_tool("check-jsonschema"), "--builtin-schema", "vendor.renovate", str(ROOT / "renovate.json")],
+                   check=True, capture_output=True)
+    config = json.loads((ROOT / "renovate.json").read_text())
+    text = (ROOT / "extensions" / "catalogue.py").read_text()
+    found = set()
+    for manager in config["customManagers"]:
+        for pattern in manager["matchStrings"]:
+            for match in re.finditer(pattern.replace("(?<", "(?P<"), text):
+                groups = match.groupdict()
+                found.add(f'{groups.get("depName") or groups.get("name")}:{groups["currentValue"]}')
+    expected = {image.rsplit(":", 1)[0] + ":" + image.rsplit(":", 1)[1] for image in catalogue.IMAGES.values()}
+    expected |= set(catalogue.GITLAB_DOCKER.values())
+    expected |= {f"{name}:{release}" for name, (_, release) in catalogue.GITHUB_ACTIONS.items()}
+    expected |= {f"{name}:{version}" for pins in (catalogue.CI_LINTERS, catalogue.CI_COPIER, catalogue.CI_SCANNER, catalogue.TOOLS)
+                 for name, version in pins.items()}
+    assert expected <= found, sorted(expected - found)

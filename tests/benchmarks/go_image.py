@@ -60,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         before = measure(args.before, "before", Path(scratch))
         now = measure(None, "now", Path(scratch))
-    print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; Go image: golang:1.23-bookworm (STAND-IN where no "
+    print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; Go image: the catalogue pin (STAND-IN where no "
           f"registry answers); {time.strftime('%Y-%m-%d')}.\n")
     print("| image | size (MB) | vs before | cold build (s) | vs before | start to healthy (s) |")
     print("|---|---|---|---|---|---|")

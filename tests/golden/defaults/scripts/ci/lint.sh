@@ -39,5 +39,5 @@ for env in "${ENVIRONMENTS[@]}"; do
 	check "docker compose config ($env)" compose_config "$env"
 done
 check "promtool test rules" docker run --rm --volume "$PROJECT_ROOT/config/prometheus:/etc/prometheus:ro" \
-	--entrypoint promtool "${PROMETHEUS_IMAGE:-${IMAGE_MIRROR:-docker.io}/prom/prometheus:v2.54.1}" test rules /etc/prometheus/tests/alerts.test.yml
+	--entrypoint promtool "${PROMETHEUS_IMAGE:-${IMAGE_MIRROR:-docker.io}/prom/prometheus:v2.55.1}" test rules /etc/prometheus/tests/alerts.test.yml
 log "every check passed"

@@ -13,7 +13,7 @@ installed_packages() {
 	if [[ $status -eq 0 ]]; then
 		docker run --rm --network none --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges:true \
 			--user 65534:65534 --env HOME=/tmp --volume "$binary/server:/server:ro" --entrypoint go \
-			"${GO_IMAGE:-${IMAGE_MIRROR:-docker.io}/library/golang:1.23-bookworm}" version -m /server |
+			"${GO_IMAGE:-${IMAGE_MIRROR:-docker.io}/library/golang:1.27-bookworm}" version -m /server |
 			awk -F '\t' '
 				NR == 1 { sub(/^.*: go/, ""); print "golang\tstdlib\tv" $0 }  # the standard library of that Go
 				$2 == "dep" { if (held) print held; held = "golang\t" $3 "\t" $4 }
