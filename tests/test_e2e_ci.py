@@ -31,17 +31,24 @@ def stage(project, name: str, *args: str):
     return run(project / "scripts" / "ci" / f"{name}.sh", *args, cwd=project, check=False, timeout=900)
 
 
+def stage_with_defect(project, name: str, path: str, change) -> object:
+    """The stage run once with `change(text)` planted in the project's file `path`, then undone."""
+    planted = project / path
+    original = planted.read_text()
+    changed = change(original)
+    assert changed != original, f"the defect was not planted in {path}"
+    planted.write_text(changed)
+    try:
+        return stage(project, name)
+    finally:
+        planted.write_text(original)
+
+
 def test_lint_stage_passes_and_a_root_user_fails_it(project):
     passed = stage(project, "lint")
     assert passed.returncode == 0, passed.stdout[-2000:] + passed.stderr[-3000:]
     assert "every check passed" in passed.stderr
-    dockerfile = project / "Dockerfile"
-    original = dockerfile.read_text()
-    dockerfile.write_text(original + "USER root\n")
-    try:
-        failed = stage(project, "lint")
-    finally:
-        dockerfile.write_text(original)
+    failed = stage_with_defect(project, "lint", "Dockerfile", lambda text: text + "USER root\n")
     assert failed.returncode != 0
     assert "DL3002" in failed.stdout + failed.stderr and "failed: hadolint Dockerfile" in failed.stderr
 
@@ -53,15 +60,8 @@ def test_test_stage_passes_and_a_failing_health_check_fails_it(project):
     assert "staging passed (health through the proxy, audit, backup round trip)" in passed.stderr
     assert "verified" in passed.stderr
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
-    app = project / "app" / "main.py"
-    original = app.read_text()
-    broken = original.replace('return "health", "200 OK"', 'return "health", "500 Internal Server Error"')
-    assert broken != original
-    app.write_text(broken)
-    try:
-        failed = stage(project, "test")
-    finally:
-        app.write_text(original)
+    failed = stage_with_defect(project, "test", "app/main.py", lambda text: text.replace(
+        'return "health", "200 OK"', 'return "health", "500 Internal Server Error"'))
     assert failed.returncode != 0
     assert "failed: the staging stack did not become healthy" in failed.stderr, failed.stderr[-3000:]
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}

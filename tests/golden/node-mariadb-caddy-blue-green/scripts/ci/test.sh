@@ -60,7 +60,10 @@ status=$(curl --silent --show-error --insecure --max-time 10 --retry 5 --retry-c
 [[ $status == 200 ]] || die "failed: $url answered $status, not 200"
 
 log "compliance audit of the running $env stack"
-"$scripts/audit.sh" "$env" >/dev/null || die "failed: scripts/audit.sh $env found a failing control (run it to see which)"
+if ! report=$("$scripts/audit.sh" "$env"); then
+	grep '^FAIL' <<<"$report" >&2 || true
+	die "failed: scripts/audit.sh $env found the failing controls above"
+fi
 
 log "backup and verification"
 id=$("$scripts/backup.sh" "$env" | tail -n 1) || die "failed: scripts/backup.sh $env"
