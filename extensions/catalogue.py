@@ -106,8 +106,29 @@ GITHUB_ACTIONS = {
     "aquasecurity/setup-trivy": ("81e514348e19b6112ce2a7e3ecbafe19c1e1f567", "v0.3.1"),
     "sigstore/cosign-installer": ("6f9f17788090df1f26f669e9d70d6ae9567deba6", "v4.1.2"),
 }
-# Who vouches for the pipeline's keyless signatures (cosign --certificate-oidc-issuer).
-CI_SIGNING_ISSUERS = {"github": "https://token.actions.githubusercontent.com", "gitlab": "https://gitlab.com"}
+# What differs between the platforms in the rendered README's release flow, and who vouches for the
+# pipeline's keyless signatures (cosign --certificate-oidc-issuer; SIGNING_ISSUER in env/ENV.env).
+CI_PLATFORMS = {
+    "github": {
+        "name": "GitHub Actions", "files": ".github/workflows/", "request": "pull",
+        "approval": "a reviewer approves the `{env}` environment (set required reviewers in the repository settings, Environments)",
+        "rollback": "the `rollback` workflow (Actions, Run workflow: environment, and optionally a version)",
+        "rescan": "(`rescan` workflow)", "template_update": "(`template-update` workflow)",
+        "settings": "repository Settings, Environments, secrets", "image": "ghcr.io/OWNER/REPOSITORY",
+        "signing_identity": "^https://github\\.com/OWNER/REPOSITORY/\\.github/workflows/ci\\.yml@refs/heads/main$",
+        "signing_issuer": "https://token.actions.githubusercontent.com", "issuer_note": "",
+    },
+    "gitlab": {
+        "name": "GitLab CI/CD", "files": ".gitlab-ci.yml", "request": "merge",
+        "approval": "a person starts the manual job",
+        "rollback": "the manual job `rollback-ENV` (optionally with `ROLLBACK_VERSION`)",
+        "rescan": "(a schedule with `SCHEDULED_JOB=rescan`)",
+        "template_update": "(a schedule with `SCHEDULED_JOB=template-update` and a `TEMPLATE_UPDATE_TOKEN`)",
+        "settings": "CI/CD variables, masked and scoped to the environment", "image": "registry.gitlab.com/GROUP/PROJECT",
+        "signing_identity": "^https://gitlab\\.com/GROUP/PROJECT//\\.gitlab-ci\\.yml@refs/heads/main$",
+        "signing_issuer": "https://gitlab.com", "issuer_note": "; a self-managed GitLab is its own issuer",
+    },
+}
 # GitLab jobs run in the Docker CLI image with a Docker-in-Docker service of the same release.
 GITLAB_DOCKER = {"cli": "docker:29.7.2-cli", "dind": "docker:29.7.2-dind"}
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from .answers import exec_form, memory_mib
 from .catalogue import (
-    APP_UID, BASE_IMAGE_ARGS, CI_COPIER, CI_LINTERS, CI_SCANNER, CI_SIGNING_ISSUERS, GITHUB_ACTIONS, GITLAB_DOCKER, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
+    APP_UID, BASE_IMAGE_ARGS, CI_COPIER, CI_LINTERS, CI_PLATFORMS, CI_SCANNER, GITHUB_ACTIONS, GITLAB_DOCKER, DATABASES, EXAMPLE_DEPENDENCIES, IMAGES, OPERATOR_SECRETS, PROXIES, PROXY_HTTP_PORT, PROXY_HTTPS_PORT, PROXY_OPS_PORT,
     HSTS_MAX_AGE, PIDS, REQUEST_METRICS, RUNTIMES, SECRETS_GID, SECURITY_HEADERS, SIZES, TLS12_CIPHERS, TOOLS, example_dependencies, example_lock_key, image_ref, image_var,
 )
 from .compliance import audit_plan
@@ -77,6 +77,8 @@ class Facts:
         self.hsts_subdomains = bool(answers.get("hsts_include_subdomains"))
         # Grafana behind the public proxy (an answer), or on the host's loopback only.
         self.grafana_public = self.monitored and bool(answers.get("grafana_public"))
+        # The rendered pipeline's platform (answers files before `ci` existed: none).
+        self.ci = answers.get("ci") or "none"
 
     def tls_in(self, env: str) -> bool:
         """TLS ends at the proxy in env."""
@@ -781,12 +783,14 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "start_exec": exec_form(answers["start_command"]),
         "tools": TOOLS,
         # The rendered pipeline: linters, scanner and signer, actions by commit.
-        "ci": {"platform": answers.get("ci") or "none", "linters": CI_LINTERS, "scanner": CI_SCANNER, "copier": CI_COPIER,
+        "ci": {"platform": f.ci, "linters": CI_LINTERS, "scanner": CI_SCANNER, "copier": CI_COPIER,
+               # The platform's wording in the README and its OIDC issuer (none: no pipeline).
+               "terms": CI_PLATFORMS.get(f.ci, {}),
                # A workflow's `uses:` value per action: pinned by commit, the release in a comment.
                "uses": {name.split("/")[1]: f"{name}@{sha}  # {release}" for name, (sha, release) in GITHUB_ACTIONS.items()},
                "gitlab_docker": GITLAB_DOCKER,
                # The OIDC issuer of the pipeline's keyless signatures (SIGNING_ISSUER in env/ENV.env).
-               "signing_issuer": CI_SIGNING_ISSUERS.get(answers.get("ci") or "none", ""),
+               "signing_issuer": CI_PLATFORMS.get(f.ci, {}).get("signing_issuer", ""),
                # Where scripts/ci/test.sh runs the stack: the first environment the pipeline deploys to.
                "test_environment": next((env for env in f.environments if PROFILES[env]["pipeline_deploy"]), f.environments[-1]),
                # env -> "automatic" or "approval", in promotion order.

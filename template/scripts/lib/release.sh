@@ -69,7 +69,7 @@ checkout_changed() { [[ -n $(git -C "$PROJECT_ROOT" status --porcelain --untrack
 build_image() { env "${VERSION_VAR[${COLOURS[0]}]}=$1" "${COMPOSE[@]}" build "${APP_SERVICE[${COLOURS[0]}]}"; }
 
 # current_version: APP_VERSION of the env file (the release that serves).
-current_version() { sed -n 's/^APP_VERSION=//p' "$PROJECT_ROOT/env/$RELEASE_ENV.env" | tail -n 1; }
+current_version() { env_setting APP_VERSION; }
 
 # set_env_values KEY=VALUE...: the env file keeps these values, so that every later `up` does too.
 set_env_values() {
