@@ -159,6 +159,7 @@ DATABASES = {
         "run_dir": "/var/run/postgresql",
         "exporter": "postgres-exporter",
         "exporter_port": 9187,
+        "config_files": ["roles.sh", "grants.sql"],  # config/db/, for the db-roles job
         # Who logs in as what (config/db/roles.sh makes them): the superuser the image creates
         # (scripts: restore, role setup), the owner of the schema (migrations), the app's
         # data-only role, the exporter (pg_monitor) and the backup (pg_read_all_data, socket only).
@@ -176,6 +177,7 @@ DATABASES = {
         "run_dir": "/run/mysqld",
         "exporter": "mysqld-exporter",
         "exporter_port": 9104,
+        "config_files": ["roles.sh"],
         # root administers; the image's user `app` (ALL on the app's database) is the owner.
         "roles": {"admin": "root", "owner": "app", "app": "app_user", "exporter": "app_exporter", "backup": "app_backup"},
         "passwords": {"admin": "db_root_password", "owner": "db_password", "app": "db_app_password",
@@ -193,11 +195,12 @@ PROXY_OPS_PORT = 8081
 # where .deploy/<env>/proxy/ is mounted and the file in it that names the active colour.
 PROXIES = {
     "nginx": {"config_dir": "config/nginx", "mount": "/etc/nginx/deploy", "active": "/etc/nginx/active",
-              "upstream_file": "upstream.conf"},
+              "upstream_file": "upstream.conf",
+              "files": ["nginx.conf", "locations.conf", "app-proxy.conf", "security-headers.conf"]},
     "caddy": {"config_dir": "config/caddy", "mount": "/etc/caddy/deploy", "active": "/etc/caddy/active",
-              "upstream_file": "upstream-name"},
+              "upstream_file": "upstream-name", "files": ["Caddyfile"]},
     "traefik": {"config_dir": "config/traefik", "mount": "/etc/traefik/deploy", "active": "/etc/traefik/active",
-                "upstream_file": "upstream.yml"},
+                "upstream_file": "upstream.yml", "files": ["dynamic.yml", "maintenance.yml"]},
 }
 
 # Where the request counts and latency of the app come from: the app's own metrics (the contract:

@@ -16,6 +16,7 @@ from .catalogue import (
 from .compliance import audit_plan
 from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, host_ports, limits, replicas
 from .services import Alias, Service
+from .swarm import swarm_model
 
 HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3}
 HEALTH_EVERY_15S = {"interval": "15s", "timeout": "5s", "retries": 3}
@@ -66,6 +67,8 @@ class Facts:
         self.acme = self.tls == "acme"
         self.blue_green = answers.get("deploy_strategy") == "blue-green"
         self.environments = [env for env in ENVIRONMENTS if env in answers["environments"]]
+        # Targets beyond Compose on one host (answers files before `orchestrators` existed: none).
+        self.orchestrators = list(answers.get("orchestrators") or [])
         self.alert_receiver = (answers.get("alert_receiver") or "none") if self.monitored else "none"
         # Alertmanager reads a credential: the webhook URL, or an SMTP password when there is a user.
         self.alert_receiver_secrets = self.alert_receiver == "webhook" or (
@@ -806,4 +809,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "example_migrations": bool(answers.get("example_app") and f.db and RUNTIMES[f.runtime]["example_migrations"]),
         # go.mod's go directive: the release of the pinned build image (golang:1.27-bookworm -> 1.27).
         "go_version": IMAGES["go"].split(":", 1)[1].split("-", 1)[0],
+        # The Swarm target: a stack per environment (extensions/swarm.py), or None.
+        "swarm": swarm_model(
+            f.slug, f.environments, PROFILES, services, f.proxy, (f.db or {}).get("config_files", []), f.app_limits, SIZES,
+            replicas_of=lambda env: envs[env]["replicas"], ports_of=f.host_ports,
+            tls_secrets_of=lambda env: ["tls_cert", "tls_key"] if f.tls_in(env) and f.tls == "files" else [], tls_of=f.tls_in,
+            image_keys=image_keys, app_port=f.app_port) if "swarm" in f.orchestrators else None,
     }

@@ -176,7 +176,7 @@ def to_yaml(spec: dict[str, Any], indent: int, notes: dict[str, str] | None = No
             lines.append(to_yaml(value, indent + 2))
         elif isinstance(value, list) and len(value) > 1 and len(pad + key + flow) > MAX_FLOW:
             lines.append(f"{pad}{key}:")
-            lines.extend(f"{pad}  - {_scalar(item)}" for item in value)
+            lines.extend(f"{pad}  - {json.dumps(item) if isinstance(item, (list, dict)) else _scalar(item)}" for item in value)
         elif isinstance(value, (list, dict)):
             lines.append(f"{pad}{key}: {flow}")
         else:

@@ -36,7 +36,7 @@ VARIANTS: dict[str, dict] = {
         proxy="nginx", tls="none", process_manager="supervisor", example_app=False, ci="gitlab",
     ),
     "go-caddy-files": dict(
-        runtime="go", database="none", cache="redis", monitoring="prometheus", proxy="caddy", tls="files",
+        runtime="go", database="none", cache="redis", monitoring="prometheus", proxy="caddy", tls="files", orchestrators=["swarm"],
         alert_receiver="email", alert_email_to="oncall@example.org", alert_smtp_smarthost="mail.example.org:587",
         alert_smtp_username="alertmanager",
     ),
@@ -49,7 +49,7 @@ VARIANTS: dict[str, dict] = {
     ),
     "py-pip-mariadb-nginx-existing": dict(
         environments=["dev", "staging"], database="mariadb", cache="redis", monitoring="prometheus",
-        proxy="nginx", example_app=False, deploy_strategy="blue-green", alert_receiver="email",
+        proxy="nginx", example_app=False, deploy_strategy="blue-green", alert_receiver="email", orchestrators=["swarm"],
     ),
 }
 

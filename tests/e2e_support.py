@@ -182,14 +182,15 @@ def healthy(container: str) -> bool:
 
 
 class Load:
-    """Steady requests to a stack's proxy on 127.0.0.1, from a few threads, each request on a new
+    """Steady requests to a stack's proxy on 127.0.0.1 (or the address of a lab node made by the
+    test, `host`), from a few threads, each request on a new
     connection (as independent clients), bounded in time. Records status and latency of each.
     `requests` gives each thread its (method, path), e.g. [("GET", "/")] * 3 + [("POST", "/")];
     by default `threads` threads GET `path`."""
 
     def __init__(self, port: int, path: str = "/", threads: int = 4, pause: float = 0.02, limit_seconds: float = 900,
-                 requests: list[tuple[str, str]] | None = None):
-        self.port, self.pause, self.limit = port, pause, limit_seconds
+                 requests: list[tuple[str, str]] | None = None, host: str = "127.0.0.1"):
+        self.host, self.port, self.pause, self.limit = host, port, pause, limit_seconds
         self.requests = requests or [("GET", path)] * threads
         # (start time, status or 0 for an error, seconds, (method, path))
         self.results: list[tuple[float, int, float, tuple[str, str]]] = []
@@ -206,7 +207,7 @@ class Load:
         while not self._stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
                 conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
                 response = conn.getresponse()
                 status, content = response.status, response.read(400)
@@ -306,3 +307,58 @@ def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+# --- a real multi-node Docker Swarm on this machine (tests/lab/swarm.sh) ------------------------------
+
+SWARM_LAB = Path(__file__).resolve().parent / "lab" / "swarm.sh"
+
+
+@dataclass
+class SwarmLab:
+    """N dockerd instances in network namespaces made by tests/lab/swarm.sh, joined in a Swarm, and a
+    registry every node pulls from at this host's 127.0.0.1:PORT. `settings` are its exports."""
+
+    settings: dict[str, str]
+
+    @classmethod
+    def up(cls, nodes: int = 3) -> "SwarmLab":
+        proc = run("bash", SWARM_LAB, "up", str(nodes), timeout=300)
+        settings = dict(line.removeprefix("export ").split("=", 1) for line in proc.stdout.splitlines()
+                        if line.startswith("export "))
+        return cls({k: v.strip('"') for k, v in settings.items()})
+
+    def down(self) -> None:
+        run("bash", SWARM_LAB, "down", check=False, timeout=300)
+
+    def kill(self, node: int) -> None:
+        run("bash", SWARM_LAB, "kill", str(node), timeout=60)
+
+    @property
+    def registry(self) -> str:
+        return self.settings["SWARM_REGISTRY"]
+
+    @property
+    def edge(self) -> str:
+        return self.settings["SWARM_EDGE"]
+
+    @property
+    def ipsec(self) -> bool:
+        return self.settings.get("SWARM_IPSEC") == "yes"
+
+    def docker(self, *args: str, node: int = 1, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        host = self.settings["SWARM_NODES"].split()[node - 1]
+        return run("docker", "--host", host, *args, check=check, timeout=timeout)
+
+    def tasks(self, service: str) -> list[dict]:
+        """The service's tasks that should run: node, image, state."""
+        out = self.docker("service", "ps", "--no-trunc", "--filter", "desired-state=running", "--format", "{{json .}}",
+                          service).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def push(self, local: str, path: str) -> str:
+        """A local image pushed to the lab registry as PATH; returns the registry reference."""
+        ref = f"{self.registry}/{path}"
+        docker("tag", local, ref)
+        docker("push", "--quiet", ref, timeout=600)
+        return ref

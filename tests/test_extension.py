@@ -39,6 +39,11 @@ ANSWER_SETS = [
     dict(BASE, database="none", tls="none", monitoring="prometheus"),
     dict(BASE, metrics_path=""),
     dict(BASE, metrics_path="", proxy="traefik", tls="none"),
+    dict(BASE, orchestrators=["swarm"], environments=["dev", "staging", "production"], domain_staging="s.example.com"),
+    dict(BASE, orchestrators=["swarm"], runtime="node", database="mariadb", cache="none", proxy="caddy", tls="acme",
+         acme_email="a@b.example", monitoring="none", migrate_command="",
+         project_slug="a-rather-long-project-slug-for-billing"),
+    dict(BASE, orchestrators=["swarm"], database="none", cache="none", proxy="caddy", tls="none"),
 ]
 
 
@@ -222,7 +227,7 @@ def test_context_hook_caches_on_the_whole_answer_set():
 
 def test_the_model_reaches_every_branch_of_the_extension(tmp_path):
     """ANSWER_SETS reach every branch of the model's modules: a choice no set takes is untested."""
-    modules = ["model", "services", "environments", "catalogue"]
+    modules = ["model", "services", "environments", "catalogue", "swarm"]
     cov = coverage.Coverage(branch=True, data_file=str(tmp_path / ".coverage"),
                             include=[str(ROOT / "extensions" / f"{m}.py") for m in modules])
     cov.start()
@@ -358,3 +363,29 @@ def test_the_template_repositorys_renovate_config_finds_every_pin():
     expected |= {f"{name}:{version}" for pins in (catalogue.CI_LINTERS, catalogue.CI_COPIER, catalogue.CI_SCANNER, catalogue.TOOLS)
                  for name, version in pins.items()}
     assert expected <= found, sorted(expected - found)
+
+
+def test_swarm_stack_follows_the_service_model():
+    """The Swarm target renders from the same services: the app once (no colours), the one-offs as
+    jobs, the database and proxy placed by label; nothing when the answer leaves swarm out."""
+    assert derive()["swarm"] is None
+    swarm = derive(orchestrators=["swarm"], project_slug="a-rather-long-project-slug-for-billing")["swarm"]
+    stack = swarm["stacks"]["production"]
+    assert list(stack["services"]) == ["app", "migrate", "db", "db-roles", "cache", "proxy"]
+    assert swarm["jobs"] == ["db-roles", "migrate"]
+    assert {stack["services"][job]["deploy"]["mode"] for job in swarm["jobs"]} == {"replicated-job"}
+    app = stack["services"]["app"]
+    assert app["deploy"]["update_config"]["order"] == "start-first" and app["deploy"]["update_config"]["failure_action"] == "rollback"
+    assert app["deploy"]["endpoint_mode"] == "dnsrr" and app["deploy"]["replicas"] == "${APP_REPLICAS:-3}"
+    assert stack["services"]["db"]["deploy"]["placement"]["constraints"] == [
+        "node.labels.a-rather-long-project-slug-for-billing.db == true"]
+    assert stack["services"]["proxy"]["deploy"]["mode"] == "global"
+    assert stack["networks"]["backend"]["driver_opts"] == {"encrypted": "true"} and stack["networks"]["backend"]["internal"]
+    # Secrets and configs: versioned names that fit Swarm's 64 characters, each given to its reader only.
+    names = [spec["name"].split("-${")[0] for kind in ("secrets", "configs") for spec in stack[kind].values()]
+    assert len(set(names)) == len(names) and all(len(name) + 13 <= 64 for name in names), names
+    assert {s["uid"] for s in stack["services"]["db"]["secrets"]} == {"999"}
+    assert all(s["mode"] == 0o400 for spec in stack["services"].values() for s in spec.get("secrets", []))
+    # The variable of every object is one the script sets from its file.
+    assert {var for var, _ in swarm["objects"]["production"]} == {
+        spec["name"].split("${")[1].split(":")[0] for kind in ("secrets", "configs") for spec in stack[kind].values()}

@@ -382,3 +382,18 @@ def test_compliance_doc_and_audit_data_agree(render, variant):
     published = set(re.findall(r"^\t\[([a-z]+/[a-z-]+)\]=\"", lib, re.MULTILINE))
     assert published == {f"{env}/{service}" for env, service in re.findall(r"^\| ([a-z]+) \| ([a-z-]+) \| [0-9]", doc, re.MULTILINE)}
     assert published and all(f"{env}/proxy" in published for env in answers(project)["environments"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_catalogue_names_every_config_file_a_swarm_stack_mounts(render, variant):
+    """A Swarm config per file (catalogue PROXIES "files", DATABASES "config_files"): the lists are
+    exactly the files config/<proxy>/<env>/ and config/db/ hold, so no file is left out of a stack."""
+    from extensions.catalogue import DATABASES, PROXIES
+
+    project = render(variant)
+    given = answers(project)
+    for env in given["environments"]:
+        held = sorted(p.name for p in (project / "config" / given["proxy"] / env).iterdir())
+        assert held == sorted(PROXIES[given["proxy"]]["files"]), env
+    if given["database"] != "none":
+        assert sorted(p.name for p in (project / "config" / "db").iterdir()) == sorted(DATABASES[given["database"]]["config_files"])

@@ -414,3 +414,65 @@ def test_scan_gate_says_which_report_it_cannot_read(project, tmp_path):
     proc = subprocess.run(["python3", str(project / "scripts/ci/scan-gate.py"), str(TRIVY / "README.md")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "README.md is not a Trivy JSON report" in proc.stderr
+
+
+# --- the Swarm target (DEPLOY_TARGET in env/ENV.env) -----------------------------------------------------
+
+@pytest.mark.parametrize("target, reason", [
+    ("swarm", "DEPLOY_TARGET=swarm for production, but this project has no Swarm target: answer orchestrators with swarm"),
+    ("kubernetes", "DEPLOY_TARGET=kubernetes in env/production.env: use compose or swarm"),
+])
+def test_a_target_the_project_lacks_is_refused(project, target, reason):
+    run(project / "scripts/init-env.sh", "production")
+    env_file = project / "env/production.env"
+    env_file.write_text(env_file.read_text() + f"DEPLOY_TARGET={target}\n")
+    for script in ("deploy.sh", "rollback.sh"):
+        proc = run(project / "scripts" / script, "production", "v1", check=False)
+        assert proc.returncode != 0 and reason in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert not (project / ".deploy/production/releases.tsv").exists()
+
+
+@pytest.fixture
+def swarm_project(render, tmp_path):
+    copy = tmp_path / "swarm-project"
+    shutil.copytree(render("py-pip-mariadb-nginx-existing"), copy, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy", "backups", "metrics"))
+    run(copy / "scripts/init-env.sh", "staging")
+    env_file = copy / "env/staging.env"
+    env_file.write_text(env_file.read_text() + "DEPLOY_TARGET=swarm\nSWARM_HOST=unix:///nonexistent/manager.sock\n")
+    return copy
+
+
+def test_swarm_deploy_names_the_manager_it_cannot_reach(swarm_project):
+    proc = run(swarm_project / "scripts/deploy.sh", "staging", "v1", check=False)
+    assert proc.returncode != 0
+    assert "no Swarm manager answers at unix:///nonexistent/manager.sock" in proc.stderr.strip().splitlines()[-1]
+    assert "set SWARM_HOST in env/staging.env" in proc.stderr
+    assert not (swarm_project / ".deploy/staging/releases.tsv").exists()
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["staging", "v1;rm"], "version 'v1;rm' is not a valid image tag"),
+    (["staging", "v1", "--restore-db"], "unknown option --restore-db (on a Swarm: scripts/rollback.sh ENV [VERSION])"),
+    (["staging", "v1", "v2"], "usage: scripts/rollback.sh ENV [VERSION]"),
+])
+def test_swarm_rollback_refuses_bad_arguments_first(swarm_project, args, reason):
+    proc = run(swarm_project / "scripts/rollback.sh", *args, check=False)
+    assert proc.returncode != 0 and reason in proc.stderr, proc.stderr
+    assert not (swarm_project / ".deploy/staging/lock").exists()
+
+
+def test_swarm_settings_follow_composes_rules(swarm_project):
+    """The stack file's variables come from env/ENV.env as Compose reads it: the last line of a key
+    counts, the environment wins; images default to the pin, through IMAGE_MIRROR when set."""
+    env_file = swarm_project / "env/staging.env"
+    env_file.write_text(env_file.read_text() + "APP_IMAGE=first\nAPP_IMAGE=\"registry.example/app\"\nIMAGE_MIRROR=mirror.example:5000\n"
+                        "NGINX_IMAGE=registry.example/nginx:pinned\n")
+    script = (f"source scripts/lib/common.sh; source scripts/lib/release.sh; source scripts/lib/swarm.sh; RELEASE_ENV=staging; "
+              f"swarm_export_settings staging; swarm_export_images; swarm_export_versions staging; "
+              f"echo \"$APP_IMAGE|$HTTP_PORT|$REDIS_IMAGE|$NGINX_IMAGE|$SWARM_SECRET_REDIS_PASSWORD\"")
+    proc = run("bash", "-c", script, cwd=swarm_project, env={**os.environ, "HTTP_PORT": "8888"})
+    app_image, http_port, redis, caddy, secret_version = proc.stdout.strip().split("|")
+    assert (app_image, http_port, caddy) == ("registry.example/app", "8888", "registry.example/nginx:pinned")
+    assert redis.startswith("mirror.example:5000/library/redis:")
+    digest = __import__("hashlib").sha256((swarm_project / "secrets/staging/redis_password").read_bytes()).hexdigest()
+    assert secret_version == digest[:12]

@@ -279,3 +279,40 @@ def test_renovate_config_validates_and_finds_every_image(render, variant):
     assert compose_tags and compose_tags <= found.get("compose.yaml", set()), (compose_tags, found.get("compose.yaml"))
     base_tags = set(re.findall(r"^ARG \w+_IMAGE=[^:\s]+:(\S+)", (project / "Dockerfile").read_text(), re.MULTILINE))
     assert base_tags and base_tags <= found.get("Dockerfile", set())
+
+
+# What a service of a Swarm stack may say: the keys `docker stack deploy` applies. Others are
+# ignored with a warning (security_opt, shm_size) or silently (tmpfs, group_add is refused).
+SWARM_SERVICE_KEYS = {"image", "user", "read_only", "cap_drop", "init", "stop_grace_period", "entrypoint", "command",
+                      "environment", "env_file", "secrets", "configs", "volumes", "healthcheck", "networks", "ports",
+                      "deploy"}
+
+
+def test_swarm_stacks_load_as_docker_stack_deploy_reads_them(render, variant, tmp_path):
+    """`docker stack config` (the CLI's own loader) accepts every environment's stack, with the
+    variables scripts/lib/swarm.sh sets; every key is one Swarm applies; object names fit Swarm's 64."""
+    project = render(variant)
+    if "swarm" not in (answers(project).get("orchestrators") or []):
+        assert not (project / "swarm").exists()
+        return
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy)
+    for env in answers(project)["environments"]:
+        shutil.copy(copy / "env" / f"{env}.app.env.example", copy / "env" / f"{env}.app.env")
+        text = (copy / "swarm" / f"{env}.yaml").read_text()
+        stack = yaml.safe_load(text)
+        for name, service in stack["services"].items():
+            assert set(service) <= SWARM_SERVICE_KEYS, f"{env}: {name} says {set(service) - SWARM_SERVICE_KEYS}"
+        for spec in stack.get("secrets", {}).values():
+            secret = copy / "swarm" / spec["file"]
+            secret.parent.mkdir(parents=True, exist_ok=True)
+            secret.write_text("not a real secret\n")
+        variables = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", text))
+        values = {v: "registry.example/team/image:1.0" if v.endswith(("_IMAGE", "_REF")) else "0123456789ab" for v in variables}
+        proc = run(require_tool("docker"), "stack", "config", "--compose-file", f"swarm/{env}.yaml", cwd=copy,
+                   env={**os.environ, **values})
+        loaded = yaml.safe_load(proc.stdout)
+        assert set(loaded["services"]) == set(stack["services"])
+        names = [spec["name"] for kind in ("secrets", "configs") for spec in loaded.get(kind, {}).values()]
+        assert names and all(len(name) <= 64 for name in names), names
+        assert len(set(names)) == len(names)

@@ -23,6 +23,7 @@ BAD_ANSWERS = [
     ({"migrate_command": "python -m app.migrate && echo done"}, "runs in exec form without a shell"),
     ({"environments": []}, "choose at least one of dev, staging, production"),
     ({"proxy": "nginx", "tls": "acme"}, "choose proxy caddy or traefik"),
+    ({"orchestrators": ["swarm"], "proxy": "traefik", "tls": "none"}, 'orchestrators "swarm" needs proxy nginx or caddy'),
     ({"tls": "acme", "proxy": "caddy", "acme_email": "nobody"}, "acme_email must be an e-mail address"),
     ({"tls": "acme", "proxy": "caddy", "acme_email": "ops@example.com"}, "reserved domain that Let's Encrypt refuses"),
     ({"tls": "acme", "proxy": "traefik", "acme_email": "ops@billing.dev", "domain_production": "billing.example.com"},

@@ -32,6 +32,7 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib/release.sh"
 [[ $# -ge 1 && $# -le 2 ]] || die "usage: scripts/deploy.sh ENV [VERSION]"
 env=$1
 require_env "$env"
+on_target "$env" "$@"
 commit=$(git -C "$PROJECT_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)
 version=${2:-$commit}
 [[ -n $version ]] || die "no VERSION given and $PROJECT_ROOT is not a git checkout: name the version"

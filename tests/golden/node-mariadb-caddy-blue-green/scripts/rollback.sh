@@ -25,6 +25,7 @@ for arg in "$@"; do
 	esac
 done
 require_env "$env"
+on_target "$env" "$env" "$@"
 [[ -z $target ]] || require_version "$target"
 release_init "$env"
 [[ -f "$RELEASE_DIR/releases.tsv" ]] || die "no release history in .deploy/$env: nothing to roll back to"

@@ -9,7 +9,7 @@ ENVIRONMENTS=(dev production)
 SECRETS_GID=${SECRETS_GID:-10001}
 SCRIPT_NAME=$(basename -- "$0" .sh)
 # Keys of env/ENV.env that the scripts read (scripts/deploy.sh), not Compose.
-SCRIPT_SETTINGS=(SIGNING_IDENTITY SIGNING_ISSUER)
+SCRIPT_SETTINGS=(SIGNING_IDENTITY SIGNING_ISSUER DEPLOY_TARGET SWARM_HOST)
 # Per-environment policy (the template's extensions/environments.py): where a data change
 # (restore, a rollback that restores) needs --confirm-ENV, and where a secret file that cannot get
 # the secrets group may fall back to 0644 (a developer's machine).
@@ -73,6 +73,27 @@ require_version() {
 
 require_cmd() {
 	command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"
+}
+
+# on_target ENV ARGS...: when env/ENV.env (or the environment) sets DEPLOY_TARGET=swarm, this
+# script's Swarm version (scripts/swarm/) runs in its place with ARGS; compose: returns.
+on_target() {
+	local env=$1 target
+	shift
+	target=${DEPLOY_TARGET:-}
+	[[ -n $target || ! -f "$PROJECT_ROOT/env/$env.env" ]] ||
+		target=$(sed -n 's/^DEPLOY_TARGET=//p' "$PROJECT_ROOT/env/$env.env" | tail -n 1)
+	case ${target:-compose} in
+	compose) return 0 ;;
+	swarm)
+		[[ -d "$PROJECT_ROOT/scripts/swarm" ]] ||
+			die "DEPLOY_TARGET=swarm for $env, but this project has no Swarm target: answer orchestrators with swarm (copier update --data 'orchestrators=[swarm]') or set DEPLOY_TARGET=compose in env/$env.env"
+		[[ -x "$PROJECT_ROOT/scripts/swarm/$SCRIPT_NAME.sh" ]] ||
+			die "scripts/$SCRIPT_NAME.sh has no Swarm version: $env runs on a Swarm (DEPLOY_TARGET=swarm in env/$env.env)"
+		exec "$PROJECT_ROOT/scripts/swarm/$SCRIPT_NAME.sh" "$@"
+		;;
+	*) die "DEPLOY_TARGET=$target in env/$env.env: use compose or swarm" ;;
+	esac
 }
 
 # require_env ENV: dies unless ENV is one of this project's environments.
