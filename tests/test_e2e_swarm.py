@@ -14,6 +14,7 @@ node addresses."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -53,6 +54,7 @@ def project(copie_session, lab_swarm):
     run("git", "init", "-q", cwd=project)
     run(project / "scripts" / "init-env.sh", "production", cwd=project)
     settings = {"DEPLOY_TARGET": "swarm", "SWARM_HOST": lab_swarm.settings["SWARM_HOST"],
+                "SWARM_NODE_HOST": lab_swarm.settings["SWARM_NODE_HOST"],
                 "APP_IMAGE": f"{lab_swarm.registry}/swarm-e2e", "HTTP_PORT": "8080"}
     for var, key in SERVICE_IMAGES.items():
         settings[var] = lab_swarm.push(IMAGES[key], f"library/{IMAGES[key]}")
@@ -187,6 +189,46 @@ def test_rollback_refuses_bad_arguments_before_touching_the_swarm(project, lab_s
         proc = rollback(project, *args, check=False)
         assert proc.returncode != 0 and reason in proc.stderr.strip().splitlines()[-1], proc.stderr
     assert lab_swarm.docker("service", "inspect", "--format", "{{.Version.Index}}", APP).stdout == before
+
+
+def db_container(swarm: SwarmLab) -> str:
+    return swarm.docker("ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={STACK}_db",
+                        node=EDGE_AND_DATA).stdout.strip()
+
+
+def psql(swarm: SwarmLab, sql: str) -> str:
+    return swarm.docker("exec", db_container(swarm), "psql", "-X", "-At", "-U", "app", "-d", "app", "-c", sql,
+                        node=EDGE_AND_DATA).stdout.strip()
+
+
+def test_a_backup_taken_from_the_swarm_verifies_and_restores(project, lab_swarm):
+    """backup.sh, verify-backup.sh and restore.sh reach the database task on its node (SWARM_NODE_HOST)."""
+    psql(lab_swarm, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 3)")
+    backup = run(project / "scripts" / "backup.sh", "production", cwd=project, timeout=600).stdout.strip().splitlines()[-1]
+    psql(lab_swarm, "INSERT INTO items VALUES (4)")
+    run(project / "scripts" / "verify-backup.sh", "production", backup, cwd=project, timeout=600)
+    with Load(8080, host=lab_swarm.edge, threads=2) as load:
+        run(project / "scripts" / "restore.sh", "production", backup, "--confirm-production", cwd=project, timeout=600)
+    assert psql(lab_swarm, "SELECT count(*) FROM items") == "3"
+    assert serving(lab_swarm) == {"v1"} and len(lab_swarm.tasks(APP)) == 2
+    assert load.succeeded, "the app answered around the restore (it stops while the databases swap)"
+
+
+def test_a_rotated_secret_reaches_the_app_without_a_failed_request(project, lab_swarm):
+    """A changed secret file is a new Swarm secret (its content hash in the name): deploying the
+    serving version again rolls every service that reads it, the app one task at a time."""
+    secret = project / "secrets" / "production" / "redis_password"
+    rotated = "rotated-" + secret.read_text().strip()[:24]
+    secret.write_text(rotated)
+    _, load, _ = under_load(lab_swarm, lambda: deploy(project, "v1"))
+    assert load.failed == [], f"{len(load.failed)} failed of {len(load.results)}: {load.failed[:10]}"
+    for task in lab_swarm.tasks(APP):
+        node = int(task["Node"].removeprefix("node"))
+        container = lab_swarm.docker("ps", "--quiet", "--filter", f"label=com.docker.swarm.task.id={task['ID']}", node=node).stdout.strip()
+        assert lab_swarm.docker("exec", container, "cat", "/run/secrets/redis_password", node=node).stdout == rotated
+    spec = json.loads(lab_swarm.docker("service", "inspect", APP).stdout)[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+    version = hashlib.sha256(rotated.encode()).hexdigest()[:12]
+    assert f"{STACK}-redis_password-{version}" in {s["SecretName"] for s in spec["Secrets"]}
 
 
 def test_a_dead_worker_node_is_replaced_without_anyone_acting(project, lab_swarm):

@@ -48,7 +48,7 @@ install_trixie_plugin() {
 	rm -rf "$work"
 }
 
-apt_install ca-certificates git openssl gnupg restic prometheus prometheus-alertmanager prometheus-blackbox-exporter systemd util-linux docker-registry
+apt_install ca-certificates git openssl gnupg restic prometheus prometheus-alertmanager prometheus-blackbox-exporter systemd util-linux docker-registry socat iproute2 iptables
 install_trixie_plugin docker-compose docker-compose
 install_trixie_plugin docker-buildx docker-buildx
 command -v docker >/dev/null 2>&1 || apt_install docker.io

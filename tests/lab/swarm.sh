@@ -7,7 +7,8 @@
 #
 #   tests/lab/swarm.sh up [N]   N nodes (default 3; node 1 is the manager). Prints `export KEY=VALUE`:
 #                               SWARM_HOST (DOCKER_HOST of the manager), SWARM_REGISTRY, SWARM_NODES
-#                               (the nodes' DOCKER_HOSTs), SWARM_ADDRESSES, SWARM_EDGE (node 1's
+#                               (the nodes' DOCKER_HOSTs), SWARM_NODE_HOST (the same with {node} for a
+#                               hostname, as a rendered project's setting), SWARM_ADDRESSES, SWARM_EDGE (node 1's
 #                               address: where its published ports answer from this host),
 #                               SWARM_IPSEC (yes/no: whether encrypted overlay networks can work here).
 #   tests/lab/swarm.sh kill N   worker N dies: its link goes down and its dockerd is killed.
@@ -153,6 +154,7 @@ up() {
 	printf 'export SWARM_HOST=unix://%s\n' "$(node_sock 1)"
 	printf 'export SWARM_REGISTRY=127.0.0.1:%s\n' "$port"
 	printf 'export SWARM_NODES="%s"\n' "${hosts[*]}"
+	printf 'export SWARM_NODE_HOST=unix://%s/{node}.sock\n' "$state"
 	printf 'export SWARM_ADDRESSES="%s"\n' "${addresses[*]}"
 	printf 'export SWARM_EDGE=%s\n' "$manager"
 	printf 'export SWARM_IPSEC=%s\n' "$ipsec"
@@ -203,6 +205,9 @@ down() {
 		while read -r mount; do umount -l "$mount" || true; done
 	if [[ -f $state/namespaces ]]; then
 		while read -r ns; do ip netns delete "$ns" 2>/dev/null || true; done <"$state/namespaces"
+		# The kernel frees a namespace, and with it the veth pair, a moment after its last process.
+		local deadline=$((SECONDS + 30))
+		while ip -br link | grep -q '^dpsw[0-9]' && ((SECONDS < deadline)); do sleep 0.5; done
 	fi
 	if [[ -f $state/forward-rule ]]; then
 		iptables -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null || true

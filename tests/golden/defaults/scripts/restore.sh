@@ -46,12 +46,11 @@ open_backup "$dir" "$env" | db_load "$staging_db" || failed "loading the dump"
 db_grant "$staging_db" || failed "giving its objects to the owner role and the app its privileges"
 
 log "restore $id into $env: swapping it in (the app stops for a moment)"
-compose_cmd "$env"
-"${COMPOSE[@]}" stop "${APP_SERVICES[@]}" >/dev/null 2>&1 || true
+db_app_stop "$env"
 if ! db_swap "$staging_db" "$previous_db"; then
-	"${COMPOSE[@]}" start "${APP_SERVICES[@]}" >/dev/null 2>&1 || true
+	db_app_start "$env" || true
 	failed "swapping databases"
 fi
-"${COMPOSE[@]}" up --detach --no-deps --wait "${APP_SERVICES[@]}" >/dev/null 2>&1 ||
-	die "restored $id, but the app did not become healthy: see scripts/compose.sh $env logs ${APP_SERVICES[*]}"
+db_app_start "$env" ||
+	die "restored $id, but the app did not become healthy: see scripts/compose.sh $env logs ${APP_SERVICES[*]} (on a Swarm: docker service ps)"
 log "restored $id into $env; the data it replaced is kept as database $previous_db"

@@ -22,6 +22,18 @@ db_use_service() { # ENV
 	DB_EXEC=("${COMPOSE[@]}" exec -T db)
 }
 
+# db_app_stop ENV, db_app_start ENV: the app's replicas stop while its database is swapped
+# (scripts/restore.sh), then start again and are healthy; db_app_start fails otherwise.
+db_app_stop() {
+	compose_cmd "$1"
+	"${COMPOSE[@]}" stop "${APP_SERVICES[@]}" >/dev/null 2>&1 || true
+}
+
+db_app_start() {
+	compose_cmd "$1"
+	"${COMPOSE[@]}" up --detach --no-deps --wait "${APP_SERVICES[@]}" >/dev/null 2>&1
+}
+
 db_use_container() { # NAME
 	DB_EXEC=(docker exec -i "$1")
 }

@@ -9,7 +9,7 @@ ENVIRONMENTS=(dev production)
 SECRETS_GID=${SECRETS_GID:-10001}
 SCRIPT_NAME=$(basename -- "$0" .sh)
 # Keys of env/ENV.env that the scripts read (scripts/deploy.sh), not Compose.
-SCRIPT_SETTINGS=(SIGNING_IDENTITY SIGNING_ISSUER DEPLOY_TARGET SWARM_HOST)
+SCRIPT_SETTINGS=(SIGNING_IDENTITY SIGNING_ISSUER DEPLOY_TARGET SWARM_HOST SWARM_NODE_HOST)
 # Per-environment policy (the template's extensions/environments.py): where a data change
 # (restore, a rollback that restores) needs --confirm-ENV, and where a secret file that cannot get
 # the secrets group may fall back to 0644 (a developer's machine).
@@ -75,15 +75,21 @@ require_cmd() {
 	command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"
 }
 
+# deploy_target ENV: where ENV runs: DEPLOY_TARGET from the environment or env/ENV.env [compose].
+deploy_target() {
+	local target=${DEPLOY_TARGET:-}
+	[[ -n $target || ! -f "$PROJECT_ROOT/env/$1.env" ]] ||
+		target=$(sed -n 's/^DEPLOY_TARGET=//p' "$PROJECT_ROOT/env/$1.env" | tail -n 1)
+	echo "${target:-compose}"
+}
+
 # on_target ENV ARGS...: when env/ENV.env (or the environment) sets DEPLOY_TARGET=swarm, this
 # script's Swarm version (scripts/swarm/) runs in its place with ARGS; compose: returns.
 on_target() {
 	local env=$1 target
 	shift
-	target=${DEPLOY_TARGET:-}
-	[[ -n $target || ! -f "$PROJECT_ROOT/env/$env.env" ]] ||
-		target=$(sed -n 's/^DEPLOY_TARGET=//p' "$PROJECT_ROOT/env/$env.env" | tail -n 1)
-	case ${target:-compose} in
+	target=$(deploy_target "$env")
+	case $target in
 	compose) return 0 ;;
 	swarm)
 		[[ -d "$PROJECT_ROOT/scripts/swarm" ]] ||

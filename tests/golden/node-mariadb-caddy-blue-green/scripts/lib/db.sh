@@ -18,8 +18,35 @@ DB_SECRETS=(db_root_password db_password db_backup_password)
 DB_DUMP_TRAILER='-- Dump completed'
 
 db_use_service() { # ENV
+	if [[ $(deploy_target "$1") == swarm ]]; then
+		# shellcheck source=swarm.sh
+		source "$PROJECT_ROOT/scripts/lib/swarm.sh"
+		swarm_db_exec "$1"
+		return 0
+	fi
 	compose_cmd "$1"
 	DB_EXEC=("${COMPOSE[@]}" exec -T db)
+}
+
+# db_app_stop ENV, db_app_start ENV: the app's replicas stop while its database is swapped
+# (scripts/restore.sh), then start again and are healthy; db_app_start fails otherwise.
+db_app_stop() {
+	if [[ $(deploy_target "$1") == swarm ]]; then
+		DB_APP_REPLICAS=$("${SWARM[@]}" service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "${STACK}_app")
+		"${SWARM[@]}" service scale --detach "${STACK}_app=0" >/dev/null 2>&1 || true
+		return 0
+	fi
+	compose_cmd "$1"
+	"${COMPOSE[@]}" stop "${APP_SERVICES[@]}" >/dev/null 2>&1 || true
+}
+
+db_app_start() {
+	if [[ $(deploy_target "$1") == swarm ]]; then
+		"${SWARM[@]}" service scale --detach=false "${STACK}_app=${DB_APP_REPLICAS:-1}" >/dev/null 2>&1
+		return
+	fi
+	compose_cmd "$1"
+	"${COMPOSE[@]}" up --detach --no-deps --wait "${APP_SERVICES[@]}" >/dev/null 2>&1
 }
 
 db_use_container() { # NAME

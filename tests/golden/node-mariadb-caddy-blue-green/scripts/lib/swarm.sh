@@ -5,7 +5,7 @@
 
 # The images the stack runs: env/ENV.env's X_IMAGE, else the pin, from IMAGE_MIRROR when it is set
 # (the same rule as compose.yaml's ${X_IMAGE:-${IMAGE_MIRROR:-registry}/path}).
-declare -A SWARM_IMAGE_DEFAULTS=([CADDY_IMAGE]=docker.io/library/caddy:2.11 [MARIADB_IMAGE]=docker.io/library/mariadb:11.4)
+declare -gA SWARM_IMAGE_DEFAULTS=([CADDY_IMAGE]=docker.io/library/caddy:2.11 [MARIADB_IMAGE]=docker.io/library/mariadb:11.4)
 # One-off jobs of the stack, in the order a deploy waits for them.
 # shellcheck disable=SC2034  # read by scripts/swarm/deploy.sh
 SWARM_JOBS=(db-roles migrate)
@@ -16,7 +16,8 @@ swarm_init() {
 	local env=$1 host out
 	STACK=$PROJECT_SLUG-$env
 	STACK_FILE=$PROJECT_ROOT/swarm/$env.yaml
-	host=${SWARM_HOST:-$(env_setting SWARM_HOST)}
+	SWARM_ENV=$env
+	host=${SWARM_HOST:-$(swarm_setting SWARM_HOST)}
 	SWARM=(docker)
 	[[ -z $host ]] || SWARM=(docker --host "$host")
 	swarm_export_settings "$env"
@@ -25,6 +26,25 @@ swarm_init() {
 	out=$("${SWARM[@]}" node ls --quiet 2>&1 >/dev/null) ||
 		die "no Swarm manager answers at ${host:-DOCKER_HOST or the current context} ($(tail -n 1 <<<"$out")): set SWARM_HOST in env/$env.env"
 	SWARM_DEPLOY_TIMEOUT=${SWARM_DEPLOY_TIMEOUT:-300}
+}
+
+# swarm_setting KEY: KEY's value in env/SWARM_ENV.env (empty if unset).
+swarm_setting() { sed -n "s/^$1=//p" "$PROJECT_ROOT/env/$SWARM_ENV.env" | tail -n 1; }
+
+# swarm_db_exec ENV: DB_EXEC (lib/db.sh) runs in the container of ENV's database task, on whichever
+# node it is: through that node's daemon, SWARM_NODE_HOST with {node} standing for its hostname.
+swarm_db_exec() {
+	local env=$1 node task container pattern
+	swarm_init "$env"
+	read -r node task < <("${SWARM[@]}" service ps --no-trunc --filter desired-state=running \
+		--format '{{.Node}} {{.ID}}' "${STACK}_db" 2>/dev/null | head -n 1) || true
+	[[ -n ${task:-} ]] || die "the $env database is not running on the Swarm (docker service ps ${STACK}_db)"
+	container=$("${SWARM[@]}" inspect --type task --format '{{.Status.ContainerStatus.ContainerID}}' "$task")
+	pattern=${SWARM_NODE_HOST:-$(swarm_setting SWARM_NODE_HOST)}
+	[[ $pattern == *"{node}"* ]] ||
+		die "the $env database runs on node $node: set SWARM_NODE_HOST in env/$env.env to how this host reaches a node's Docker daemon, e.g. ssh://ops@{node}"
+	# shellcheck disable=SC2034  # read by lib/db.sh
+	DB_EXEC=(docker --host "${pattern//\{node\}/$node}" exec -i "$container")
 }
 
 # swarm_export_settings ENV: every KEY=VALUE of env/ENV.env, for the stack file's ${KEY} (as Compose
