@@ -146,6 +146,9 @@ def test_a_rolling_update_under_load_fails_no_request(project, lab_swarm):
     assert load.versions() == {"v1", "v2"} and serving(lab_swarm) == {"v2"}
     assert {t["Image"].split("@")[0] for t in lab_swarm.tasks(APP)} == {f"{lab_swarm.registry}/swarm-e2e:v2"}
     assert history(project)[-1] == ("v2", "deploy") and "APP_VERSION=v2" in (project / "env/production.env").read_text()
+    # A backup before the migrations, recorded with the release (the first deploy had no data).
+    backups = [line.split("\t")[3] for line in (project / ".deploy/production/releases.tsv").read_text().splitlines()[1:]]
+    assert backups[0] == "-" and (project / "backups" / "production" / backups[-1]).is_dir()
     print(f"swarm rolling update of 2 replicas: {seconds:.1f} s, {len(load.results)} requests, 0 failed")
 
 
@@ -212,6 +215,16 @@ def test_a_backup_taken_from_the_swarm_verifies_and_restores(project, lab_swarm)
     assert psql(lab_swarm, "SELECT count(*) FROM items") == "3"
     assert serving(lab_swarm) == {"v1"} and len(lab_swarm.tasks(APP)) == 2
     assert load.succeeded, "the app answered around the restore (it stops while the databases swap)"
+
+
+def test_migrate_takes_a_backup_and_runs_the_job_again(project, lab_swarm):
+    def iteration() -> int:
+        return int(lab_swarm.docker("service", "inspect", "--format", "{{.JobStatus.JobIteration.Index}}", f"{STACK}_migrate").stdout)
+
+    before = iteration()
+    backup = run(project / "scripts" / "migrate.sh", "production", cwd=project, timeout=600).stdout.strip().splitlines()[-1]
+    assert (project / "backups" / "production" / backup / "SHA256SUMS").exists()
+    assert iteration() > before
 
 
 def test_a_rotated_secret_reaches_the_app_without_a_failed_request(project, lab_swarm):

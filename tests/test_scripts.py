@@ -476,3 +476,10 @@ def test_swarm_settings_follow_composes_rules(swarm_project):
     assert redis.startswith("mirror.example:5000/library/redis:")
     digest = __import__("hashlib").sha256((swarm_project / "secrets/staging/redis_password").read_bytes()).hexdigest()
     assert secret_version == digest[:12]
+
+
+@pytest.mark.parametrize("script, args", [("audit.sh", []), ("maintenance.sh", ["on"]), ("db-roles.sh", [])])
+def test_scripts_without_a_swarm_version_refuse_a_swarm_environment(swarm_project, script, args):
+    proc = run(swarm_project / "scripts" / script, "staging", *args, check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"scripts/{script} has no Swarm version: staging runs on a Swarm (DEPLOY_TARGET=swarm in env/staging.env)" in proc.stderr

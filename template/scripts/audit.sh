@@ -173,6 +173,8 @@ write_metrics() {
 [[ $# -eq 1 ]] || die "usage: scripts/audit.sh ENV"
 env=$1
 require_env "$env"
+# A Swarm environment: refused in one line until this script has a Swarm version.
+on_target "$env" "$@"
 require_cmd docker "install Docker Engine with the compose plugin"
 mapfile -t containers < <(docker ps --filter "label=com.docker.compose.project=$PROJECT_SLUG-$env" --format '{{.Names}}' | sort)
 [[ ${#containers[@]} -gt 0 ]] || die "no running container in $env: start it first (scripts/compose.sh $env up -d --wait)"

@@ -11,6 +11,8 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
 [[ $# -eq 1 ]] || die "usage: scripts/db-roles.sh ENV"
 env=$1
 require_env "$env"
+# A Swarm environment: refused in one line until this script has a Swarm version.
+on_target "$env" "$@"
 ensure_env_ready "$env"
 compose_cmd "$env"
 ensure_db_roles "$env" || die "the roles of $env's database could not be set (see above)"

@@ -14,6 +14,8 @@ env=$1
 state=$2
 shift 2
 require_env "$env"
+# A Swarm environment: refused in one line until this script has a Swarm version.
+on_target "$env" "$@"
 message="We are doing maintenance and will be back shortly."
 case $state in
 on)

@@ -35,37 +35,17 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib/release.sh"
 env=$1
 require_env "$env"
 on_target "$env" "$@"
-commit=$(git -C "$PROJECT_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)
-version=${2:-$commit}
-[[ -n $version ]] || die "no VERSION given and $PROJECT_ROOT is not a git checkout: name the version"
-require_version "$version"
-if [[ -z ${2:-} ]] && checkout_changed; then
-	die "the checkout has uncommitted changes: commit them, or name the version explicitly"
-fi
-digest=${APP_IMAGE_DIGEST:-}
-[[ -z $digest || $digest =~ ^sha256:[0-9a-f]{64}$ ]] || die "APP_IMAGE_DIGEST is not sha256: and 64 hex digits: $digest"
+release_version "${2:-}"
+version=$RELEASE_VERSION
 release_init "$env"
 image=$(image_of "$version")
 previous=$(current_version)
-signing_identity=${SIGNING_IDENTITY:-$(env_setting SIGNING_IDENTITY)}
-if [[ -n $signing_identity ]]; then
-	[[ -n $digest ]] || die "env/$env.env sets SIGNING_IDENTITY: deploy an image by its digest (APP_IMAGE_DIGEST=sha256:..., as the pipeline does), never by tag alone"
-	verify_signature "${image%:*}@$digest" "$signing_identity" "${SIGNING_ISSUER:-$(env_setting SIGNING_ISSUER)}"
-	log "deploy $version to $env: ${image%:*}@$digest is signed by $signing_identity"
-fi
-
-if [[ -n $digest ]]; then
-	use_digest "$image" "$digest"
-	log "deploy $version to $env: using ${image%:*}@$digest as $image"
-elif image_id "$image" >/dev/null; then
-	log "deploy $version to $env: using image $image (releases are never rebuilt)"
-elif pull_error=$(docker pull --quiet "$image" 2>&1 >/dev/null); then
-	log "deploy $version to $env: pulled $image"
-elif [[ $version == "$commit" ]] && ! checkout_changed; then
-	log "deploy $version to $env: building $image from this checkout (its commit, no changes)"
-	build_image "$version" >/dev/null || die "building $image failed"
+verify_release "$image"
+if [[ -n $RELEASE_DIGEST ]]; then
+	use_digest "$image" "$RELEASE_DIGEST"
+	log "deploy $version to $env: using ${image%:*}@$RELEASE_DIGEST as $image"
 else
-	die "image $image is not on this host and the pull failed ($(tail -n 1 <<<"$pull_error")): build it first (scripts/build.sh $env $version) or push it to the registry"
+	obtain_image "$image"
 fi
 image_id=$(image_id "$image")
 

@@ -10,6 +10,7 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
 [[ $# -eq 1 ]] || die "usage: scripts/migrate.sh ENV"
 env=$1
 require_env "$env"
+on_target "$env" "$@"
 log "migrate $env: backing up first"
 id=$("$PROJECT_ROOT/scripts/backup.sh" "$env" | tail -n 1) || die "the backup before migrating failed: nothing was migrated"
 compose_cmd "$env"

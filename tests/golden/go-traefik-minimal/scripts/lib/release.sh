@@ -62,6 +62,49 @@ use_digest() {
 	docker tag "$ref" "$image"
 }
 
+# release_version [VERSION]: RELEASE_VERSION (VERSION, or this checkout's commit when it has no
+# changes), RELEASE_COMMIT, and RELEASE_DIGEST (APP_IMAGE_DIGEST). Dies on a bad one: call it before
+# anything is written.
+release_version() {
+	RELEASE_COMMIT=$(git -C "$PROJECT_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)
+	RELEASE_VERSION=${1:-$RELEASE_COMMIT}
+	[[ -n $RELEASE_VERSION ]] || die "no VERSION given and $PROJECT_ROOT is not a git checkout: name the version"
+	require_version "$RELEASE_VERSION"
+	if [[ -z ${1:-} ]] && checkout_changed; then
+		die "the checkout has uncommitted changes: commit them, or name the version explicitly"
+	fi
+	RELEASE_DIGEST=${APP_IMAGE_DIGEST:-}
+	[[ -z $RELEASE_DIGEST || $RELEASE_DIGEST =~ ^sha256:[0-9a-f]{64}$ ]] ||
+		die "APP_IMAGE_DIGEST is not sha256: and 64 hex digits: $RELEASE_DIGEST"
+}
+
+# verify_release IMAGE: with SIGNING_IDENTITY set (env/ENV.env or the environment), IMAGE must come
+# by digest and its cosign signature verify; dies otherwise.
+verify_release() {
+	local image=$1 identity
+	identity=${SIGNING_IDENTITY:-$(env_setting SIGNING_IDENTITY)}
+	[[ -n $identity ]] || return 0
+	[[ -n $RELEASE_DIGEST ]] || die "env/$RELEASE_ENV.env sets SIGNING_IDENTITY: deploy an image by its digest (APP_IMAGE_DIGEST=sha256:..., as the pipeline does), never by tag alone"
+	verify_signature "${image%:*}@$RELEASE_DIGEST" "$identity" "${SIGNING_ISSUER:-$(env_setting SIGNING_ISSUER)}"
+	log "deploy $RELEASE_VERSION to $RELEASE_ENV: ${image%:*}@$RELEASE_DIGEST is signed by $identity"
+}
+
+# obtain_image IMAGE: IMAGE is on this host: as it was, pulled, or built from this checkout when
+# the version is its commit and it has no changes (a named release is never rebuilt); dies otherwise.
+obtain_image() {
+	local image=$1 pull_error
+	if image_id "$image" >/dev/null; then
+		log "deploy $RELEASE_VERSION to $RELEASE_ENV: using image $image (releases are never rebuilt)"
+	elif pull_error=$(docker pull --quiet "$image" 2>&1 >/dev/null); then
+		log "deploy $RELEASE_VERSION to $RELEASE_ENV: pulled $image"
+	elif [[ $RELEASE_VERSION == "$RELEASE_COMMIT" ]] && ! checkout_changed; then
+		log "deploy $RELEASE_VERSION to $RELEASE_ENV: building $image from this checkout (its commit, no changes)"
+		build_image "$RELEASE_VERSION" >/dev/null || die "building $image failed"
+	else
+		die "image $image is not on this host and the pull failed ($(tail -n 1 <<<"$pull_error")): build it first (scripts/build.sh $RELEASE_ENV $RELEASE_VERSION) or push it to the registry"
+	fi
+}
+
 # checkout_changed: this checkout has uncommitted changes to tracked files (never true outside git).
 checkout_changed() { [[ -n $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; }
 

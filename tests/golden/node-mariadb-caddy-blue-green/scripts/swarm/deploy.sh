@@ -7,8 +7,9 @@
 #    (its commit, no changes), then pushed to APP_IMAGE's registry; the stack names it by digest.
 #    APP_IMAGE_DIGEST=sha256:... deploys a digest already in the registry (the pipeline's way);
 #    with SIGNING_IDENTITY set, only one whose cosign signature verifies.
-# 2. The stack is deployed with the app as it runs (a first deploy: no replicas yet): the database,
-#    cache and proxy start or stay, and the jobs run (roles, then the new version's migrations).
+# 2. A backup first (scripts/backup.sh; not on a first deploy), then the stack with
+#    the app as it runs (a first deploy: no replicas yet): the database, cache and proxy start or
+#    stay, and the jobs run (roles, then the new version's migrations).
 # 3. Then the stack again with the new version of the app: Swarm replaces one task at a time, each
 #    new task started and healthy before an old one stops; a new task that fails its health check
 #    makes Swarm roll the app back by itself.
@@ -29,41 +30,27 @@ source "$here/../lib/swarm.sh"
 [[ $# -ge 1 && $# -le 2 ]] || die "usage: scripts/deploy.sh ENV [VERSION]"
 env=$1
 require_env "$env"
-commit=$(git -C "$PROJECT_ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)
-version=${2:-$commit}
-[[ -n $version ]] || die "no VERSION given and $PROJECT_ROOT is not a git checkout: name the version"
-require_version "$version"
-if [[ -z ${2:-} ]] && checkout_changed; then
-	die "the checkout has uncommitted changes: commit them, or name the version explicitly"
-fi
-digest=${APP_IMAGE_DIGEST:-}
-[[ -z $digest || $digest =~ ^sha256:[0-9a-f]{64}$ ]] || die "APP_IMAGE_DIGEST is not sha256: and 64 hex digits: $digest"
+release_version "${2:-}"
+version=$RELEASE_VERSION
 release_init "$env"
 swarm_init "$env"
 image=$(image_of "$version")
 previous=$(current_version)
-
-signing_identity=${SIGNING_IDENTITY:-$(env_setting SIGNING_IDENTITY)}
-if [[ -n $signing_identity ]]; then
-	[[ -n $digest ]] || die "env/$env.env sets SIGNING_IDENTITY: deploy an image by its digest (APP_IMAGE_DIGEST=sha256:..., as the pipeline does), never by tag alone"
-	verify_signature "${image%:*}@$digest" "$signing_identity" "${SIGNING_ISSUER:-$(env_setting SIGNING_ISSUER)}"
-fi
-if [[ -n $digest ]]; then
-	ref=$image@$digest
+verify_release "$image"
+if [[ -n $RELEASE_DIGEST ]]; then
+	ref=$image@$RELEASE_DIGEST
 	log "deploy $version to $env: $ref (from the registry, by digest)"
 else
-	if image_id "$image" >/dev/null; then
-		log "deploy $version to $env: using image $image (releases are never rebuilt)"
-	elif docker pull --quiet "$image" >/dev/null 2>&1; then
-		log "deploy $version to $env: pulled $image"
-	elif [[ $version == "$commit" ]] && ! checkout_changed; then
-		log "deploy $version to $env: building $image from this checkout (its commit, no changes)"
-		build_image "$version" >/dev/null || die "building $image failed"
-	else
-		die "image $image is not on this host and the pull failed: build it first (scripts/build.sh $env $version)"
-	fi
+	obtain_image "$image"
 	ref=$(swarm_pushed_ref "$image")
 	log "deploy $version to $env: pushed $ref"
+fi
+# The data as it was before this release's migrations (a first deploy has none yet).
+backup_id=-
+if swarm_service db; then
+	log "deploy $version to $env: backing up before the migrations"
+	backup_id=$("$PROJECT_ROOT/scripts/backup.sh" "$env" | tail -n 1) ||
+		die "deploy $version to $env stopped: the backup before its migrations failed (users are still served by $previous)"
 fi
 
 # First the stack with the app as it runs (a first deploy: no replicas yet), the new jobs.
@@ -89,5 +76,5 @@ case $status in
 *) die "deploy $version to $env failed: the app did not converge on $version within $SWARM_DEPLOY_TIMEOUT s (docker service ps ${STACK}_app)" ;;
 esac
 set_current_version "$version"
-record_release "$version" "${ref##*@}" - deploy
+record_release "$version" "${ref##*@}" "$backup_id" deploy
 log "deployed $version to $env (${ref##*@}, was $previous)"
