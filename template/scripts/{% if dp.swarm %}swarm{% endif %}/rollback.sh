@@ -27,12 +27,9 @@ done
 require_env "$env"
 [[ -z $target ]] || require_version "$target"
 release_init "$env"
-[[ -f "$RELEASE_DIR/releases.tsv" ]] || die "no release history in .deploy/$env: nothing to roll back to"
 current=$(current_version)
-if [[ -z $target ]]; then
-	target=$(awk -F'\t' -v cur="$current" 'NR > 1 && $2 != cur { prev = $2 } END { print prev }' "$RELEASE_DIR/releases.tsv")
-	[[ -n $target ]] || die "no release before $current in .deploy/$env/releases.tsv"
-fi
+rollback_target "$target"
+target=$ROLLBACK_TARGET
 digest=$(release_field "$target" 3)
 [[ $digest =~ ^sha256:[0-9a-f]{64}$ ]] || die "$target was never released to $env on a Swarm (no digest in .deploy/$env/releases.tsv)"
 swarm_init "$env"

@@ -28,12 +28,9 @@ require_env "$env"
 on_target "$env" "$env" "$@"
 [[ -z $target ]] || require_version "$target"
 release_init "$env"
-[[ -f "$RELEASE_DIR/releases.tsv" ]] || die "no release history in .deploy/$env: nothing to roll back to"
 current=$(current_version)
-if [[ -z $target ]]; then
-	target=$(awk -F'\t' -v cur="$current" 'NR > 1 && $2 != cur { prev = $2 } END { print prev }' "$RELEASE_DIR/releases.tsv")
-	[[ -n $target ]] || die "no release before $current in .deploy/$env/releases.tsv"
-fi
+rollback_target "$target"
+target=$ROLLBACK_TARGET
 recorded=$(release_field "$target" 3)
 [[ -n $recorded ]] || die "$target was never released to $env"
 image=$(image_of "$target")

@@ -105,6 +105,18 @@ obtain_image() {
 	fi
 }
 
+# rollback_target [VERSION]: ROLLBACK_TARGET is VERSION, or the release before the current one in
+# the history; dies when there is none.
+rollback_target() {
+	local current
+	ROLLBACK_TARGET=${1:-}
+	[[ -f "$RELEASE_DIR/releases.tsv" ]] || die "no release history in .deploy/$RELEASE_ENV: nothing to roll back to"
+	[[ -z $ROLLBACK_TARGET ]] || return 0
+	current=$(current_version)
+	ROLLBACK_TARGET=$(awk -F'\t' -v cur="$current" 'NR > 1 && $2 != cur { prev = $2 } END { print prev }' "$RELEASE_DIR/releases.tsv")
+	[[ -n $ROLLBACK_TARGET ]] || die "no release before $current in .deploy/$RELEASE_ENV/releases.tsv"
+}
+
 # checkout_changed: this checkout has uncommitted changes to tracked files (never true outside git).
 checkout_changed() { [[ -n $(git -C "$PROJECT_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; }
 
