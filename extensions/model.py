@@ -691,10 +691,12 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         net for s in services for nets in s.env_networks.values() for net in nets}
     named_volumes = {v.split(":", 1)[0] for s in services for v in s.volumes if not v.startswith(("/", "."))}
 
+    # The TLS secret files, where TLS ends in this stack with certificate files.
+    tls_files = ["tls_cert", "tls_key"] if f.tls == "files" else []
     envs = {}
     for env in f.environments:
         profile = PROFILES[env]
-        tls_secrets = ["tls_cert", "tls_key"] if f.tls_in(env) and f.tls == "files" else []
+        tls_secrets = tls_files if f.tls_in(env) else []
         envs[env] = dict(
             profile,
             name=env,
@@ -747,7 +749,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "grafana_public": f.grafana_public,
         "grafana_admin": grafana_admin(f) if f.monitored else None,
         "volumes": [v for v in VOLUME_ORDER if v in named_volumes],
-        "tls_secrets": ["tls_cert", "tls_key"] if f.tls == "files" else [],
+        "tls_secrets": tls_files,
         "images": dict(IMAGES),
         "image_keys": image_keys,
         "image_vars": {key: image_var(key) for key in IMAGES},
@@ -810,9 +812,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # go.mod's go directive: the release of the pinned build image (golang:1.27-bookworm -> 1.27).
         "go_version": IMAGES["go"].split(":", 1)[1].split("-", 1)[0],
         # The Swarm target: a stack per environment (extensions/swarm.py), or None.
-        "swarm": swarm_model(
-            f.slug, f.environments, PROFILES, services, f.proxy, (f.db or {}).get("config_files", []), f.app_limits, SIZES,
-            replicas_of=lambda env: envs[env]["replicas"], ports_of=f.host_ports,
-            tls_secrets_of=lambda env: ["tls_cert", "tls_key"] if f.tls_in(env) and f.tls == "files" else [], tls_of=f.tls_in,
-            image_keys=image_keys, app_port=f.app_port) if "swarm" in f.orchestrators else None,
+        "swarm": swarm_model(f.slug, envs, services, f.proxy, (f.db or {}).get("config_files", []), f.app_limits,
+                             tls_files, image_keys, f.app_port)
+        if "swarm" in f.orchestrators else None,
     }

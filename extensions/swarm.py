@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .catalogue import APP_UID, IMAGES, PROXIES, image_location, image_var
+from .catalogue import APP_UID, IMAGES, PROXIES, SIZES, image_location, image_var
 from .environments import limits
 from .services import Service
 
@@ -31,12 +31,15 @@ APP_USER = f"{APP_UID}:{APP_UID}"  # the app's image user (the x-app anchor of c
 # Roles that run on a Swarm, in the stack's order.
 SWARM_ROLES = ("app", "migrate", "db", "db-roles", "cache", "proxy")
 SWARM_NETWORKS = ("edge", "backend")
-# Node labels that place the stateful services and the proxy (docs/swarm.md).
-LABELS = {"db": "{slug}.db", "edge": "{slug}.edge"}
-# How long a job (migrations, roles) retries while what it needs starts (the database).
 # Secret and config names: at most 64 characters, the last 13 "-" and a 12-digit content hash.
 OBJECT_NAME_MAX = 64 - 13
+# How long a job (migrations, roles) retries while what it needs starts (the database).
 JOB_RESTART = {"condition": "on-failure", "delay": "5s", "max_attempts": 24}
+
+
+def node_labels(slug: str) -> dict[str, str]:
+    """The node labels that place the stateful services and the proxy (docs/swarm.md)."""
+    return {"db": f"{slug}.db", "edge": f"{slug}.edge"}
 
 
 def object_var(kind: str, name: str) -> str:
@@ -67,11 +70,6 @@ def image_key(image: str) -> str | None:
     return None
 
 
-def _user_ids(user: str | None) -> tuple[str, str]:
-    uid, _, gid = (user or "0:0").partition(":")
-    return uid, gid or uid
-
-
 def _tmpfs(entry: str) -> dict[str, Any]:
     target, _, options = entry.partition(":")
     mount: dict[str, Any] = {"type": "tmpfs", "target": target}
@@ -83,17 +81,17 @@ def _tmpfs(entry: str) -> dict[str, Any]:
 class SwarmStack:
     """One environment's stack: services, networks, volumes, secrets and configs."""
 
-    def __init__(self, slug: str, env: str, profile: dict[str, Any], services: list[Service], proxy: str,
-                 db_config_files: list[str], app_limits: tuple[float, int], sizes: dict[str, tuple[float, int]],
-                 replicas: int, ports: dict[str, int], tls_secrets: list[str], tls: bool):
-        self.slug, self.env, self.profile, self.proxy = slug, env, profile, proxy
-        self.services = [s for role in SWARM_ROLES for s in services if s.role == role and s.runs_in(env)
+    def __init__(self, slug: str, e: dict[str, Any], services: list[Service], proxy: str, db_config_files: list[str],
+                 app_limits: tuple[float, int], tls_secrets: list[str]):
+        """`e` is the environment as derive() describes it (envs[ENV]: its profile, replicas, tls, ports)."""
+        self.slug, self.env, self.e, self.proxy = slug, e["name"], e, proxy
+        self.services = [s for role in SWARM_ROLES for s in services if s.role == role and s.runs_in(self.env)
                          and (s.role != "app" or s.colour == "blue")]
-        self.db_config_files, self.app_limits, self.sizes = db_config_files, app_limits, sizes
-        self.replicas, self.ports, self.tls_secrets, self.tls = replicas, ports, tls_secrets, tls
+        self.db_config_files, self.app_limits = db_config_files, app_limits
+        self.tls_secrets = tls_secrets if e["tls"] else []
         self.secrets: dict[str, dict[str, Any]] = {}
         self.configs: dict[str, dict[str, Any]] = {}
-        self.labels = {role: label.format(slug=slug) for role, label in LABELS.items()}
+        self.labels = node_labels(slug)
 
     # --- objects: a name per content version ------------------------------------------------------
     def _object(self, kind: str, name: str, path: str) -> str:
@@ -137,7 +135,7 @@ class SwarmStack:
                                        if k == "APP_VERSION" else v) for k, v in s.environment.items()}
         if s.env_file:
             spec["env_file"] = [f"../env/{self.env}.app.env"]
-        uid, gid = _user_ids(user)
+        uid, _, gid = user.partition(":")
         secrets = list(s.secrets) + (self.tls_secrets if s.role == "proxy" else [])
         if secrets:
             spec["secrets"] = [{"source": self._object("secret", name, f"secrets/{self.env}/{name}"), "target": name,
@@ -155,9 +153,9 @@ class SwarmStack:
         spec["healthcheck"] = s.healthcheck
         spec["networks"] = [n for n in s.networks if n in SWARM_NETWORKS]
         if s.role == "proxy":
-            spec["ports"] = [{"target": 8080, "published": "${HTTP_PORT:-%d}" % self.ports["http"], "protocol": "tcp", "mode": "host"}]
-            if self.tls:
-                spec["ports"].append({"target": 8443, "published": "${HTTPS_PORT:-%d}" % self.ports["https"],
+            spec["ports"] = [{"target": 8080, "published": "${HTTP_PORT:-%d}" % self.e["http_port"], "protocol": "tcp", "mode": "host"}]
+            if self.e["tls"]:
+                spec["ports"].append({"target": 8443, "published": "${HTTPS_PORT:-%d}" % self.e["https_port"],
                                       "protocol": "tcp", "mode": "host"})
         spec["deploy"] = self.deploy(s)
         return spec
@@ -176,8 +174,8 @@ class SwarmStack:
         return []
 
     def deploy(self, s: Service) -> dict[str, Any]:
-        size = self.app_limits if s.role in ("app", "migrate") else self.sizes[s.role]
-        resources = {"limits": {**limits(*size, self.profile["scale"]), "pids": s.pids}}
+        size = self.app_limits if s.role in ("app", "migrate") else SIZES[s.role]
+        resources = {"limits": {**limits(*size, self.e["scale"]), "pids": s.pids}}
         if s.one_off:
             return {"mode": "replicated-job", "resources": resources, "restart_policy": JOB_RESTART}
         if s.role == "proxy":
@@ -194,7 +192,7 @@ class SwarmStack:
                     "restart_policy": {"condition": "any", "delay": "5s"}}
         # The app: spread over the nodes; a new task must be healthy before an old one stops, and
         # a version whose tasks fail their health check is rolled back by Swarm itself.
-        return {"replicas": "${APP_REPLICAS:-%d}" % self.replicas, "endpoint_mode": "dnsrr", "resources": resources,
+        return {"replicas": "${APP_REPLICAS:-%d}" % self.e["replicas"], "endpoint_mode": "dnsrr", "resources": resources,
                 "placement": {"preferences": [{"spread": "node.id"}]},
                 "update_config": {"parallelism": 1, "delay": "0s", "order": "start-first", "monitor": "10s",
                                   "failure_action": "rollback", "max_failure_ratio": 0},
@@ -214,13 +212,13 @@ class SwarmStack:
                 "secrets": self.secrets, "configs": self.configs}
 
 
-def swarm_model(slug: str, environments: list[str], profiles: dict[str, dict[str, Any]], services: list[Service],
-                proxy: str, db_config_files: list[str], app_limits: tuple[float, int], sizes: dict[str, tuple[float, int]],
-                replicas_of, ports_of, tls_secrets_of, tls_of, image_keys: list[str], app_port: int) -> dict[str, Any]:
+def swarm_model(slug: str, envs: dict[str, dict[str, Any]], services: list[Service], proxy: str,
+                db_config_files: list[str], app_limits: tuple[float, int], tls_secrets: list[str],
+                image_keys: list[str], app_port: int) -> dict[str, Any]:
+    """The Swarm target of derive(): a stack per environment (`envs`, as derive() describes them)."""
     stacks, objects = {}, {}
-    for env in environments:
-        stack = SwarmStack(slug, env, profiles[env], services, proxy, db_config_files, app_limits, sizes,
-                           replicas_of(env), ports_of(env), tls_secrets_of(env), tls_of(env))
+    for env, e in envs.items():
+        stack = SwarmStack(slug, e, services, proxy, db_config_files, app_limits, tls_secrets)
         stacks[env] = stack.render()
         objects[env] = stack.objects()
     used = {image_key(s.image) for s in services if s.role in SWARM_ROLES} - {None}
@@ -229,7 +227,7 @@ def swarm_model(slug: str, environments: list[str], profiles: dict[str, dict[str
         # The jobs a deploy waits for, in order (roles before migrations).
         "jobs": [s.name for role in ("db-roles", "migrate") for s in services if s.role == role],
         "objects": objects,
-        "labels": {role: label.format(slug=slug) for role, label in LABELS.items()},
+        "labels": node_labels(slug),
         # X_IMAGE -> its default (registry/path), for the images the stack runs.
         "images": {image_var(key): image_default(key) for key in image_keys if key in used},
         "upstream": {"nginx": f"set $app_upstream http://app:{app_port};", "caddy": "app", "traefik": ""}[proxy],

@@ -356,6 +356,35 @@ class SwarmLab:
                           service).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def target(self, project: Path, env: str = "production", node: int = 1) -> None:
+        """Points ENV of a rendered project at this Swarm, as an operator would: first-use setup,
+        DEPLOY_TARGET=swarm with the manager and the nodes, APP_IMAGE in the lab registry, the
+        proxy on port 8080 of the nodes, every other image of the stack pushed to the registry and
+        named in the env file (X_IMAGE); NODE labelled as the edge and the data node. Where the
+        kernel has no IPsec, the backend network's encryption is removed from the stack file."""
+        from extensions.catalogue import IMAGES, image_var
+
+        slug = answers(project)["project_slug"]
+        run(project / "scripts" / "init-env.sh", env, cwd=project)
+        settings = {"DEPLOY_TARGET": "swarm", "SWARM_HOST": self.settings["SWARM_HOST"],
+                    "SWARM_NODE_HOST": self.settings["SWARM_NODE_HOST"], "APP_IMAGE": f"{self.registry}/{slug}",
+                    "HTTP_PORT": "8080"}
+        stack_file = project / "swarm" / f"{env}.yaml"
+        text = stack_file.read_text()
+        for key in IMAGES:
+            if "${%s:?" % image_var(key) in text:
+                settings[image_var(key)] = self.push(IMAGES[key], f"library/{IMAGES[key]}")
+        env_file = project / "env" / f"{env}.env"
+        kept = [line for line in env_file.read_text().splitlines() if line.split("=", 1)[0] not in settings]
+        env_file.write_text("\n".join(kept + [f"{k}={v}" for k, v in settings.items()]) + "\n")
+        for role in ("edge", "db"):
+            self.docker("node", "update", "--label-add", f"{slug}.{role}=true", f"node{node}")
+        if not self.ipsec:
+            encrypted = '    driver_opts:\n      encrypted: "true"\n'
+            assert encrypted in text, "the backend network is encrypted as rendered"
+            stack_file.write_text(text.replace(encrypted, ""))
+            print("this kernel has no IPsec: the backend network runs unencrypted in this test")
+
     def push(self, local: str, path: str) -> str:
         """A local image pushed to the lab registry as PATH; returns the registry reference."""
         ref = f"{self.registry}/{path}"

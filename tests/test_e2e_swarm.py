@@ -32,7 +32,6 @@ STACK = "swarm-e2e-production"
 APP = f"{STACK}_app"
 # Node 1 is the manager, the edge (proxy) and the data node; 2 and 3 are workers that run app tasks.
 EDGE_AND_DATA = 1
-SERVICE_IMAGES = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "NGINX_IMAGE": "nginx"}
 
 
 @pytest.fixture(scope="module")
@@ -46,29 +45,11 @@ def lab_swarm(lab):
 
 @pytest.fixture(scope="module")
 def project(copie_session, lab_swarm):
-    from extensions.catalogue import IMAGES
-
     result = copie_session.copy(extra_answers=ANSWERS)
     assert result.exit_code == 0, result.exception
     project = result.project_dir
     run("git", "init", "-q", cwd=project)
-    run(project / "scripts" / "init-env.sh", "production", cwd=project)
-    settings = {"DEPLOY_TARGET": "swarm", "SWARM_HOST": lab_swarm.settings["SWARM_HOST"],
-                "SWARM_NODE_HOST": lab_swarm.settings["SWARM_NODE_HOST"],
-                "APP_IMAGE": f"{lab_swarm.registry}/swarm-e2e", "HTTP_PORT": "8080"}
-    for var, key in SERVICE_IMAGES.items():
-        settings[var] = lab_swarm.push(IMAGES[key], f"library/{IMAGES[key]}")
-    env_file = project / "env" / "production.env"
-    kept = [line for line in env_file.read_text().splitlines() if line.split("=", 1)[0] not in settings]
-    env_file.write_text("\n".join(kept + [f"{k}={v}" for k, v in settings.items()]) + "\n")
-    for label in ("swarm-e2e.edge", "swarm-e2e.db"):
-        lab_swarm.docker("node", "update", "--label-add", f"{label}=true", f"node{EDGE_AND_DATA}")
-    if not lab_swarm.ipsec:
-        stack_file = project / "swarm" / "production.yaml"
-        text = stack_file.read_text()
-        assert '    driver_opts:\n      encrypted: "true"\n' in text, "the backend network is encrypted as rendered"
-        stack_file.write_text(text.replace('    driver_opts:\n      encrypted: "true"\n', ""))
-        print("this kernel has no IPsec: the backend network runs unencrypted in this test")
+    lab_swarm.target(project, node=EDGE_AND_DATA)
     run("git", "add", "-A", cwd=project)
     run("git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "rendered", cwd=project)
     for version in ("v1", "v2"):

@@ -20,10 +20,8 @@ from copier import run_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 from conftest import run  # noqa: E402
 from e2e_support import Load, Stack, SwarmLab, docker, percentile, wait_until  # noqa: E402
-from extensions.catalogue import IMAGES  # noqa: E402
 
 ANSWERS = dict(runtime="go", environments=["production"], database="postgres", cache="redis", monitoring="none",
                proxy="nginx", tls="none", process_manager="none", ci="none", orchestrators=["swarm"], app_replicas=2)
@@ -73,18 +71,7 @@ def swarm_target(scratch: Path, cycles: int) -> tuple[dict[str, list], tuple[flo
     project = render(scratch, "swarm")
     lab = SwarmLab.up(3)
     try:
-        run(project / "scripts" / "init-env.sh", "production", cwd=project)
-        settings = {"DEPLOY_TARGET": "swarm", "SWARM_HOST": lab.settings["SWARM_HOST"], "HTTP_PORT": "8080",
-                    "SWARM_NODE_HOST": lab.settings["SWARM_NODE_HOST"], "APP_IMAGE": f"{lab.registry}/bench-swarm"}
-        for var, key in {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "NGINX_IMAGE": "nginx"}.items():
-            settings[var] = lab.push(IMAGES[key], f"library/{IMAGES[key]}")
-        env_file = project / "env" / "production.env"
-        env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in settings.items()))
-        for label in ("bench-swarm.edge", "bench-swarm.db"):
-            lab.docker("node", "update", "--label-add", f"{label}=true", "node1")
-        if not lab.ipsec:  # this kernel has no IPsec: see docs/swarm.md
-            stack_file = project / "swarm" / "production.yaml"
-            stack_file.write_text(stack_file.read_text().replace('    driver_opts:\n      encrypted: "true"\n', ""))
+        lab.target(project)
         for version in ("v1", "v2"):
             run(project / "scripts" / "build.sh", "production", version, cwd=project, timeout=900)
         run(project / "scripts" / "deploy.sh", "production", "v1", cwd=project, timeout=900)

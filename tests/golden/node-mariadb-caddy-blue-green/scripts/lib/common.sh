@@ -75,11 +75,15 @@ require_cmd() {
 	command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"
 }
 
+# env_value ENV KEY: KEY's value in env/ENV.env (its last line; empty if unset or no file yet).
+env_value() {
+	[[ -f "$PROJECT_ROOT/env/$1.env" ]] || return 0
+	sed -n "s/^$2=//p" "$PROJECT_ROOT/env/$1.env" | tail -n 1
+}
+
 # deploy_target ENV: where ENV runs: DEPLOY_TARGET from the environment or env/ENV.env [compose].
 deploy_target() {
-	local target=${DEPLOY_TARGET:-}
-	[[ -n $target || ! -f "$PROJECT_ROOT/env/$1.env" ]] ||
-		target=$(sed -n 's/^DEPLOY_TARGET=//p' "$PROJECT_ROOT/env/$1.env" | tail -n 1)
+	local target=${DEPLOY_TARGET:-$(env_value "$1" DEPLOY_TARGET)}
 	echo "${target:-compose}"
 }
 
@@ -138,7 +142,7 @@ ensure_images() {
 	compose_cmd "$env"
 	known=" $("${COMPOSE[@]}" config --services | tr '\n' ' ') "
 	for arg in "$@"; do [[ $known == *" $arg "* ]] && services+=("$arg"); done
-	app=$(sed -n 's/^APP_IMAGE=//p' "$PROJECT_ROOT/env/$env.env" | tail -n 1)
+	app=$(env_value "$env" APP_IMAGE)
 	app=${app:-golden-node}
 	while read -r image; do
 		[[ -z $image || $image == "$app:"* ]] && continue

@@ -37,7 +37,7 @@ image_of() { config_value "${APP_SERVICE[${COLOURS[0]}]}" image "${VERSION_VAR[$
 image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null; }
 
 # env_setting KEY: KEY's value in env/ENV.env (empty if unset).
-env_setting() { sed -n "s/^$1=//p" "$PROJECT_ROOT/env/$RELEASE_ENV.env" | tail -n 1; }
+env_setting() { env_value "$RELEASE_ENV" "$1"; }
 
 # verify_signature REF IDENTITY ISSUER: cosign's keyless verification that REF (repository@digest)
 # was signed by IDENTITY (a regular expression) through ISSUER, or die saying why.

@@ -16,8 +16,7 @@ swarm_init() {
 	local env=$1 host out
 	STACK=$PROJECT_SLUG-$env
 	STACK_FILE=$PROJECT_ROOT/swarm/$env.yaml
-	SWARM_ENV=$env
-	host=${SWARM_HOST:-$(swarm_setting SWARM_HOST)}
+	host=${SWARM_HOST:-$(env_value "$env" SWARM_HOST)}
 	SWARM=(docker)
 	[[ -z $host ]] || SWARM=(docker --host "$host")
 	swarm_export_settings "$env"
@@ -28,9 +27,6 @@ swarm_init() {
 	SWARM_DEPLOY_TIMEOUT=${SWARM_DEPLOY_TIMEOUT:-300}
 }
 
-# swarm_setting KEY: KEY's value in env/SWARM_ENV.env (empty if unset).
-swarm_setting() { sed -n "s/^$1=//p" "$PROJECT_ROOT/env/$SWARM_ENV.env" | tail -n 1; }
-
 # swarm_db_exec ENV: DB_EXEC (lib/db.sh) runs in the container of ENV's database task, on whichever
 # node it is: through that node's daemon, SWARM_NODE_HOST with {node} standing for its hostname.
 swarm_db_exec() {
@@ -40,7 +36,7 @@ swarm_db_exec() {
 		--format '{{.Node}} {{.ID}}' "${STACK}_db" 2>/dev/null | head -n 1) || true
 	[[ -n ${task:-} ]] || die "the $env database is not running on the Swarm (docker service ps ${STACK}_db)"
 	container=$("${SWARM[@]}" inspect --type task --format '{{.Status.ContainerStatus.ContainerID}}' "$task")
-	pattern=${SWARM_NODE_HOST:-$(swarm_setting SWARM_NODE_HOST)}
+	pattern=${SWARM_NODE_HOST:-$(env_value "$env" SWARM_NODE_HOST)}
 	[[ $pattern == *"{node}"* ]] ||
 		die "the $env database runs on node $node: set SWARM_NODE_HOST in env/$env.env to how this host reaches a node's Docker daemon, e.g. ssh://ops@{node}"
 	# shellcheck disable=SC2034  # read by lib/db.sh
