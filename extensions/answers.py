@@ -82,6 +82,16 @@ def domain_error(value: str, name: str, acme: bool = False) -> str:
     return ""
 
 
+K8S_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def k8s_name_error(value: str, name: str) -> str:
+    """A Kubernetes object name (an RFC 1123 label), e.g. a namespace or an IngressClass."""
+    if not K8S_NAME_RE.match(value or ""):
+        return f"{name} {value!r} is not a Kubernetes name: use 1-63 lowercase letters, digits and '-', e.g. ingress-nginx"
+    return ""
+
+
 def acme_email_error(value: str) -> str:
     if "@" not in (value or ""):
         return "acme_email must be an e-mail address, e.g. ops@your-company.com"

@@ -71,6 +71,7 @@ class DeploymentExtension(Extension):
             command_error=answers.command_error,
             image_error=answers.image_error,
             domain_error=answers.domain_error,
+            k8s_name_error=answers.k8s_name_error,
             acme_email_error=answers.acme_email_error,
             email_error=answers.email_error,
             smarthost_error=answers.smarthost_error,
@@ -80,6 +81,7 @@ class DeploymentExtension(Extension):
             json=json.dumps,
             shell_quote=shlex.quote,
             to_yaml=services.to_yaml,
+            to_manifests=services.to_manifests,
             comment=comment,
         )
         environment.globals.update(runtime_defaults=catalogue.RUNTIMES)

@@ -16,6 +16,7 @@ from .catalogue import (
 from .compliance import audit_plan
 from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, host_ports, limits, replicas
 from .services import Alias, Service
+from .kubernetes import kubernetes_model
 from .swarm import swarm_model
 
 HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3}
@@ -815,4 +816,16 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "swarm": swarm_model(f.slug, envs, services, f.proxy, (f.db or {}).get("config_files", []), f.app_limits,
                              tls_files, image_keys, f.app_port)
         if "swarm" in f.orchestrators else None,
+        # The Kubernetes target: a kustomize base, overlays and components (extensions/kubernetes.py), or None.
+        "kubernetes": kubernetes_model(
+            f.slug, answers["image_name"], envs, services, f.db,
+            app={"port": f.app_port, "health_path": answers["health_path"], "metrics_path": f.metrics_path,
+                 "limits": f.app_limits, "max_replicas": int(answers.get("app_max_replicas") or f.app_replicas),
+                 "monitored": f.monitored},
+            options={"ingress_class": answers.get("kubernetes_ingress_class") or "nginx",
+                     "ingress_namespace": answers.get("kubernetes_ingress_namespace") or "ingress-nginx",
+                     "monitoring_namespace": answers.get("kubernetes_monitoring_namespace") or "monitoring",
+                     "cluster_issuer": answers.get("kubernetes_cluster_issuer") if f.acme else None},
+            tls_files=tls_files)
+        if "kubernetes" in f.orchestrators else None,
     }

@@ -182,3 +182,16 @@ def to_yaml(spec: dict[str, Any], indent: int, notes: dict[str, str] | None = No
         else:
             lines.append(f"{pad}{key}: {_scalar(value)}")
     return "\n".join(lines)
+
+
+class _IndentedDumper(yaml.SafeDumper):
+    """Lists indented under their key, as yamllint (and kubectl) write them."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        return super().increase_indent(flow, False)
+
+
+def to_manifests(documents: list[Any]) -> str:
+    """Kubernetes objects as YAML documents, keys in the order built, "---" between them."""
+    return "---\n".join(yaml.dump(doc, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False, width=120)
+                         for doc in documents).rstrip("\n")

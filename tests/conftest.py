@@ -22,14 +22,16 @@ VARIANTS: dict[str, dict] = {
         monitoring="prometheus-loki", proxy="caddy", tls="acme", deploy_strategy="blue-green", grafana_public=True,
         acme_email="ops@deployment-patterns.dev", domain_production="shop.deployment-patterns.dev",
         process_manager="supervisor", alert_receiver="webhook", ci="gitlab",
+        orchestrators=["kubernetes"], kubernetes_ingress_class="traefik", kubernetes_cluster_issuer="letsencrypt-prod",
     ),
     "py-poetry-traefik-nodb": dict(
         python_installer="poetry", environments=["dev"], database="none", cache="redis",
-        monitoring="none", proxy="traefik", tls="none", process_manager="none", ci="none",
+        monitoring="none", proxy="traefik", tls="none", process_manager="none", ci="none", orchestrators=["kubernetes"],
     ),
     "node-postgres-traefik-files": dict(
         runtime="node", environments=["dev", "production"], database="postgres", cache="none",
         monitoring="prometheus-loki", proxy="traefik", tls="files", deploy_strategy="blue-green", grafana_public=True,
+        orchestrators=["kubernetes"], app_max_replicas=5,
     ),
     "node-mariadb-nginx-existing": dict(
         runtime="node", environments=["staging"], database="mariadb", cache="redis", monitoring="none",

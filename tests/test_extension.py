@@ -44,6 +44,11 @@ ANSWER_SETS = [
          acme_email="a@b.example", monitoring="none", migrate_command="",
          project_slug="a-rather-long-project-slug-for-billing"),
     dict(BASE, orchestrators=["swarm"], database="none", cache="none", proxy="caddy", tls="none"),
+    dict(BASE, orchestrators=["kubernetes"], environments=["dev", "staging", "production"], domain_staging="s.example.com",
+         app_max_replicas=6),
+    dict(BASE, orchestrators=["kubernetes", "swarm"], runtime="node", database="mariadb", cache="none", proxy="caddy", tls="acme",
+         acme_email="a@b.example", monitoring="none", migrate_command="", kubernetes_cluster_issuer="le"),
+    dict(BASE, orchestrators=["kubernetes"], database="none", cache="none", tls="none", metrics_path=""),
 ]
 
 
@@ -227,7 +232,7 @@ def test_context_hook_caches_on_the_whole_answer_set():
 
 def test_the_model_reaches_every_branch_of_the_extension(tmp_path):
     """ANSWER_SETS reach every branch of the model's modules: a choice no set takes is untested."""
-    modules = ["model", "services", "environments", "catalogue", "swarm"]
+    modules = ["model", "services", "environments", "catalogue", "swarm", "kubernetes"]
     cov = coverage.Coverage(branch=True, data_file=str(tmp_path / ".coverage"),
                             include=[str(ROOT / "extensions" / f"{m}.py") for m in modules])
     cov.start()
@@ -240,8 +245,12 @@ def test_the_model_reaches_every_branch_of_the_extension(tmp_path):
         spec.loader.exec_module(package)
         fresh = importlib.import_module(f"{name}.model")
         render = importlib.import_module(f"{name}.services").to_yaml
+        manifests = importlib.import_module(f"{name}.services").to_manifests
         for answers in ANSWER_SETS:
             derived = fresh.derive(answers)
+            if derived["kubernetes"]:
+                for documents in derived["kubernetes"]["base"].values():
+                    manifests(documents)
             for service in derived["services"]:
                 render(service.compose(), 4, service.notes)
                 for env in derived["environments"]:
@@ -389,3 +398,27 @@ def test_swarm_stack_follows_the_service_model():
     # The variable of every object is one the script sets from its file.
     assert {var for var, _ in swarm["objects"]["production"]} == {
         spec["name"].split("${")[1].split(":")[0] for kind in ("secrets", "configs") for spec in stack[kind].values()}
+
+
+def test_kubernetes_target_follows_the_service_model():
+    """The Kubernetes target: nothing unless asked; per environment a namespace, the autoscaling
+    range from the replicas answers and the profile's cap; the jobs in order; each workload reads
+    the secrets its Compose service reads."""
+    assert derive()["kubernetes"] is None
+    derived = derive(orchestrators=["kubernetes"], environments=["dev", "staging", "production"],
+                     domain_staging="s.example.com", app_replicas=3, app_max_replicas=7)
+    k8s = derived["kubernetes"]
+    assert k8s["namespaces"] == {"dev": "shop-dev", "staging": "shop-staging", "production": "shop-production"}
+    assert k8s["jobs"] == ["db-roles", "migrate"]
+    hpa = {env: next(p["spec"] for p in o["resources"] if p["kind"] == "HorizontalPodAutoscaler")
+           for env, o in k8s["overlays"].items()}
+    assert hpa == {"dev": {"minReplicas": 1, "maxReplicas": 1}, "staging": {"minReplicas": 2, "maxReplicas": 2},
+                   "production": {"minReplicas": 3, "maxReplicas": 7}}
+    app = next(d for d in k8s["base"]["app.yaml"] if d["kind"] == "Deployment")
+    mounted = {i["key"] for v in app["spec"]["template"]["spec"]["volumes"] if "secret" in v for i in v["secret"]["items"]}
+    assert mounted == set(derived["service"]["app-blue"].secrets)
+    assert "cert-manager.io/cluster-issuer" not in json.dumps(k8s["overlays"]["production"]["ingress"])
+    acme = derive(orchestrators=["kubernetes"], tls="acme", acme_email="a@b.example", kubernetes_cluster_issuer="le")
+    ops = acme["kubernetes"]["overlays"]["production"]["ingress"]
+    assert {"op": "add", "path": "/metadata/annotations", "value": {"cert-manager.io/cluster-issuer": "le"}} in ops
+    assert "tls" not in {g["name"] for g in acme["kubernetes"]["overlays"]["production"]["kustomization"]["secretGenerator"]}

@@ -420,7 +420,8 @@ def test_scan_gate_says_which_report_it_cannot_read(project, tmp_path):
 
 @pytest.mark.parametrize("target, reason", [
     ("swarm", "DEPLOY_TARGET=swarm for production, but this project has no Swarm target: answer orchestrators with swarm"),
-    ("kubernetes", "DEPLOY_TARGET=kubernetes in env/production.env: use compose or swarm"),
+    ("kubernetes", "DEPLOY_TARGET=kubernetes for production, but this project has no Kubernetes target: answer orchestrators with kubernetes"),
+    ("nomad", "DEPLOY_TARGET=nomad in env/production.env: use compose, swarm or kubernetes"),
 ])
 def test_a_target_the_project_lacks_is_refused(project, target, reason):
     run(project / "scripts/init-env.sh", "production")
@@ -483,3 +484,47 @@ def test_scripts_without_a_swarm_version_refuse_a_swarm_environment(swarm_projec
     proc = run(swarm_project / "scripts" / script, "staging", *args, check=False)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert f"scripts/{script} has no Swarm version: staging runs on a Swarm (DEPLOY_TARGET=swarm in env/staging.env)" in proc.stderr
+
+
+# --- the Kubernetes target (DEPLOY_TARGET=kubernetes) -------------------------------------------------------
+
+@pytest.fixture
+def kubernetes_project(render, tmp_path):
+    copy = tmp_path / "kubernetes-project"
+    shutil.copytree(render("node-postgres-traefik-files"), copy, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy", "backups", "metrics"))
+    run(copy / "scripts/init-env.sh", "production")
+    env_file = copy / "env/production.env"
+    env_file.write_text(env_file.read_text() + "DEPLOY_TARGET=kubernetes\nKUBERNETES_CONTEXT=no-such-cluster\n")
+    # The scripts' settings stay out of the app's environment (the Kubernetes ConfigMap).
+    assert "KUBERNETES_" not in (copy / "env/production.app.env").read_text()
+    return copy
+
+
+def test_kubernetes_deploy_names_the_cluster_it_cannot_reach(kubernetes_project):
+    require_tool("kubectl")
+    proc = run(kubernetes_project / "scripts/deploy.sh", "production", "v1", check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "no Kubernetes cluster answers at no-such-cluster" in last and "set KUBERNETES_CONTEXT in env/production.env" in last
+    assert not (kubernetes_project / ".deploy/production/releases.tsv").exists()
+    assert not (kubernetes_project / ".deploy/production/kubernetes").exists()
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["production", "v1;rm"], "version 'v1;rm' is not a valid image tag"),
+    (["production", "v1", "--restore-db"], "unknown option --restore-db (on Kubernetes: scripts/rollback.sh ENV [VERSION])"),
+    (["production", "v1", "v2"], "usage: scripts/rollback.sh ENV [VERSION]"),
+    (["production", "v1"], "no release history in .deploy/production: nothing to roll back to"),
+])
+def test_kubernetes_rollback_refuses_bad_arguments_first(kubernetes_project, args, reason):
+    proc = run(kubernetes_project / "scripts/rollback.sh", *args, check=False)
+    assert proc.returncode != 0 and reason in proc.stderr, proc.stderr
+    assert not (kubernetes_project / ".deploy/production/kubernetes").exists()
+
+
+@pytest.mark.parametrize("script, args", [("audit.sh", []), ("maintenance.sh", ["on"]), ("db-roles.sh", []), ("migrate.sh", [])])
+def test_scripts_without_a_kubernetes_version_refuse_a_kubernetes_environment(kubernetes_project, script, args):
+    proc = run(kubernetes_project / "scripts" / script, "production", *args, check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert (f"scripts/{script} has no Kubernetes version: production runs on Kubernetes "
+            "(DEPLOY_TARGET=kubernetes in env/production.env)") in proc.stderr

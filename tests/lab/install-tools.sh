@@ -53,6 +53,16 @@ install_trixie_plugin docker-compose docker-compose
 install_trixie_plugin docker-buildx docker-buildx
 command -v docker >/dev/null 2>&1 || apt_install docker.io
 
+# The Kubernetes checks: kubectl (kustomize) comes with the machine or the user; the custom
+# resources' schemas from npm (tests/k8s/package-lock.json).
+command -v kubectl >/dev/null 2>&1 ||
+	log "warning: kubectl is not installed: the Kubernetes checks will fail (https://kubernetes.io/docs/tasks/tools/)"
+if [[ ! -d "$root/tests/k8s/node_modules/@kubernetes-models/prometheus-operator" ]]; then
+	command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+	log "npm ci (tests/k8s)"
+	npm ci --prefix "$root/tests/k8s" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
 log "pip install -r requirements-dev.txt"
 python3 -m pip install -q --disable-pip-version-check -r "$root/requirements-dev.txt"
 log "ready: $(docker compose version 2>/dev/null | head -n1)"
