@@ -395,6 +395,20 @@ class KubernetesTarget:
         return k
 
 
+def checkov_skips(by_role: dict[str, Service]) -> dict[str, str]:
+    """checkov's Kubernetes checks that the output fails on purpose, and why (kubernetes/.checkov.yaml)."""
+    skips = {
+        "CKV_K8S_43": "images by digest: the app runs by digest (scripts/deploy.sh sets it); the other images are "
+                      "pinned by tag, the same pins as compose.yaml",
+        "CKV_K8S_15": "imagePullPolicy Always: the app's image is a digest and the others are pinned tags; Always "
+                      "would make every pod start depend on the registry",
+    }
+    if {"db", "cache"} & set(by_role):
+        skips["CKV_K8S_40"] = ("UID above 10000: the database and cache run as their image's user (999), which owns "
+                               "their data files; never root, no privilege escalation, no capabilities")
+    return skips
+
+
 def kubernetes_model(slug: str, image_name: str, envs: dict[str, dict[str, Any]], services: list[Service],
                      db: dict[str, Any] | None, app: dict[str, Any], options: dict[str, Any], tls_files: list[str]) -> dict[str, Any]:
     """The Kubernetes target of derive(): files of the base, the monitoring component and the overlays."""
@@ -406,10 +420,13 @@ def kubernetes_model(slug: str, image_name: str, envs: dict[str, dict[str, Any]]
         "overlays": {env: {"kustomization": target.overlay(env, bool(tls_files)), "namespace": target.namespace(env),
                            "resources": target.patches(env), "ingress": target.ingress_patch(env)} for env in envs},
         "namespaces": {env: f"{slug}-{env}" for env in envs},
+        # env -> (minimum, maximum) pods of the app's autoscaler.
+        "autoscaling": {env: target.hpa_range(env) for env in envs},
         # The Jobs a deploy runs before the rollout, in order (roles before migrations).
         "jobs": [role for role in ("db-roles", "migrate") if role in target.by_role],
         # The workloads that run the app's image: the deploy script sets its digest and APP_VERSION.
         "versioned": [f"{KINDS[role]}:{role}" for role in ("app", "migrate") if role in target.by_role],
         "version": KUBERNETES_VERSION,
         "secret_keys": target.secret_keys,
+        "checkov_skips": checkov_skips(target.by_role),
     }

@@ -97,6 +97,26 @@ class Stack:
         kept = [line for line in lines if line.split("=", 1)[0] not in settings]
         env_file.write_text("\n".join(kept + [f"{k}={v}" for k, v in settings.items()]) + "\n")
 
+    def alias_earlier_pins(self) -> list[str]:
+        """A project of an earlier release pins earlier tags of the same images (nginx:1.27-bookworm
+        where the catalogue now says nginx:1.30-trixie). The lab holds the images of the current
+        pins; each earlier tag this project needs is tagged onto the lab's image of the same
+        repository (a stand-in is the same Debian package under any tag). Returns "old <- lab"."""
+        images = self.compose("config", "--images").stdout.split()
+        app = self.answers["image_name"]
+        local = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        aliased = []
+        for ref in images:
+            repository = ref.rsplit(":", 1)[0]
+            if repository.endswith(app) or ref in local:
+                continue
+            same = [image for image in local if image.rsplit(":", 1)[0] == repository]
+            if not same:
+                pytest.fail(f"{self.name}: the lab has no image of {repository} for {ref} (tests/lab/prepare.sh)", pytrace=False)
+            docker("tag", same[0], ref)
+            aliased.append(f"{ref} <- {same[0]}")
+        return aliased
+
     @classmethod
     def rendered(cls, copie_session, answers: dict, env: str = "production") -> "Stack":
         """A fresh rendering with these answers, set up for ENV through its own scripts."""

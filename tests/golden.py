@@ -23,7 +23,7 @@ VARIANTS: dict[str, dict] = {
         project_name="Golden Node", runtime="node", environments=["production"], database="mariadb", cache="none",
         monitoring="prometheus-loki", alert_receiver="webhook", proxy="caddy", tls="acme", acme_email="ops@deployment-patterns.dev",
         domain_production="node.deployment-patterns.dev",
-        deploy_strategy="blue-green", process_manager="supervisor", orchestrators=["swarm"],
+        deploy_strategy="blue-green", process_manager="supervisor", orchestrators=["swarm", "kubernetes"],
     ),
     "go-traefik-minimal": dict(
         project_name="Golden Go", runtime="go", environments=["dev", "production"], database="none", cache="none",

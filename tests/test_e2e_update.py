@@ -43,6 +43,8 @@ def released(request, tmp_path, lab):
     git(project, "commit", "-qm", f"rendered by {version}")
     stack = Stack(project, "production")
     stack.configure()
+    for alias in stack.alias_earlier_pins():
+        print(f"{version}'s pin served by the lab's image: {alias}")
     yield version, stack
     stack.down()
     for tag in ("v1", "v2", "v3"):

@@ -346,3 +346,34 @@ def test_the_release_build_pins_the_digest_and_version(built):
                 version = [e["value"] for e in c["env"] if e["name"] == "APP_VERSION"]
                 assert version == ["v7"], f"{workload['metadata']['name']}: {version}"
     assert not (project / ".deploy/production/kubernetes/manifests.yaml.partial").exists()
+
+
+# --- checkov -------------------------------------------------------------------------------------------
+
+CHECKOV = ROOT / "tests" / "lab" / ".state" / "checkov" / "bin" / "checkov"
+
+
+def checkov(path: Path, *args: str | Path) -> dict:
+    if not CHECKOV.exists():
+        pytest.fail("checkov is not installed: run tests/lab/install-tools.sh", pytrace=False)
+    proc = run(CHECKOV, "--file", path, "--framework", "kubernetes", "--skip-download", "--quiet", "--output", "json",
+               *args, check=False)
+    report = json.loads(proc.stdout)
+    return report[0] if isinstance(report, list) else report
+
+
+def test_checkov_finds_nothing_but_the_documented_exceptions(built, tmp_path):
+    """With the project's kubernetes/.checkov.yaml no check fails; without it, exactly the checks it
+    skips fail (none of its exceptions is stale)."""
+    for name, project, env, docs in each_build(built):
+        if env == "dev" and len(built[name][1]) > 1:
+            continue  # one environment of a variant: the others differ only in sizes and hosts
+        path = tmp_path / f"{name}-{env}.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
+        config = project / "kubernetes" / ".checkov.yaml"
+        report = checkov(path, "--config-file", config)
+        assert report["summary"]["failed"] == 0 and report["summary"]["parsing_errors"] == 0, \
+            f"{name}/{env}: {[c['check_id'] for c in report['results']['failed_checks']]}"
+        skipped = set(yaml.safe_load(config.read_text())["skip-check"])
+        bare = checkov(path)
+        assert {c["check_id"] for c in bare["results"]["failed_checks"]} == skipped, name

@@ -206,8 +206,10 @@ def test_answers_file_records_every_question(render):
     project = render("defaults")
     recorded = answers(project)
     questions = [key for key in yaml.safe_load((ROOT / "copier.yml").read_text()) if not key.startswith("_")]
-    # Asked only when tls is "acme", or alert_receiver is "email".
-    not_asked = {"acme_email", "alert_email_to", "alert_email_from", "alert_smtp_smarthost", "alert_smtp_username"}
+    # Asked only when tls is "acme", alert_receiver is "email", or orchestrators has kubernetes.
+    not_asked = {"acme_email", "alert_email_to", "alert_email_from", "alert_smtp_smarthost", "alert_smtp_username",
+                 "app_max_replicas", "kubernetes_ingress_class", "kubernetes_ingress_namespace",
+                 "kubernetes_monitoring_namespace", "kubernetes_cluster_issuer"}
     assert recorded["_src_path"]
     assert sorted(key for key in recorded if not key.startswith("_")) == sorted(set(questions) - not_asked)
     assert recorded["project_slug"] == "my-service"

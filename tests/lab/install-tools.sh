@@ -63,6 +63,15 @@ if [[ ! -d "$root/tests/k8s/node_modules/@kubernetes-models/prometheus-operator"
 	npm ci --prefix "$root/tests/k8s" --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
+# checkov in a virtualenv of its own: it pins many packages the other tools share.
+checkov_venv=$root/tests/lab/.state/checkov
+if [[ ! -x "$checkov_venv/bin/checkov" ]]; then
+	log "installing checkov (tests/lab/.state/checkov)"
+	python3 -m venv "$checkov_venv"
+	"$checkov_venv/bin/pip" install -q --disable-pip-version-check "checkov>=3.3,<3.4" >"$checkov_venv.log" 2>&1 ||
+		{ cat "$checkov_venv.log" >&2; exit 1; }
+fi
+
 log "pip install -r requirements-dev.txt"
 python3 -m pip install -q --disable-pip-version-check -r "$root/requirements-dev.txt"
 log "ready: $(docker compose version 2>/dev/null | head -n1)"

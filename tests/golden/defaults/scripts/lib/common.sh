@@ -9,7 +9,7 @@ ENVIRONMENTS=(dev staging production)
 SECRETS_GID=${SECRETS_GID:-10001}
 SCRIPT_NAME=$(basename -- "$0" .sh)
 # Keys of env/ENV.env that the scripts read (scripts/deploy.sh), not Compose.
-SCRIPT_SETTINGS=(SIGNING_IDENTITY SIGNING_ISSUER DEPLOY_TARGET SWARM_HOST SWARM_NODE_HOST)
+SCRIPT_SETTINGS=(SIGNING_IDENTITY SIGNING_ISSUER DEPLOY_TARGET SWARM_HOST SWARM_NODE_HOST KUBERNETES_CONTEXT KUBERNETES_DEPLOY_TIMEOUT)
 # Per-environment policy (the template's extensions/environments.py): where a data change
 # (restore, a rollback that restores) needs --confirm-ENV, and where a secret file that cannot get
 # the secrets group may fall back to 0644 (a developer's machine).
@@ -87,22 +87,25 @@ deploy_target() {
 	echo "${target:-compose}"
 }
 
-# on_target ENV ARGS...: when env/ENV.env (or the environment) sets DEPLOY_TARGET=swarm, this
-# script's Swarm version (scripts/swarm/) runs in its place with ARGS; compose: returns.
+# on_target ENV ARGS...: when env/ENV.env (or the environment) sets DEPLOY_TARGET=swarm or
+# kubernetes, this script's version for it (scripts/swarm/, scripts/kubernetes/) runs in its place
+# with ARGS; compose: returns.
 on_target() {
-	local env=$1 target
+	local env=$1 target name place
 	shift
 	target=$(deploy_target "$env")
 	case $target in
 	compose) return 0 ;;
-	swarm)
-		[[ -d "$PROJECT_ROOT/scripts/swarm" ]] ||
-			die "DEPLOY_TARGET=swarm for $env, but this project has no Swarm target: answer orchestrators with swarm (copier update --data 'orchestrators=[swarm]') or set DEPLOY_TARGET=compose in env/$env.env"
-		[[ -x "$PROJECT_ROOT/scripts/swarm/$SCRIPT_NAME.sh" ]] ||
-			die "scripts/$SCRIPT_NAME.sh has no Swarm version: $env runs on a Swarm (DEPLOY_TARGET=swarm in env/$env.env)"
-		exec "$PROJECT_ROOT/scripts/swarm/$SCRIPT_NAME.sh" "$@"
+	swarm | kubernetes)
+		name=${target^} place=$name
+		[[ $target != swarm ]] || place="a Swarm"
+		[[ -d "$PROJECT_ROOT/scripts/$target" ]] ||
+			die "DEPLOY_TARGET=$target for $env, but this project has no $name target: answer orchestrators with $target (copier update --data 'orchestrators=[$target]') or set DEPLOY_TARGET=compose in env/$env.env"
+		[[ -x "$PROJECT_ROOT/scripts/$target/$SCRIPT_NAME.sh" ]] ||
+			die "scripts/$SCRIPT_NAME.sh has no $name version: $env runs on $place (DEPLOY_TARGET=$target in env/$env.env)"
+		exec "$PROJECT_ROOT/scripts/$target/$SCRIPT_NAME.sh" "$@"
 		;;
-	*) die "DEPLOY_TARGET=$target in env/$env.env: use compose or swarm" ;;
+	*) die "DEPLOY_TARGET=$target in env/$env.env: use compose, swarm or kubernetes" ;;
 	esac
 }
 

@@ -105,6 +105,17 @@ obtain_image() {
 	fi
 }
 
+# pushed_ref IMAGE: IMAGE (repository:tag) pushed to its registry, as repository:tag@digest, the
+# reference a cluster (Swarm, Kubernetes) runs: every node the same image.
+pushed_ref() {
+	local image=$1 out digest
+	out=$(docker push --quiet "$image" 2>&1) ||
+		die "pushing $image failed ($(tail -n 1 <<<"$out")): APP_IMAGE in env/$RELEASE_ENV.env must be a registry path the cluster's nodes pull from, and this host logged in to it"
+	digest=$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$image" | sed -n "s|^${image%:*}@||p" | head -n 1)
+	[[ -n $digest ]] || die "the registry gave no digest for $image"
+	echo "$image@$digest"
+}
+
 # rollback_target [VERSION]: ROLLBACK_TARGET is VERSION, or the release before the current one in
 # the history; dies when there is none.
 rollback_target() {

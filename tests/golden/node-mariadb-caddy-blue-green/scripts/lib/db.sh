@@ -24,6 +24,13 @@ db_use_service() { # ENV
 		swarm_db_exec "$1"
 		return 0
 	fi
+	if [[ $(deploy_target "$1") == kubernetes ]]; then
+		# shellcheck source=kubernetes.sh
+		source "$PROJECT_ROOT/scripts/lib/kubernetes.sh"
+		kubernetes_init "$1"
+		DB_EXEC=("${KUBECTL[@]}" --namespace "$NAMESPACE" exec -i db-0 --container db --)
+		return 0
+	fi
 	compose_cmd "$1"
 	DB_EXEC=("${COMPOSE[@]}" exec -T db)
 }
@@ -36,6 +43,13 @@ db_app_stop() {
 		"${SWARM[@]}" service scale --detach "${STACK}_app=0" >/dev/null 2>&1 || true
 		return 0
 	fi
+	if [[ $(deploy_target "$1") == kubernetes ]]; then
+		# At 0 replicas the autoscaler leaves the Deployment alone until it is scaled up again.
+		DB_APP_REPLICAS=$("${KUBECTL[@]}" --namespace "$NAMESPACE" get deployment app --output 'jsonpath={.spec.replicas}')
+		"${KUBECTL[@]}" --namespace "$NAMESPACE" scale deployment/app --replicas 0 >/dev/null
+		"${KUBECTL[@]}" --namespace "$NAMESPACE" wait --for=delete pod --selector app.kubernetes.io/component=app --timeout 120s >/dev/null 2>&1 || true
+		return 0
+	fi
 	compose_cmd "$1"
 	"${COMPOSE[@]}" stop "${APP_SERVICES[@]}" >/dev/null 2>&1 || true
 }
@@ -43,6 +57,11 @@ db_app_stop() {
 db_app_start() {
 	if [[ $(deploy_target "$1") == swarm ]]; then
 		"${SWARM[@]}" service scale --detach=false "${STACK}_app=${DB_APP_REPLICAS:-1}" >/dev/null 2>&1
+		return
+	fi
+	if [[ $(deploy_target "$1") == kubernetes ]]; then
+		"${KUBECTL[@]}" --namespace "$NAMESPACE" scale deployment/app --replicas "${DB_APP_REPLICAS:-1}" >/dev/null &&
+			"${KUBECTL[@]}" --namespace "$NAMESPACE" rollout status deployment/app --timeout 300s >/dev/null
 		return
 	fi
 	compose_cmd "$1"

@@ -172,12 +172,3 @@ swarm_wait_app() {
 	done
 }
 
-# swarm_pushed_ref IMAGE: IMAGE (repository:tag) pushed to its registry, as repository:tag@digest.
-swarm_pushed_ref() {
-	local image=$1 out digest
-	out=$(docker push --quiet "$image" 2>&1) ||
-		die "pushing $image failed ($(tail -n 1 <<<"$out")): APP_IMAGE in env/$RELEASE_ENV.env must be a registry path the Swarm's nodes pull from, and this host logged in to it"
-	digest=$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$image" | sed -n "s|^${image%:*}@||p" | head -n 1)
-	[[ -n $digest ]] || die "the registry gave no digest for $image"
-	echo "$image@$digest"
-}

@@ -42,7 +42,7 @@ if [[ -n $RELEASE_DIGEST ]]; then
 	log "deploy $version to $env: $ref (from the registry, by digest)"
 else
 	obtain_image "$image"
-	ref=$(swarm_pushed_ref "$image")
+	ref=$(pushed_ref "$image")
 	log "deploy $version to $env: pushed $ref"
 fi
 # The data as it was before this release's migrations (a first deploy has none yet).

@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# The Kubernetes target (docs/kubernetes.md): the cluster to talk to, the release's manifests built
+# from kubernetes/overlays/ENV with the image digest and version, and waiting for the cluster.
+# Sourced after lib/common.sh and lib/release.sh, never run.
+
+# The Jobs a deploy runs before the rollout, in order (roles before migrations).
+# shellcheck disable=SC2034  # read by scripts/kubernetes/deploy.sh
+KUBERNETES_JOBS=(db-roles migrate)
+# The workloads (Kind:name) that run the app's image: each gets the release's digest and version.
+KUBERNETES_VERSIONED=(Deployment:app Job:migrate)
+COMPONENT_LABEL=app.kubernetes.io/component
+
+# kubernetes_init ENV: NAMESPACE, KUBECTL (kubectl for KUBERNETES_CONTEXT of env/ENV.env, or the
+# current context) and KUBERNETES_DEPLOY_TIMEOUT [300 s]. Dies if the cluster does not answer.
+kubernetes_init() {
+	local env=$1 context out
+	require_cmd kubectl "the Kubernetes target needs kubectl 1.27 or newer (https://kubernetes.io/docs/tasks/tools/)"
+	NAMESPACE=$PROJECT_SLUG-$env
+	context=${KUBERNETES_CONTEXT:-$(env_value "$env" KUBERNETES_CONTEXT)}
+	KUBECTL=(kubectl)
+	[[ -z $context ]] || KUBECTL=(kubectl --context "$context")
+	KUBERNETES_DEPLOY_TIMEOUT=${KUBERNETES_DEPLOY_TIMEOUT:-$(env_value "$env" KUBERNETES_DEPLOY_TIMEOUT)}
+	KUBERNETES_DEPLOY_TIMEOUT=${KUBERNETES_DEPLOY_TIMEOUT:-300}
+	[[ $KUBERNETES_DEPLOY_TIMEOUT =~ ^[1-9][0-9]*$ ]] ||
+		die "KUBERNETES_DEPLOY_TIMEOUT=$KUBERNETES_DEPLOY_TIMEOUT: use a number of seconds, e.g. 300"
+	out=$("${KUBECTL[@]}" version --request-timeout=10s 2>&1 >/dev/null) ||
+		die "no Kubernetes cluster answers at ${context:-the current kubectl context} ($(tail -n 1 <<<"$out")): set KUBERNETES_CONTEXT in env/$env.env"
+}
+
+# kubernetes_build ENV REF VERSION: the overlay of ENV with the app's image REF (repository@digest)
+# and APP_VERSION=VERSION, written to .deploy/ENV/kubernetes/manifests.yaml (path on stdout).
+kubernetes_build() {
+	local env=$1 ref=$2 version=$3 dir
+	dir=$PROJECT_ROOT/.deploy/$env/kubernetes
+	mkdir -p "$dir"
+	kubernetes_release_kustomization "$env" "$ref" "$version" >"$dir/kustomization.yaml"
+	kubectl kustomize --load-restrictor LoadRestrictionsNone "$dir" >"$dir/manifests.yaml.partial" ||
+		die "kubectl kustomize could not build kubernetes/overlays/$env (output above)"
+	mv "$dir/manifests.yaml.partial" "$dir/manifests.yaml"
+	echo "$dir/manifests.yaml"
+}
+
+# kubernetes_release_kustomization ENV REF VERSION: the overlay of ENV, the app's image by digest and
+# its version in the app's and the migrations' environment.
+kubernetes_release_kustomization() {
+	local env=$1 ref=$2 version=$3 workload
+	cat <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../../kubernetes/overlays/$env
+images:
+  - name: golden-node
+    newName: ${ref%%@*}
+    digest: ${ref##*@}
+patches:
+YAML
+	for workload in "${KUBERNETES_VERSIONED[@]}"; do
+		cat <<YAML
+  - target: {kind: ${workload%%:*}, name: ${workload##*:}}
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: APP_VERSION, value: "$version"}
+YAML
+	done
+}
+
+# kubernetes_apply MANIFESTS SELECTOR: the objects of MANIFESTS that SELECTOR (labels) picks, applied.
+kubernetes_apply() {
+	"${KUBECTL[@]}" apply --filename "$1" --selector "$2" >&2 ||
+		die "kubectl apply ($2) failed in namespace $NAMESPACE (output above)"
+}
+
+# kubernetes_run_job MANIFESTS NAME: the Job NAME of this release run to its end (an earlier one of
+# that name is deleted first: a Job's pod template cannot change). Dies if it fails or times out.
+kubernetes_run_job() {
+	local manifests=$1 job=$2 waited=0 state
+	"${KUBECTL[@]}" --namespace "$NAMESPACE" delete job "$job" --ignore-not-found --wait=true >&2
+	kubernetes_apply "$manifests" "$COMPONENT_LABEL=$job"
+	while ((waited < KUBERNETES_DEPLOY_TIMEOUT)); do
+		state=$("${KUBECTL[@]}" --namespace "$NAMESPACE" get job "$job" \
+			--output 'jsonpath={range .status.conditions[?(@.status=="True")]}{.type} {end}' 2>/dev/null) || state=
+		case " $state " in
+		*" Complete "*) return 0 ;;
+		*" Failed "*) die "the $job Job failed in $NAMESPACE (kubectl --namespace $NAMESPACE logs job/$job)" ;;
+		esac
+		sleep 2
+		waited=$((waited + 2))
+	done
+	die "the $job Job did not finish within $KUBERNETES_DEPLOY_TIMEOUT s (kubectl --namespace $NAMESPACE describe job/$job)"
+}
+
+# kubernetes_rollout MANIFESTS: the app's Deployment, Service, autoscaler and budget applied, and the
+# rollout awaited (new pods ready before old ones stop). Returns non-zero if it did not complete.
+kubernetes_rollout() {
+	kubernetes_apply "$1" "$COMPONENT_LABEL=app"
+	"${KUBECTL[@]}" --namespace "$NAMESPACE" rollout status deployment/app --timeout "${KUBERNETES_DEPLOY_TIMEOUT}s" >&2
+}
