@@ -108,10 +108,12 @@ class KubernetesTarget:
 
     def container(self, s: Service) -> dict[str, Any]:
         c: dict[str, Any] = {"name": s.role, "image": self.image(s), "imagePullPolicy": "IfNotPresent"}
+        # Compose's entrypoint replaces the image's ENTRYPOINT, as a container's command does; its
+        # command replaces CMD, as args do (the image's entrypoint still runs: it reads *_FILE).
         if s.entrypoint:
             c["command"] = escape_expansion(unescape(s.entrypoint))
         if s.command:
-            c["command" if not s.entrypoint else "args"] = escape_expansion(unescape(s.command))
+            c["args"] = escape_expansion(unescape(s.command))
         # APP_VERSION: the deploy script adds the version it deploys.
         env = {k: unescape(v) for k, v in s.environment.items() if k != "APP_VERSION"}
         if s.role == "db" and self.db and self.db["name"] in DATA_SUBDIR:

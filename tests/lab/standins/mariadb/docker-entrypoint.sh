@@ -24,8 +24,9 @@ if [[ ${1:-} == mariadbd && ! -d "$DATADIR/mysql" ]]; then
 	file_env MARIADB_PASSWORD
 	file_env MARIADB_DATABASE
 	[[ -n "$MARIADB_ROOT_PASSWORD" ]] || { echo "error: MARIADB_ROOT_PASSWORD is not set" >&2; exit 1; }
-	mariadb-install-db --datadir="$DATADIR" --skip-test-db --auth-root-authentication-method=normal \
-		--user="$(id -un)" >/dev/null
+	# No --user: it runs as the server's user already, and --user would chown the directory, which
+	# a non-root process cannot do where a volume's root belongs to root (Kubernetes' fsGroup).
+	mariadb-install-db --datadir="$DATADIR" --skip-test-db --auth-root-authentication-method=normal >/dev/null
 	# Temporary server without networking while users and the database are made.
 	mariadbd --skip-networking --socket="$SOCKET" --datadir="$DATADIR" &
 	pid=$!
