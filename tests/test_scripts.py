@@ -433,14 +433,20 @@ def test_a_target_the_project_lacks_is_refused(project, target, reason):
     assert not (project / ".deploy/production/releases.tsv").exists()
 
 
+def target_project(render, tmp_path, variant: str, env: str, settings: str) -> Path:
+    """A private copy of VARIANT with ENV initialised and SETTINGS appended to env/ENV.env."""
+    copy = tmp_path / f"{variant}-project"
+    shutil.copytree(render(variant), copy, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy", "backups", "metrics"))
+    run(copy / "scripts/init-env.sh", env)
+    env_file = copy / f"env/{env}.env"
+    env_file.write_text(env_file.read_text() + settings)
+    return copy
+
+
 @pytest.fixture
 def swarm_project(render, tmp_path):
-    copy = tmp_path / "swarm-project"
-    shutil.copytree(render("py-pip-mariadb-nginx-existing"), copy, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy", "backups", "metrics"))
-    run(copy / "scripts/init-env.sh", "staging")
-    env_file = copy / "env/staging.env"
-    env_file.write_text(env_file.read_text() + "DEPLOY_TARGET=swarm\nSWARM_HOST=unix:///nonexistent/manager.sock\n")
-    return copy
+    return target_project(render, tmp_path, "py-pip-mariadb-nginx-existing", "staging",
+                          "DEPLOY_TARGET=swarm\nSWARM_HOST=unix:///nonexistent/manager.sock\n")
 
 
 def test_swarm_deploy_names_the_manager_it_cannot_reach(swarm_project):
@@ -490,11 +496,8 @@ def test_scripts_without_a_swarm_version_refuse_a_swarm_environment(swarm_projec
 
 @pytest.fixture
 def kubernetes_project(render, tmp_path):
-    copy = tmp_path / "kubernetes-project"
-    shutil.copytree(render("node-postgres-traefik-files"), copy, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy", "backups", "metrics"))
-    run(copy / "scripts/init-env.sh", "production")
-    env_file = copy / "env/production.env"
-    env_file.write_text(env_file.read_text() + "DEPLOY_TARGET=kubernetes\nKUBERNETES_CONTEXT=no-such-cluster\n")
+    copy = target_project(render, tmp_path, "node-postgres-traefik-files", "production",
+                          "DEPLOY_TARGET=kubernetes\nKUBERNETES_CONTEXT=no-such-cluster\n")
     # The scripts' settings stay out of the app's environment (the Kubernetes ConfigMap).
     assert "KUBERNETES_" not in (copy / "env/production.app.env").read_text()
     return copy

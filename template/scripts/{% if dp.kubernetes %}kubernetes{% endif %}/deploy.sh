@@ -36,15 +36,8 @@ release_init "$env"
 kubernetes_init "$env"
 image=$(image_of "$version")
 previous=$(current_version)
-verify_release "$image"
-if [[ -n $RELEASE_DIGEST ]]; then
-	ref=$image@$RELEASE_DIGEST
-	log "deploy $version to $env: $ref (from the registry, by digest)"
-else
-	obtain_image "$image"
-	ref=$(pushed_ref "$image")
-	log "deploy $version to $env: pushed $ref"
-fi
+release_ref "$image"
+ref=$RELEASE_REF
 
 manifests=$(kubernetes_build "$env" "$ref" "$version")
 kubernetes_apply "$manifests" "$COMPONENT_LABEL notin (app,$(IFS=,; echo "${KUBERNETES_JOBS[*]:-none}"))"

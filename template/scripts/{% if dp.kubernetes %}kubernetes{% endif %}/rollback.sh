@@ -13,24 +13,8 @@ source "$here/../lib/release.sh"
 # shellcheck source=../lib/kubernetes.sh
 source "$here/../lib/kubernetes.sh"
 
-[[ $# -ge 1 ]] || die "usage: scripts/rollback.sh ENV [VERSION]"
-env=$1
-shift
-target=
-for arg in "$@"; do
-	case $arg in
-	-*) die "unknown option $arg (on Kubernetes: scripts/rollback.sh ENV [VERSION])" ;;
-	*) [[ -z $target ]] || die "usage: scripts/rollback.sh ENV [VERSION]"; target=$arg ;;
-	esac
-done
-require_env "$env"
-[[ -z $target ]] || require_version "$target"
-release_init "$env"
-current=$(current_version)
-rollback_target "$target"
-target=$ROLLBACK_TARGET
-digest=$(release_field "$target" 3)
-[[ $digest =~ ^sha256:[0-9a-f]{64}$ ]] || die "$target was never released to $env by digest (no digest in .deploy/$env/releases.tsv)"
+cluster_rollback "on Kubernetes" "$@"
+env=$ROLLBACK_ENV current=$ROLLBACK_CURRENT target=$ROLLBACK_TARGET digest=$ROLLBACK_DIGEST
 kubernetes_init "$env"
 ref=$(image_of "$target")@$digest
 

@@ -116,6 +116,49 @@ pushed_ref() {
 	echo "$image@$digest"
 }
 
+# release_ref IMAGE: RELEASE_REF, IMAGE (repository:version) by digest as a cluster runs it: the
+# digest given (APP_IMAGE_DIGEST, verified when SIGNING_IDENTITY is set), or the image obtained as
+# for Compose and pushed to its registry. Logs which; dies saying why it cannot.
+release_ref() {
+	local image=$1
+	verify_release "$image"
+	if [[ -n $RELEASE_DIGEST ]]; then
+		RELEASE_REF=$image@$RELEASE_DIGEST
+		log "deploy $RELEASE_VERSION to $RELEASE_ENV: $RELEASE_REF (from the registry, by digest)"
+	else
+		obtain_image "$image"
+		RELEASE_REF=$(pushed_ref "$image")
+		log "deploy $RELEASE_VERSION to $RELEASE_ENV: pushed $RELEASE_REF"
+	fi
+}
+
+# cluster_rollback PLACE ENV [VERSION]: a cluster rollback's arguments checked before any side
+# effect (PLACE names the target in messages, e.g. "on a Swarm"), then the release lock taken and
+# ROLLBACK_ENV, ROLLBACK_CURRENT, ROLLBACK_TARGET (VERSION, or the release before the current
+# one) and ROLLBACK_DIGEST (the digest it was released with) set, or it dies saying why.
+cluster_rollback() {
+	local place=$1 asked='' arg
+	shift
+	[[ $# -ge 1 ]] || die "usage: scripts/rollback.sh ENV [VERSION]"
+	ROLLBACK_ENV=$1
+	shift
+	for arg in "$@"; do
+		case $arg in
+		-*) die "unknown option $arg ($place: scripts/rollback.sh ENV [VERSION])" ;;
+		*) [[ -z $asked ]] || die "usage: scripts/rollback.sh ENV [VERSION]"; asked=$arg ;;
+		esac
+	done
+	require_env "$ROLLBACK_ENV"
+	[[ -z $asked ]] || require_version "$asked"
+	release_init "$ROLLBACK_ENV"
+	# shellcheck disable=SC2034  # read by scripts/swarm/rollback.sh and scripts/kubernetes/rollback.sh
+	ROLLBACK_CURRENT=$(current_version)
+	rollback_target "$asked"
+	ROLLBACK_DIGEST=$(release_field "$ROLLBACK_TARGET" 3)
+	[[ $ROLLBACK_DIGEST =~ ^sha256:[0-9a-f]{64}$ ]] ||
+		die "$ROLLBACK_TARGET was never released to $ROLLBACK_ENV by digest (no digest in .deploy/$ROLLBACK_ENV/releases.tsv)"
+}
+
 # rollback_target [VERSION]: ROLLBACK_TARGET is VERSION, or the release before the current one in
 # the history; dies when there is none.
 rollback_target() {

@@ -14,24 +14,8 @@ source "$here/../lib/release.sh"
 # shellcheck source=../lib/swarm.sh
 source "$here/../lib/swarm.sh"
 
-[[ $# -ge 1 ]] || die "usage: scripts/rollback.sh ENV [VERSION]"
-env=$1
-shift
-target=
-for arg in "$@"; do
-	case $arg in
-	-*) die "unknown option $arg (on a Swarm: scripts/rollback.sh ENV [VERSION])" ;;
-	*) [[ -z $target ]] || die "usage: scripts/rollback.sh ENV [VERSION]"; target=$arg ;;
-	esac
-done
-require_env "$env"
-[[ -z $target ]] || require_version "$target"
-release_init "$env"
-current=$(current_version)
-rollback_target "$target"
-target=$ROLLBACK_TARGET
-digest=$(release_field "$target" 3)
-[[ $digest =~ ^sha256:[0-9a-f]{64}$ ]] || die "$target was never released to $env on a Swarm (no digest in .deploy/$env/releases.tsv)"
+cluster_rollback "on a Swarm" "$@"
+env=$ROLLBACK_ENV current=$ROLLBACK_CURRENT target=$ROLLBACK_TARGET digest=$ROLLBACK_DIGEST
 swarm_init "$env"
 image=$(image_of "$target")
 ref=$image@$digest
