@@ -174,7 +174,7 @@ class KubernetesTarget:
     def pod(self, s: Service) -> dict[str, Any]:
         uid, gid = self.user(s)
         spec: dict[str, Any] = {
-            "serviceAccountName": "app" if s.role in ("app", "migrate") else s.role,
+            "serviceAccountName": s.role,  # each its own identity, applied with it (the deploy's steps)
             "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid,
                                 "seccompProfile": {"type": "RuntimeDefault"}},
@@ -262,7 +262,7 @@ class KubernetesTarget:
     def job(self, role: str) -> list[dict[str, Any]]:
         s = self.by_role[role]
         pod = self.pod(s)
-        manifests = [] if role == "migrate" else [self.service_account(role, role)]
+        manifests = [self.service_account(role, role)]
         manifests.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": self.meta(role, role),
                           # Retried while the database starts; deleted a day after it finished.
                           "spec": {"backoffLimit": 6, "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 86400,

@@ -377,3 +377,26 @@ def test_checkov_finds_nothing_but_the_documented_exceptions(built, tmp_path):
         skipped = set(yaml.safe_load(config.read_text())["skip-check"])
         bare = checkov(path)
         assert {c["check_id"] for c in bare["results"]["failed_checks"]} == skipped, name
+
+
+def test_each_deploy_step_finds_what_its_pods_need(built):
+    """scripts/kubernetes/deploy.sh applies in steps by component label: everything else, then each
+    Job, then the app. A pod's ServiceAccount, Secrets and ConfigMaps must be applied by its own
+    step or an earlier one (a Job whose ServiceAccount comes later never starts)."""
+    for name, _, env, docs in each_build(built):
+        jobs = [d["metadata"]["name"] for d in of_kind(docs, "Job")]
+        component = lambda d: d["metadata"].get("labels", {}).get("app.kubernetes.io/component")  # noqa: E731
+        steps = [[d for d in docs if component(d) not in ["app", *jobs]]] + \
+                [[d for d in docs if component(d) == job] for job in ("db-roles", "migrate") if job in jobs] + \
+                [[d for d in docs if component(d) == "app"]]
+        assert sum(len(step) for step in steps) == len(docs), f"{name}/{env}: an object no step applies"
+        available: set[tuple[str, str]] = set()
+        for step in steps:
+            available |= {(d["kind"], d["metadata"]["name"]) for d in step}
+            for workload in [d for d in step if d["kind"] in WORKLOADS]:
+                spec = workload["spec"]["template"]["spec"]
+                needs = {("ServiceAccount", spec["serviceAccountName"])}
+                needs |= {("Secret", v["secret"]["secretName"]) for v in spec["volumes"] if "secret" in v}
+                needs |= {("ConfigMap", v["configMap"]["name"]) for v in spec["volumes"] if "configMap" in v}
+                needs |= {("ConfigMap", s["configMapRef"]["name"]) for c in spec["containers"] for s in c.get("envFrom", [])}
+                assert needs <= available, f"{name}/{env}: {workload['metadata']['name']} needs {needs - available} first"
