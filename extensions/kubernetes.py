@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalogue import APP_UID, SIZES, image_location
+from .catalogue import APP_UID, SIZES, image_location, image_var
 from .environments import limits
 from .services import Service
 
@@ -99,8 +99,11 @@ class KubernetesTarget:
     def image(self, s: Service) -> str:
         if s.role in ("app", "migrate"):
             return f"{self.image_name}:dev"  # the deploy script sets the digest (kustomize images)
-        key = {"db": (self.db or {}).get("image"), "db-roles": (self.db or {}).get("image"), "cache": "redis"}[s.role]
-        return "/".join(image_location(key))  # the pin, as Compose names it without IMAGE_MIRROR
+        return "/".join(image_location(self.image_key(s)))  # the pin, as Compose names it without IMAGE_MIRROR
+
+    def image_key(self, s: Service) -> str:
+        """The catalogue key of a service's image other than the app's."""
+        return {"db": (self.db or {}).get("image"), "db-roles": (self.db or {}).get("image"), "cache": "redis"}[s.role]
 
     def user(self, s: Service) -> tuple[int, int]:
         uid, _, gid = (s.user or f"{APP_UID}:{APP_UID}").partition(":")
@@ -431,4 +434,8 @@ def kubernetes_model(slug: str, image_name: str, envs: dict[str, dict[str, Any]]
         "version": KUBERNETES_VERSION,
         "secret_keys": target.secret_keys,
         "checkov_skips": checkov_skips(target.by_role),
+        # X_IMAGE -> the pin, for the images other than the app's: the deploy replaces a pin that
+        # env/ENV.env overrides (X_IMAGE, IMAGE_MIRROR), as compose.yaml does.
+        "images": {image_var(target.image_key(s)): target.image(s) for role, s in target.by_role.items()
+                   if role not in ("app", "migrate")},
     }

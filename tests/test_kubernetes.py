@@ -400,3 +400,27 @@ def test_each_deploy_step_finds_what_its_pods_need(built):
                 needs |= {("ConfigMap", v["configMap"]["name"]) for v in spec["volumes"] if "configMap" in v}
                 needs |= {("ConfigMap", s["configMapRef"]["name"]) for c in spec["containers"] for s in c.get("envFrom", [])}
                 assert needs <= available, f"{name}/{env}: {workload['metadata']['name']} needs {needs - available} first"
+
+
+def test_the_release_build_overrides_images_as_compose_does(built, tmp_path):
+    """IMAGE_MIRROR and X_IMAGE in env/ENV.env replace the pins in the deploy's build exactly as
+    they do in Compose's model of that environment."""
+    name, (original, envs) = next((n, b) for n, b in built.items() if "production" in b[1])
+    project = tmp_path / "project"
+    shutil.copytree(original, project, ignore=shutil.ignore_patterns(".deploy"))
+    env_file = project / "env/production.env"
+    env_file.write_text(env_file.read_text() + "IMAGE_MIRROR=mirror.example:5000\nREDIS_IMAGE=registry.example/redis@sha256:"
+                        + "cd" * 32 + "\nPOSTGRES_IMAGE=registry.example:5000/db/postgres:17.9\n")
+    script = ("source scripts/lib/common.sh; source scripts/lib/release.sh; source scripts/lib/kubernetes.sh; "
+              f"kubernetes_build production registry.example/app:v7@sha256:{'ab' * 32} v7")
+    proc = run("bash", "-c", script, cwd=project)
+    docs = [d for d in yaml.safe_load_all(Path(proc.stdout.strip()).read_text()) if d]
+    compose = compose_config(project, "production")["services"]
+    compared = 0
+    for _, template in pod_templates(docs):
+        for c in template["spec"]["containers"]:
+            if c["name"] not in ("app", "migrate"):
+                assert c["image"] == compose[c["name"]]["image"], f"{name}: {c['name']}"
+                assert "example" in c["image"]
+                compared += 1
+    assert compared >= 2

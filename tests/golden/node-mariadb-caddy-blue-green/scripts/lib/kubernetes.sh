@@ -9,6 +9,9 @@ KUBERNETES_JOBS=(db-roles migrate)
 # The workloads (Kind:name) that run the app's image: each gets the release's digest and version.
 KUBERNETES_VERSIONED=(Deployment:app Job:migrate)
 COMPONENT_LABEL=app.kubernetes.io/component
+# The other images, X_IMAGE -> the pin the manifests name: env/ENV.env's X_IMAGE or IMAGE_MIRROR
+# replaces it, as in compose.yaml.
+declare -gA KUBERNETES_IMAGE_PINS=([MARIADB_IMAGE]=docker.io/library/mariadb:11.4)
 
 # kubernetes_init ENV: NAMESPACE, KUBECTL (kubectl for KUBERNETES_CONTEXT of env/ENV.env, or the
 # current context) and KUBERNETES_DEPLOY_TIMEOUT [300 s]. Dies if the cluster does not answer.
@@ -53,6 +56,9 @@ images:
   - name: golden-node
     newName: ${ref%%@*}
     digest: ${ref##*@}
+YAML
+	kubernetes_image_overrides "$env"
+	cat <<YAML
 patches:
 YAML
 	for workload in "${KUBERNETES_VERSIONED[@]}"; do
@@ -63,6 +69,28 @@ YAML
         path: /spec/template/spec/containers/0/env/-
         value: {name: APP_VERSION, value: "$version"}
 YAML
+	done
+}
+
+# kubernetes_image_overrides ENV: kustomize `images` entries for the pins that env/ENV.env (or the
+# environment) overrides: X_IMAGE, else IMAGE_MIRROR in place of the pin's registry.
+kubernetes_image_overrides() {
+	local env=$1 var pin ref mirror last
+	mirror=${IMAGE_MIRROR:-$(env_value "$env" IMAGE_MIRROR)}
+	for var in "${!KUBERNETES_IMAGE_PINS[@]}"; do
+		pin=${KUBERNETES_IMAGE_PINS[$var]}
+		ref=${!var:-$(env_value "$env" "$var")}
+		[[ -n $ref || -n $mirror ]] || continue
+		[[ -n $ref ]] || ref=$mirror/${pin#*/}
+		printf '  - name: %s\n' "${pin%:*}"
+		last=${ref##*/}
+		if [[ $ref == *@* ]]; then
+			printf '    newName: "%s"\n    digest: "%s"\n' "${ref%@*}" "${ref#*@}"
+		elif [[ $last == *:* ]]; then
+			printf '    newName: "%s"\n    newTag: "%s"\n' "${ref%:*}" "${last##*:}"  # quoted: a tag like 17.9 is a string
+		else
+			printf '    newName: "%s"\n    newTag: latest\n' "$ref"
+		fi
 	done
 }
 
