@@ -92,8 +92,8 @@ class KubernetesTarget:
     def labels(self, role: str) -> dict[str, str]:
         return {NAME_LABEL: self.slug, COMPONENT_LABEL: role}
 
-    def meta(self, name: str, role: str, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "labels": self.labels(role), **extra}
+    def meta(self, name: str, role: str) -> dict[str, Any]:
+        return {"name": name, "labels": self.labels(role)}
 
     # --- pods -------------------------------------------------------------------------------------------
     def image(self, s: Service) -> str:
@@ -432,7 +432,6 @@ def kubernetes_model(slug: str, image_name: str, envs: dict[str, dict[str, Any]]
         # The workloads that run the app's image: the deploy script sets its digest and APP_VERSION.
         "versioned": [f"{KINDS[role]}:{role}" for role in ("app", "migrate") if role in target.by_role],
         "version": KUBERNETES_VERSION,
-        "secret_keys": target.secret_keys,
         "checkov_skips": checkov_skips(target.by_role),
         # X_IMAGE -> the pin, for the images other than the app's: the deploy replaces a pin that
         # env/ENV.env overrides (X_IMAGE, IMAGE_MIRROR), as compose.yaml does.
