@@ -160,6 +160,11 @@ DATABASES = {
         "exporter": "postgres-exporter",
         "exporter_port": 9187,
         "config_files": ["roles.sh", "grants.sql"],  # config/db/, for the db-roles job
+        # Point-in-time recovery (Compose target): every finished WAL segment is archived, gzipped, to
+        # ARCHIVE_DIR/<system identifier>/ by config/db/archive-wal.sh, in its own volume mounted on the
+        # image's postgres-owned home (a new volume takes that ownership; PGDATA's volume sits inside it).
+        "archive": {"volume": "db-wal", "home": "/var/lib/postgresql", "dir": "/var/lib/postgresql/wal-archive",
+                    "script": "/usr/local/lib/db/archive-wal.sh", "timeout_default": "30s"},
         # Who logs in as what (config/db/roles.sh makes them): the superuser the image creates
         # (scripts: restore, role setup), the owner of the schema (migrations), the app's
         # data-only role, the exporter (pg_monitor) and the backup (pg_read_all_data, socket only).

@@ -365,6 +365,14 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
             healthcheck={"test": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", "app", "-d", "app"], **timing},
         )
         service.notes["healthcheck"] = "Over TCP: the entrypoint's temporary init server listens on the socket only."
+        archive = db["archive"]
+        service.compose_only = {
+            "command": ["postgres", "-c", "archive_mode=on", "-c", f"archive_command=sh {archive['script']} %p %f",
+                        "-c", f"archive_timeout=${{DB_ARCHIVE_TIMEOUT:-{archive['timeout_default']}}}"],
+            "volumes": [f"{archive['volume']}:{archive['home']}", f"./config/db/archive-wal.sh:{archive['script']}:ro"],
+        }
+        service.notes["command"] = ("Point-in-time recovery: each finished WAL segment goes to the db-wal volume, which\n"
+                                    "outlives db-data; a quiet database still archives every DB_ARCHIVE_TIMEOUT (the RPO).")
         return service
     return Service(
         **common,
@@ -652,7 +660,7 @@ def published_port(f: Facts, name: str) -> tuple[str, int] | None:
     return PUBLISHED_INTERNALS.get(name)
 
 
-VOLUME_ORDER = ("proxy-data", "db-data", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
+VOLUME_ORDER = ("proxy-data", "db-data", "db-wal", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
 
 
 def response_headers(f: Facts, env: str) -> dict[str, str]:
@@ -690,7 +698,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     by_name = {s.name: s for s in services}
     used_networks = {net for s in services for net in s.networks} | {
         net for s in services for nets in s.env_networks.values() for net in nets}
-    named_volumes = {v.split(":", 1)[0] for s in services for v in s.volumes if not v.startswith(("/", "."))}
+    named_volumes = {v.split(":", 1)[0] for s in services for v in [*s.volumes, *s.compose_only.get("volumes", [])]
+                     if not v.startswith(("/", "."))}
 
     # The TLS secret files, where TLS ends in this stack with certificate files.
     tls_files = ["tls_cert", "tls_key"] if f.tls == "files" else []

@@ -83,6 +83,9 @@ class Service:
     env_environment: dict[str, dict[str, str]] = field(default_factory=dict)
     env_networks: dict[str, dict[str, dict]] = field(default_factory=dict)  # e.g. an alias in one environment
     env_notes: dict[str, str] = field(default_factory=dict)
+    # What only the Compose target adds to `command` and `volumes` (PostgreSQL's WAL archive: Swarm and
+    # Kubernetes render the service without it).
+    compose_only: dict[str, list[str]] = field(default_factory=dict)
 
     def runs_in(self, env: str) -> bool:
         return self.only_in is None or env in self.only_in
@@ -98,6 +101,8 @@ class Service:
             value = getattr(self, key, None)
             if key == "depends_on" and value:
                 value = {name: {"condition": condition} for name, condition in value.items()}
+            if key in self.compose_only:
+                value = [*(value or []), *self.compose_only[key]]
             if value:
                 spec[key] = value
         spec["deploy"] = {"resources": {"limits": {"pids": self.pids}}}

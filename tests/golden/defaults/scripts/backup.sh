@@ -57,20 +57,12 @@ db_schema_version "$DB_NAME" >"$work/schema_version"
 
 dump=dump.sql.gz
 [[ -z $key_file ]] || dump=$dump.gpg
-# compress_to FILE: gzip, then gpg when a key is set.
-compress_to() {
-	if [[ -n $key_file ]]; then
-		gzip -6 | gpg --batch --quiet --yes --symmetric --cipher-algo AES256 --passphrase-file "$key_file" -o "$1"
-	else
-		gzip -6 >"$1"
-	fi
-}
 log "backup $id of $env: dumping $DB_ENGINE"
 # The dump streams once: through a FIFO to the row counter, and to compression.
 mkfifo "$work/.rows"
 count_dump_rows <"$work/.rows" >"$work/counts.tsv" &
 counter=$!
-db_dump | tee "$work/.rows" | compress_to "$work/$dump" || die "the dump failed: no backup was made"
+db_dump | tee "$work/.rows" | compress_to "$work/$dump" "$key_file" || die "the dump failed: no backup was made"
 wait "$counter" || die "the dump is incomplete (it does not end with '$DB_DUMP_TRAILER'): no backup was made"
 rm -f "$work/.rows"
 

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Restores a backup into an environment's database, losing nothing on failure.
 #   scripts/restore.sh ENV BACKUP_ID [--confirm-ENV]      (BACKUP_ID may be "latest")
+#   scripts/restore.sh ENV --to TIME|latest [--confirm-ENV]
+#       point-in-time recovery (Compose target): the newest base backup that ended before TIME
+#       (scripts/base-backup.sh), replayed from the WAL archive up to TIME, a UTC time like
+#       2026-12-04T15:04:05Z; "latest" replays all of it (after the database volume was lost).
+#       The replay runs in a throwaway copy of the db service; PITR_TIMEOUT [3600] bounds it.
 #
 # Checks the backup's checksums first, loads it into a fresh database, and only when that load
 # succeeded swaps it in (the app is stopped for the swap, seconds). The database it replaces is
@@ -13,21 +18,70 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/db.sh"
 # shellcheck source=lib/backups.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/backups.sh"
+# shellcheck source=lib/pitr.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/pitr.sh"
+usage="usage: scripts/restore.sh ENV BACKUP_ID|--to TIME [--confirm-ENV]"
 
-[[ $# -ge 2 && $# -le 3 ]] || die "usage: scripts/restore.sh ENV BACKUP_ID [--confirm-ENV]"
+# from_dump BACKUP_ID: the backup is checked (before anything changes); load_staging then loads it.
+from_dump() {
+	dir=$(resolve_backup "$1")
+	what=$(basename "$dir")
+	check_backup "$dir" "$env"
+	[[ $(meta "$dir" DATABASE) == "$DB_ENGINE" ]] || die "$what is a $(meta "$dir" DATABASE) backup, this is $DB_ENGINE"
+	load_staging() {
+		log "restore $what into $env: loading into a fresh database $staging_db"
+		open_backup "$dir" "$env" | db_load "$staging_db" || failed "loading the dump"
+		expected=$(cat "$dir/counts.tsv")
+	}
+}
+
+# from_archive TIME: (PITR_TARGET set) the base backup to start from is found and checked; load_staging then
+# recovers it in a throwaway container up to TIME and copies the result.
+from_archive() {
+	pitr_init "$env"
+	what="the state at $1"
+	container="$PROJECT_SLUG-$env-recover-$(random_secret | cut -c1-8)"
+	image=$("${COMPOSE[@]}" config --images db 2>/dev/null) && [[ -n $image ]] ||
+		die "cannot read the database image of $env from its compose files"
+	trap 'docker rm -f --volumes "$container" >/dev/null 2>&1 || true' EXIT
+	pitr_flush "$env"
+	pitr_base_for "$PITR_TARGET"
+	dir=$PITR_BASE
+	check_backup "$dir" "$env"
+	load_staging() {
+		local live=("${DB_EXEC[@]}")
+		log "restore $what into $env: base backup $(basename "$dir"), replaying the WAL archive in $container"
+		(pitr_recover "$dir" "$env" "$PITR_TARGET" "$container" "$image") || failed "recovering in $container"
+		db_use_container "$container"
+		log "restore $what into $env: recovered up to $(pitr_reached); copying it into a fresh database $staging_db"
+		expected=$(db_counts "$DB_NAME")
+		"${DB_EXEC[@]}" pg_dump -U "$DB_USER" -d "$DB_NAME" --no-owner --no-privileges | "${live[@]}" psql -X -q -v ON_ERROR_STOP=1 \
+			--single-transaction -U "$DB_USER" -d "$staging_db" >/dev/null || failed "copying the recovered database"
+		db_use_service "$env"
+	}
+}
+
+[[ $# -ge 2 ]] || die "$usage"
 env=$1
 require_env "$env"
+shift
+to=""
+if [[ $1 == --to ]]; then
+	[[ $# -ge 2 ]] || die "--to needs a time: a UTC time like $(date -u +%Y-%m-%dT%H:%M:%SZ), or latest"
+	to=$2
+	shift
+fi
+source_arg=$1
+shift
 confirm=$(confirmation_flag "$env")
-if [[ -n $confirm && ${3:-} != "$confirm" ]]; then
+[[ $# -le 1 ]] || die "$usage"
+if [[ -n $confirm && ${1:-} != "$confirm" ]]; then
 	die "restoring $env replaces its data: run again with $confirm"
 fi
-[[ $# -lt 3 || ( -n $confirm && $3 == "$confirm" ) ]] || die "unknown option $3"
-require_backup_id "$2"
+[[ $# -eq 0 || ( -n $confirm && $1 == "$confirm" ) ]] || die "unknown option $1"
+if [[ -n $to ]]; then pitr_target "$source_arg"; else require_backup_id "$source_arg"; fi
 backups_init "$env"
-dir=$(resolve_backup "$2")
-id=$(basename "$dir")
-check_backup "$dir" "$env"
-[[ $(meta "$dir" DATABASE) == "$DB_ENGINE" ]] || die "$id is a $(meta "$dir" DATABASE) backup, this is $DB_ENGINE"
+if [[ -n $to ]]; then from_archive "$source_arg"; else from_dump "$source_arg"; fi
 
 db_use_service "$env"
 stamp=$(date -u +%Y%m%d%H%M%S)
@@ -35,22 +89,28 @@ staging_db="app_restore_$stamp"
 previous_db="app_pre_restore_$stamp"
 
 failed() {
+	db_use_service "$env"
 	db_drop "$staging_db" >/dev/null 2>&1 || true
-	die "restore of $id failed while $1: $env's data is as it was"
+	die "restore of $what failed while $1: $env's data is as it was"
 }
 
-log "restore $id into $env: loading into a fresh database $staging_db"
 db_create "$staging_db" >/dev/null || failed "creating $staging_db"
-open_backup "$dir" "$env" | db_load "$staging_db" || failed "loading the dump"
-[[ "$(db_counts "$staging_db")" == "$(cat "$dir/counts.tsv")" ]] || failed "comparing row counts with the backup"
+load_staging
+[[ "$(db_counts "$staging_db")" == "$expected" ]] || failed "comparing row counts with the backup"
 db_grant "$staging_db" || failed "giving its objects to the owner role and the app its privileges"
 
-log "restore $id into $env: swapping it in (the app stops for a moment)"
+log "restore $what into $env: swapping it in (the app stops for a moment)"
 db_app_stop "$env"
 if ! db_swap "$staging_db" "$previous_db"; then
 	db_app_start "$env" || true
 	failed "swapping databases"
 fi
 db_app_start "$env" ||
-	die "restored $id, but the app did not become healthy: see scripts/compose.sh $env logs ${APP_SERVICES[*]} (on a Swarm: docker service ps)"
-log "restored $id into $env; the data it replaced is kept as database $previous_db"
+	die "restored $what, but the app did not become healthy: see scripts/compose.sh $env logs ${APP_SERVICES[*]} (on a Swarm: docker service ps)"
+log "restored $what into $env; the data it replaced is kept as database $previous_db"
+# After a lost volume the database is a new cluster, whose WAL no base backup covers yet: later
+# recoveries need one of it.
+if [[ -n $to ]] && ! grep -qx "SYSTEM_ID=$(db_psql postgres -At -c "SELECT system_identifier FROM pg_control_system()")" "$BASE_DIR"/*/meta.env 2>/dev/null; then
+	log "restore: $env now runs a new cluster: taking its first base backup"
+	"$PROJECT_ROOT/scripts/base-backup.sh" "$env" >/dev/null || die "restored $what, but the base backup of the new cluster failed: run scripts/base-backup.sh $env"
+fi

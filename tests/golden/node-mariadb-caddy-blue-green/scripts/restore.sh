@@ -13,21 +13,36 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/db.sh"
 # shellcheck source=lib/backups.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/backups.sh"
+usage="usage: scripts/restore.sh ENV BACKUP_ID [--confirm-ENV]"
 
-[[ $# -ge 2 && $# -le 3 ]] || die "usage: scripts/restore.sh ENV BACKUP_ID [--confirm-ENV]"
+# from_dump BACKUP_ID: the backup is checked (before anything changes); load_staging then loads it.
+from_dump() {
+	dir=$(resolve_backup "$1")
+	what=$(basename "$dir")
+	check_backup "$dir" "$env"
+	[[ $(meta "$dir" DATABASE) == "$DB_ENGINE" ]] || die "$what is a $(meta "$dir" DATABASE) backup, this is $DB_ENGINE"
+	load_staging() {
+		log "restore $what into $env: loading into a fresh database $staging_db"
+		open_backup "$dir" "$env" | db_load "$staging_db" || failed "loading the dump"
+		expected=$(cat "$dir/counts.tsv")
+	}
+}
+
+[[ $# -ge 2 ]] || die "$usage"
 env=$1
 require_env "$env"
+shift
+source_arg=$1
+shift
 confirm=$(confirmation_flag "$env")
-if [[ -n $confirm && ${3:-} != "$confirm" ]]; then
+[[ $# -le 1 ]] || die "$usage"
+if [[ -n $confirm && ${1:-} != "$confirm" ]]; then
 	die "restoring $env replaces its data: run again with $confirm"
 fi
-[[ $# -lt 3 || ( -n $confirm && $3 == "$confirm" ) ]] || die "unknown option $3"
-require_backup_id "$2"
+[[ $# -eq 0 || ( -n $confirm && $1 == "$confirm" ) ]] || die "unknown option $1"
+require_backup_id "$source_arg"
 backups_init "$env"
-dir=$(resolve_backup "$2")
-id=$(basename "$dir")
-check_backup "$dir" "$env"
-[[ $(meta "$dir" DATABASE) == "$DB_ENGINE" ]] || die "$id is a $(meta "$dir" DATABASE) backup, this is $DB_ENGINE"
+from_dump "$source_arg"
 
 db_use_service "$env"
 stamp=$(date -u +%Y%m%d%H%M%S)
@@ -35,22 +50,22 @@ staging_db="app_restore_$stamp"
 previous_db="app_pre_restore_$stamp"
 
 failed() {
+	db_use_service "$env"
 	db_drop "$staging_db" >/dev/null 2>&1 || true
-	die "restore of $id failed while $1: $env's data is as it was"
+	die "restore of $what failed while $1: $env's data is as it was"
 }
 
-log "restore $id into $env: loading into a fresh database $staging_db"
 db_create "$staging_db" >/dev/null || failed "creating $staging_db"
-open_backup "$dir" "$env" | db_load "$staging_db" || failed "loading the dump"
-[[ "$(db_counts "$staging_db")" == "$(cat "$dir/counts.tsv")" ]] || failed "comparing row counts with the backup"
+load_staging
+[[ "$(db_counts "$staging_db")" == "$expected" ]] || failed "comparing row counts with the backup"
 db_grant "$staging_db" || failed "giving its objects to the owner role and the app its privileges"
 
-log "restore $id into $env: swapping it in (the app stops for a moment)"
+log "restore $what into $env: swapping it in (the app stops for a moment)"
 db_app_stop "$env"
 if ! db_swap "$staging_db" "$previous_db"; then
 	db_app_start "$env" || true
 	failed "swapping databases"
 fi
 db_app_start "$env" ||
-	die "restored $id, but the app did not become healthy: see scripts/compose.sh $env logs ${APP_SERVICES[*]} (on a Swarm: docker service ps)"
-log "restored $id into $env; the data it replaced is kept as database $previous_db"
+	die "restored $what, but the app did not become healthy: see scripts/compose.sh $env logs ${APP_SERVICES[*]} (on a Swarm: docker service ps)"
+log "restored $what into $env; the data it replaced is kept as database $previous_db"

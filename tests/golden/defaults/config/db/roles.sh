@@ -6,7 +6,8 @@
 #   app_owner  owns the schema and everything in it: migrations
 #   app_user   the app: reads and writes rows; no DDL, no roles, no files or programs
 #   app_exporter  postgres-exporter: pg_monitor
-#   app_backup  scripts/backup.sh: pg_read_all_data, over the container's socket only
+#   app_backup  scripts/backup.sh and base-backup.sh: pg_read_all_data and replication (base
+#               backups), over the container's socket only
 # Passwords are read from the secret files by psql itself (never on a command line).
 set -eu
 PGPASSWORD=$(cat /run/secrets/db_password)
@@ -21,7 +22,7 @@ ALTER ROLE app_owner WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATIO
 ALTER ROLE app_user WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_password';
 ALTER ROLE app_exporter WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'exporter_password';
 -- No password: TCP connections need one (scram-sha-256), so it can log in over the socket only.
-ALTER ROLE app_backup WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD NULL;
+ALTER ROLE app_backup WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE REPLICATION NOBYPASSRLS PASSWORD NULL;
 GRANT pg_monitor TO app_exporter;
 GRANT pg_read_all_data TO app_backup;
 \i /etc/db-roles/grants.sql

@@ -97,6 +97,15 @@ open_backup() {
 	fi
 }
 
+# compress_to FILE KEY_FILE: stdin gzipped into FILE, then encrypted with gpg when KEY_FILE is set.
+compress_to() {
+	if [[ -n $2 ]]; then
+		gzip -6 | gpg --batch --quiet --yes --symmetric --cipher-algo AES256 --passphrase-file "$2" -o "$1"
+	else
+		gzip -6 >"$1"
+	fi
+}
+
 meta() { sed -n "s/^$2=//p" "$1/meta.env"; }
 
 sync_dir() { sync -f "$1" 2>/dev/null || sync; }

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Base backup of an environment's PostgreSQL cluster, the starting point of point-in-time recovery
+# (scripts/restore.sh ENV --to TIME): with the WAL archive, any moment from its end onwards can be
+# recovered. Online: the app keeps running.
+#   scripts/base-backup.sh ENV          prints the base backup's id as its last line
+#
+# backups/ENV/base/ID/ holds base.tar.gz (gpg when a key is set), meta.env (the cluster, the first
+# WAL segment it needs, when it ended) and SHA256SUMS with its signature, written under a temporary
+# name and renamed into place when complete. Then the retention policy of the dumps applies to base
+# backups, and WAL that no kept base backup needs is deleted from the archive.
+#
+# Settings (environment variables, defaults in brackets): BACKUP_DIR, BACKUP_KEEP_LAST,
+# BACKUP_KEEP_DAYS, BACKUP_KEY_FILE, BACKUP_RESTIC_REPOSITORY, RESTIC_PASSWORD_FILE, as for
+# scripts/backup.sh (the off-host copy also takes the WAL archive).
+set -Eeuo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/db.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/db.sh"
+# shellcheck source=lib/backups.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/backups.sh"
+# shellcheck source=lib/pitr.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/pitr.sh"
+
+[[ $# -eq 1 ]] || die "usage: scripts/base-backup.sh ENV"
+env=$1
+require_env "$env"
+backups_init "$env"
+pitr_init "$env"
+now=$(date -u +%s)
+id=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)
+[[ ! -e "$BASE_DIR/$id" ]] || die "base backup $id exists already: wait a second and retry"
+work="$BASE_DIR/.incomplete-$id"
+cleanup() {
+	[[ -d $work ]] && rm -rf "$work"
+	return 0
+}
+trap cleanup EXIT
+trap 'die "interrupted"' INT TERM
+
+require_cmd gzip "needed to compress the base backup"
+ensure_signing_key "$env"
+signing_key "$env" >/dev/null
+key_file=$(backup_key_file "$env")
+[[ -z $key_file ]] || require_cmd gpg "needed to encrypt backups (BACKUP_KEY_FILE is set)"
+db_use_service "$env"
+"${DB_EXEC[@]}" true 2>/dev/null || die "the $env database is not running: start it with scripts/compose.sh $env up -d --wait"
+[[ $(db_psql postgres -At -c "SHOW archive_mode") == on ]] ||
+	die "the $env database does not archive its WAL: recreate it with scripts/compose.sh $env up -d --wait db"
+BACKUP_DIR=$BASE_DIR remove_stale_incomplete
+mkdir -p "$work"
+
+cluster=$(db_psql postgres -At -c "SELECT system_identifier FROM pg_control_system()")
+# A segment at or before the backup's own start: the archive keeps everything from here on.
+start_wal=$(db_psql postgres -At -c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+dump=base.tar.gz
+[[ -z $key_file ]] || dump=$dump.gpg
+log "base backup $id of $env: cluster $cluster, from WAL $start_wal"
+# As the backup role (replication, over the socket only); the WAL it needs is in the tar.
+"${DB_EXEC[@]}" pg_basebackup -U "$DB_BACKUP_USER" --no-password -D - -F tar -X fetch --checkpoint=fast |
+	compress_to "$work/$dump" "$key_file" || die "pg_basebackup failed: no base backup was made"
+ended=$(date -u +%s)
+cat >"$work/meta.env" <<META
+ID=$id
+ENVIRONMENT=$env
+DATABASE=$DB_ENGINE
+KIND=base
+CREATED=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)
+ENDED=$(date -u -d "@$ended" +%Y-%m-%dT%H:%M:%SZ)
+ENDED_EPOCH=$ended
+ENCRYPTED=$([[ -n $key_file ]] && echo yes || echo no)
+DUMP=$dump
+SYSTEM_ID=$cluster
+START_WAL=$start_wal
+META
+(cd "$work" && sha256sum "$dump" meta.env >SHA256SUMS)
+sign_manifest "$work" "$env"
+sync_dir "$work"
+mv "$work" "$BASE_DIR/$id"
+ln -sfn "$id" "$BASE_DIR/.latest.tmp" && mv -Tf "$BASE_DIR/.latest.tmp" "$BASE_DIR/latest"
+log "base backup $id of $env complete: $(du -sh "$BASE_DIR/$id/$dump" | cut -f1)"
+record_metric "$env" base_backup_last_success_timestamp_seconds "$ended"
+
+BACKUP_DIR=$BASE_DIR apply_retention "$now"
+pitr_prune "$env"
+push_wal_off_host "$env" "$id"
+echo "$id"
