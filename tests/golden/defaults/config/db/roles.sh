@@ -12,6 +12,13 @@
 set -eu
 PGPASSWORD=$(cat /run/secrets/db_password)
 export PGPASSWORD PGHOST=db PGPORT=5432 PGUSER=app PGDATABASE=app
+# On a cluster nothing orders the start (Compose waits for the db's health check): up to 2 minutes.
+tries=0
+until pg_isready -q; do
+	tries=$((tries + 1))
+	[ "$tries" -lt 120 ] || { echo "db-roles: the database did not answer within 120 s" >&2; exit 1; }
+	sleep 1
+done
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 \set owner_password `cat /run/secrets/db_owner_password`
 \set app_password `cat /run/secrets/db_app_password`

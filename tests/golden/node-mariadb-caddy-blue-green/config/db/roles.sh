@@ -13,6 +13,13 @@ set -eu
 quoted() { printf "'%s'" "$(head -n 1 "$1" | sed -e 's/\\/\\\\/g' -e "s/'/''/g")"; }
 MYSQL_PWD=$(cat /run/secrets/db_root_password)
 export MYSQL_PWD
+# On a cluster nothing orders the start (Compose waits for the db's health check): up to 2 minutes.
+tries=0
+until mariadb-admin -h db -P 3306 -uroot --silent ping >/dev/null 2>&1; do
+	tries=$((tries + 1))
+	[ "$tries" -lt 120 ] || { echo "db-roles: the database did not answer within 120 s" >&2; exit 1; }
+	sleep 1
+done
 mariadb -h db -P 3306 -uroot --batch <<SQL
 CREATE USER IF NOT EXISTS 'app'@'%';
 ALTER USER 'app'@'%' IDENTIFIED BY $(quoted /run/secrets/db_password);
