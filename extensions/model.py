@@ -771,6 +771,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "tls_ciphers": list(TLS12_CIPHERS),
         "tls_ciphers_openssl": ":".join(TLS12_CIPHERS.values()),
         "db": db,
+        # Point-in-time recovery: the database archives its WAL (PostgreSQL on the Compose target).
+        "pitr": bool(db and "archive" in db),
         "migrate": f.migrate,
         # The database role the app logs in as ("app", or "owner" without migrations).
         "app_db_role": app_role(f),
