@@ -30,18 +30,6 @@ require_env "$env"
 backups_init "$env"
 now=${BACKUP_NOW:-$(date -u +%s)}
 id=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)
-[[ ! -e "$BACKUP_DIR/$id" ]] || die "backup $id exists already: wait a second and retry"
-work="$BACKUP_DIR/.incomplete-$id"
-
-cleanup() {
-	# Anything but a finished backup is removed: a half-written backup never becomes "latest".
-	[[ -d $work ]] && rm -rf "$work"
-	return 0
-}
-trap cleanup EXIT
-trap 'die "interrupted"' INT TERM
-
-remove_stale_incomplete
 require_cmd gzip "needed to compress the dump"
 # The signing key is made on first need too (a project updated from before signed backups).
 ensure_signing_key "$env"
@@ -50,7 +38,8 @@ key_file=$(backup_key_file "$env")
 [[ -z $key_file ]] || require_cmd gpg "needed to encrypt backups (BACKUP_KEY_FILE is set)"
 db_use_service "$env"
 "${DB_EXEC[@]}" true 2>/dev/null || die "the $env database is not running: start it with scripts/compose.sh $env up -d --wait"
-mkdir -p "$work"
+begin_backup "$BACKUP_DIR" "$id"
+work=$WORK
 
 log "backup $id of $env: schema version"
 db_schema_version "$DB_NAME" >"$work/schema_version"
@@ -76,11 +65,7 @@ DUMP=$dump
 SCHEMA_VERSION=$(cat "$work/schema_version")
 META
 rm -f "$work/schema_version"
-(cd "$work" && sha256sum "$dump" counts.tsv meta.env >SHA256SUMS)
-sign_manifest "$work" "$env"
-sync_dir "$work"
-mv "$work" "$BACKUP_DIR/$id"
-ln -sfn "$id" "$BACKUP_DIR/.latest.tmp" && mv -Tf "$BACKUP_DIR/.latest.tmp" "$BACKUP_DIR/latest"
+publish_backup "$BACKUP_DIR" "$id" "$env" "$dump" counts.tsv meta.env
 size=$(du -sh "$BACKUP_DIR/$id/$dump" | cut -f1)
 log "backup $id of $env complete: $size, $(wc -l <"$BACKUP_DIR/$id/counts.tsv") tables"
 record_metric "$env" backup_last_success_timestamp_seconds "$now"

@@ -29,15 +29,6 @@ backups_init "$env"
 pitr_init "$env"
 now=$(date -u +%s)
 id=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)
-[[ ! -e "$BASE_DIR/$id" ]] || die "base backup $id exists already: wait a second and retry"
-work="$BASE_DIR/.incomplete-$id"
-cleanup() {
-	[[ -d $work ]] && rm -rf "$work"
-	return 0
-}
-trap cleanup EXIT
-trap 'die "interrupted"' INT TERM
-
 require_cmd gzip "needed to compress the base backup"
 ensure_signing_key "$env"
 signing_key "$env" >/dev/null
@@ -47,8 +38,8 @@ db_use_service "$env"
 "${DB_EXEC[@]}" true 2>/dev/null || die "the $env database is not running: start it with scripts/compose.sh $env up -d --wait"
 [[ $(db_psql postgres -At -c "SHOW archive_mode") == on ]] ||
 	die "the $env database does not archive its WAL: recreate it with scripts/compose.sh $env up -d --wait db"
-BACKUP_DIR=$BASE_DIR remove_stale_incomplete
-mkdir -p "$work"
+begin_backup "$BASE_DIR" "$id"
+work=$WORK
 
 cluster=$(db_psql postgres -At -c "SELECT system_identifier FROM pg_control_system()")
 # A segment at or before the backup's own start: the archive keeps everything from here on.
@@ -73,11 +64,7 @@ DUMP=$dump
 SYSTEM_ID=$cluster
 START_WAL=$start_wal
 META
-(cd "$work" && sha256sum "$dump" meta.env >SHA256SUMS)
-sign_manifest "$work" "$env"
-sync_dir "$work"
-mv "$work" "$BASE_DIR/$id"
-ln -sfn "$id" "$BASE_DIR/.latest.tmp" && mv -Tf "$BASE_DIR/.latest.tmp" "$BASE_DIR/latest"
+publish_backup "$BASE_DIR" "$id" "$env" "$dump" meta.env
 log "base backup $id of $env complete: $(du -sh "$BASE_DIR/$id/$dump" | cut -f1)"
 record_metric "$env" base_backup_last_success_timestamp_seconds "$ended"
 

@@ -106,6 +106,29 @@ compress_to() {
 	fi
 }
 
+# begin_backup DIR ID: WORK, the directory DIR/.incomplete-ID that a backup is written into; on
+# exit anything but a published backup is removed, so a half-written backup never becomes "latest".
+begin_backup() {
+	[[ ! -e "$1/$2" ]] || die "backup $2 exists already: wait a second and retry"
+	WORK="$1/.incomplete-$2"
+	trap '[[ -d $WORK ]] && rm -rf "$WORK"; true' EXIT
+	trap 'die "interrupted"' INT TERM
+	BACKUP_DIR=$1 remove_stale_incomplete
+	mkdir -p "$WORK"
+}
+
+# publish_backup DIR ID ENV FILE...: WORK's FILEs checksummed (SHA256SUMS) and signed, WORK durably
+# renamed to DIR/ID, then DIR/latest switched to it atomically.
+publish_backup() {
+	local dir=$1 id=$2 env=$3
+	shift 3
+	(cd "$WORK" && sha256sum "$@" >SHA256SUMS)
+	sign_manifest "$WORK" "$env"
+	sync_dir "$WORK"
+	mv "$WORK" "$dir/$id"
+	ln -sfn "$id" "$dir/.latest.tmp" && mv -Tf "$dir/.latest.tmp" "$dir/latest"
+}
+
 meta() { sed -n "s/^$2=//p" "$1/meta.env"; }
 
 sync_dir() { sync -f "$1" 2>/dev/null || sync; }
