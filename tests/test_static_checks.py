@@ -279,6 +279,15 @@ def test_renovate_config_validates_and_finds_every_image(render, variant):
     assert compose_tags and compose_tags <= found.get("compose.yaml", set()), (compose_tags, found.get("compose.yaml"))
     base_tags = set(re.findall(r"^ARG \w+_IMAGE=[^:\s]+:(\S+)", (project / "Dockerfile").read_text(), re.MULTILINE))
     assert base_tags and base_tags <= found.get("Dockerfile", set())
+    # The cluster targets pin the same images in their own files: Renovate must move them together.
+    swarm_lib = project / "scripts" / "lib" / "swarm.sh"
+    if swarm_lib.exists():
+        swarm_tags = set(re.findall(r"_IMAGE\]=[^:\s]+:([A-Za-z0-9._-]+)", swarm_lib.read_text()))
+        assert swarm_tags and swarm_tags <= found.get("scripts/lib/swarm.sh", set()), swarm_tags
+    for manifest in sorted((project / "kubernetes").rglob("*.yaml")) if (project / "kubernetes").exists() else []:
+        relative = str(manifest.relative_to(project))
+        tags = set(re.findall(r"image: [a-z0-9.-]+\.[a-z]+/[^:\s]+:([A-Za-z0-9._-]+)", manifest.read_text()))
+        assert tags <= found.get(relative, set()), (relative, tags)
 
 
 # What a service of a Swarm stack may say: the keys `docker stack deploy` applies. Others are
