@@ -1,0 +1,117 @@
+"""Point-in-time recovery benchmark (PostgreSQL): RPO and RTO of `scripts/restore.sh ENV --to latest`
+after the database volume is lost, against a restore of the latest dump in the same run.
+
+    python3 tests/benchmarks/pitr.py [--gigabytes 1.0] [--minutes 10]
+
+A production stack's `items` table is filled to the size, then a dump (scripts/backup.sh) and a
+base backup (scripts/base-backup.sh) are taken; for the given minutes a writer commits one row per
+0.2 s and a second session changes 2,000 rows per second (the archived changes). Then the database
+container is killed and its volume removed, the stack comes up with a new cluster, and:
+
+- baseline: `scripts/restore.sh production <dump> --confirm-production` (what a project without
+  point-in-time recovery gets back: the state of the dump);
+- ours: `scripts/restore.sh production --to latest --confirm-production`.
+
+RPO: the writer's acknowledged rows that neither brings back, and how old the newest lost one was.
+Needs tests/lab/prepare.sh first. Prints Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from backup import Stack, sh, timed  # noqa: E402
+
+
+class Writer(threading.Thread):
+    """Commits one row after another through psql in the db container; notes each acknowledgement."""
+
+    def __init__(self, stack: Stack, container: str):
+        super().__init__(daemon=True)
+        self.stack, self.container, self.acked, self.stopping = stack, container, {}, threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            proc = subprocess.run(["docker", "exec", self.container, "psql", "-X", "-q", "-U", "app", "-d", "app", "-c",
+                                   f"INSERT INTO items (name) VALUES ('rpo-{n}')"], capture_output=True)
+            if proc.returncode == 0:
+                self.acked[f"rpo-{n}"] = time.time()
+            time.sleep(0.2)
+
+
+def changes(container: str, seconds: float) -> int:
+    """Updates 2,000 rows per second for `seconds`: the WAL the recovery replays."""
+    end, done = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        sh("docker", "exec", container, "psql", "-X", "-q", "-U", "app", "-d", "app", "-c",
+           "UPDATE items SET name = md5(name) WHERE id IN (SELECT (random() * 1000000)::int + 1 FROM generate_series(1, 2000))")
+        done += 2000
+        time.sleep(0.9)
+    return done
+
+
+def bench(gigabytes: float, minutes: float, scratch: Path) -> list[str]:
+    stack = Stack(scratch, "postgres")
+    scripts = stack.project / "scripts"
+    stack.compose("up", "--detach", "--build", "--wait")
+    try:
+        stack.fill(gigabytes)
+        size = stack.size_bytes()
+        dump_id = sh(scripts / "backup.sh", "production", cwd=stack.project).strip().splitlines()[-1]
+        base_time = timed(scripts / "base-backup.sh", "production", cwd=stack.project)
+        db = stack.db()
+        writer = Writer(stack, db)
+        writer.start()
+        changed = changes(db, minutes * 60)
+        archive_mb = int(sh("docker", "exec", db, "du", "-sm", "/var/lib/postgresql/wal-archive").split()[0])
+        sh("docker", "kill", db)
+        lost_at = time.time()
+        writer.stopping.set()
+        writer.join(30)
+        stack.compose("rm", "--force", "--stop", "db")
+        sh("docker", "volume", "rm", "bench-postgres-production_db-data")
+        stack.compose("up", "--detach", "--wait")
+        baseline = timed(scripts / "restore.sh", "production", dump_id, "--confirm-production", cwd=stack.project)
+        from_dump = set(stack.exec_sql("SELECT name FROM items WHERE name LIKE 'rpo-%'").split())
+        ours = timed(scripts / "restore.sh", "production", "--to", "latest", "--confirm-production", cwd=stack.project)
+        from_archive = set(stack.exec_sql("SELECT name FROM items WHERE name LIKE 'rpo-%'").split())
+        rows = []
+        for name, seconds, restored in (("restore.sh ID (the dump)", baseline, from_dump),
+                                        ("restore.sh --to latest", ours, from_archive)):
+            lost = {n: t for n, t in writer.acked.items() if n not in restored}
+            newest = f"{lost_at - max(lost.values()):.0f} s" if lost else "-"
+            oldest = f"{lost_at - min(lost.values()):.0f} s" if lost else "-"
+            rows.append(f"| {name} | {seconds:.0f} s | {seconds / baseline:.2f}x | {len(lost):,} of {len(writer.acked):,} | "
+                        f"{oldest} | {newest} |")
+        header = [f"Database {size / 1e9:.2f} GB; base backup {base_time:.0f} s; {minutes:g} min of changes "
+                  f"({changed:,} row updates, {len(writer.acked):,} acknowledged inserts), archive {archive_mb} MB.", "",
+                  "| restore | time (RTO) | vs the dump's | acknowledged inserts lost | oldest lost (before the loss) | newest lost |",
+                  "|---|---|---|---|---|---|"]
+        return header + rows
+    finally:
+        stack.compose("down", "--volumes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gigabytes", type=float, default=1.0)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as scratch:
+        lines = bench(args.gigabytes, args.minutes, Path(scratch))
+    print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}.\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
