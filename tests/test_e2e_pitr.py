@@ -110,6 +110,21 @@ def test_restore_to_a_time_before_a_destructive_statement(stack):
     add(stack, "after the restore")
 
 
+def test_a_time_after_the_last_commit_recovers_that_state(stack):
+    """PostgreSQL stops a recovery that reaches the end of the archive before a commit after the
+    target time; the state at that time is then the end of the archive, which is replayed whole.
+    (A background commit, e.g. autoanalyze, after the time lets the target be reached instead: the
+    rows are the same either way.)"""
+    add(stack, "the last write")
+    time.sleep(1.1)
+    target = utc_now()
+    existed = items(stack)
+    time.sleep(1.1)
+    proc = script(stack, "restore.sh", "production", "--to", target, CONFIRM)
+    print("replayed the whole archive" if "replaying all of it" in proc.stderr else "the target was reached")
+    assert items(stack) == existed
+
+
 def test_a_tampered_base_backup_is_refused(stack):
     latest = base_dir(stack) / os.readlink(base_dir(stack) / "latest")
     meta = latest / "meta.env"

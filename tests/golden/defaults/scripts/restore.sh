@@ -44,10 +44,10 @@ from_archive() {
 	image=$("${COMPOSE[@]}" config --images db 2>/dev/null) && [[ -n $image ]] ||
 		die "cannot read the database image of $env from its compose files"
 	trap 'docker rm -f --volumes "$container" >/dev/null 2>&1 || true' EXIT
-	pitr_flush "$env"
 	pitr_base_for "$PITR_TARGET"
 	dir=$PITR_BASE
 	check_backup "$dir" "$env"
+	pitr_flush "$env"
 	load_staging() {
 		local live=("${DB_EXEC[@]}")
 		log "restore $what into $env: base backup $(basename "$dir"), replaying the WAL archive in $container"

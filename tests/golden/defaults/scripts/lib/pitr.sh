@@ -67,9 +67,10 @@ pitr_flush() {
 
 # pitr_recover BASE_DIR ENV TARGET CONTAINER IMAGE: CONTAINER, a throwaway copy of the db service
 # (no network, the archive volume read-only), restores the base backup and replays the archive up
-# to TARGET (epoch seconds) or to its end (latest), then ends recovery. Dies on failure.
+# to TARGET (epoch seconds) or to its end (latest), then ends recovery. Dies on failure. When
+# nothing was committed after TARGET, the end of the archive is the state at TARGET: replayed whole.
 pitr_recover() {
-	local dir=$1 env=$2 target=$3 container=$4 image=$5 cluster settings=() waited=0
+	local dir=$1 env=$2 target=$3 container=$4 image=$5 cluster settings=() waited=0 fatal
 	cluster=$(meta "$dir" SYSTEM_ID)
 	settings=(-c archive_mode=off
 		-c "restore_command=f=$WAL_ARCHIVE_DIR/$cluster/%f.gz; test -f \$f && gzip -dc \$f > %p"
@@ -86,7 +87,14 @@ pitr_recover() {
 	db_use_container "$container"
 	until [[ $(db_psql postgres -At -c "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]]; do
 		if ((waited > 5)) && ! docker exec "$container" sh -c 'test -f "$0/postmaster.pid"' "$PGDATA_DIR" 2>/dev/null; then
-			die "recovery stopped: $(docker exec "$container" grep -E 'FATAL|PANIC' /tmp/recovery.log | tail -n 1)"
+			fatal=$(docker exec "$container" grep -E 'FATAL|PANIC' /tmp/recovery.log | tail -n 1)
+			[[ $target != latest && $fatal == *"before configured recovery target was reached"* ]] ||
+				die "recovery stopped: ${fatal:-see /tmp/recovery.log in $container}"
+			# Nothing was committed after TARGET: the end of the archive is the state at TARGET.
+			log "nothing in the archive was committed after $(date -u -d "@$target" +%Y-%m-%dT%H:%M:%SZ): replaying all of it"
+			docker rm -f --volumes "$container" >/dev/null
+			pitr_recover "$dir" "$env" latest "$container" "$image"
+			return
 		fi
 		((waited < PITR_TIMEOUT)) || die "recovery did not end within PITR_TIMEOUT=$PITR_TIMEOUT s"
 		sleep 1
