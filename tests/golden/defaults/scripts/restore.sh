@@ -41,8 +41,7 @@ from_archive() {
 	pitr_init "$env"
 	what="the state at $1"
 	container="$PROJECT_SLUG-$env-recover-$(random_secret | cut -c1-8)"
-	image=$("${COMPOSE[@]}" config --images db 2>/dev/null) && [[ -n $image ]] ||
-		die "cannot read the database image of $env from its compose files"
+	db_image "$env"
 	trap 'docker rm -f --volumes "$container" >/dev/null 2>&1 || true' EXIT
 	pitr_base_for "$PITR_TARGET"
 	dir=$PITR_BASE
@@ -51,7 +50,7 @@ from_archive() {
 	load_staging() {
 		local live=("${DB_EXEC[@]}")
 		log "restore $what into $env: base backup $(basename "$dir"), replaying the WAL archive in $container"
-		(pitr_recover "$dir" "$env" "$PITR_TARGET" "$container" "$image") || failed "recovering in $container"
+		(pitr_recover "$dir" "$env" "$PITR_TARGET" "$container" "$DB_IMAGE") || failed "recovering in $container"
 		db_use_container "$container"
 		log "restore $what into $env: recovered up to $(pitr_reached); copying it into a fresh database $staging_db"
 		expected=$(db_counts "$DB_NAME")

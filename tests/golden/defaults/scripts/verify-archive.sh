@@ -34,11 +34,10 @@ fail() {
 }
 
 problem=$(check_backup "$dir" "$env" 2>&1 >/dev/null) || fail "${problem##*error: }"
-image=$("${COMPOSE[@]}" config --images db 2>/dev/null) && [[ -n $image ]] ||
-	die "cannot read the database image of $env from its compose files"
+db_image "$env"
 pitr_flush "$env"
 log "verify-archive $env: base backup $id, replaying the whole WAL archive in $container"
-problem=$( (pitr_recover "$dir" "$env" latest "$container" "$image") 2>&1 >/dev/null) || fail "${problem##*error: }"
+problem=$( (pitr_recover "$dir" "$env" latest "$container" "$DB_IMAGE") 2>&1 >/dev/null) || fail "${problem##*error: }"
 db_use_container "$container"
 reached=$(pitr_reached)
 tables=$(db_counts "$DB_NAME" | wc -l)

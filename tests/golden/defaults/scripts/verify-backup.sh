@@ -36,9 +36,8 @@ fail() {
 log "verify $id of $env: signature and checksums"
 problem=$(check_backup "$dir" "$env" 2>&1 >/dev/null) || fail "${problem##*error: }"
 
-compose_cmd "$env"
-image=$("${COMPOSE[@]}" config --images db 2>/dev/null) && [[ -n $image ]] ||
-	die "cannot read the database image of $env from its compose files"
+db_image "$env"
+image=$DB_IMAGE
 log "verify $id of $env: restoring into a throwaway $image container"
 secret_mounts=()
 for name in "${DB_SECRETS[@]}"; do

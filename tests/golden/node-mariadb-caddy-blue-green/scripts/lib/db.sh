@@ -68,6 +68,13 @@ db_app_start() {
 	"${COMPOSE[@]}" up --detach --no-deps --wait "${APP_SERVICES[@]}" >/dev/null 2>&1
 }
 
+# db_image ENV: DB_IMAGE, the database image ENV's compose files run (for its throwaway copies).
+db_image() {
+	compose_cmd "$1"
+	DB_IMAGE=$("${COMPOSE[@]}" config --images db 2>/dev/null) && [[ -n $DB_IMAGE ]] ||
+		die "cannot read the database image of $1 from its compose files"
+}
+
 db_use_container() { # NAME
 	DB_EXEC=(docker exec -i "$1")
 }
