@@ -19,8 +19,12 @@ from .services import Alias, Service
 from .kubernetes import kubernetes_model
 from .swarm import swarm_model
 
-HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3}
-HEALTH_EVERY_15S = {"interval": "15s", "timeout": "5s", "retries": 3}
+# Every health check has a start period: its failures then do not count, and on Docker Engine 25+
+# the check runs every START_INTERVAL meanwhile (compose.engine-25.yaml), so a container is healthy
+# about a second after it is ready instead of after its first interval.
+HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3, "start_period": "30s"}
+HEALTH_EVERY_15S = {"interval": "15s", "timeout": "5s", "retries": 3, "start_period": "30s"}
+START_INTERVAL = "1s"
 
 
 def http_check(*argv: str, **timing: Any) -> dict[str, Any]:
@@ -222,7 +226,7 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             secrets=[name for name, readers in reads.items() if "app" in readers],
             # Compose interpolates "$": the image's check, escaped.
             healthcheck={"test": [arg.replace("$", "$$") for arg in app_healthcheck(f.runtime, f.app_port, f.answers["health_path"])],
-                         **HEALTH_EVERY_5S, "start_period": "30s"},
+                         **HEALTH_EVERY_5S},
             depends_on=depends_on,
             # A colour is "app" to Prometheus (its scrape network), never to the proxy.
             networks={net: {"aliases": ["app"]} if net == "scrape-app" else {} for net in networks},
@@ -356,7 +360,7 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
         volumes=[f"db-data:{db['data_dir']}"],
         networks=["backend"] + (["scrape-db"] if f.monitored else []),
     )
-    timing = {**HEALTH_EVERY_5S, "retries": 10, "start_period": "30s"}
+    timing = {**HEALTH_EVERY_5S, "retries": 10}
     if f.database == "postgres":
         service = Service(
             **common, shm_size="256m",
@@ -393,7 +397,7 @@ def cache_service(f: Facts) -> Service:
         secrets=["redis_password"],
         volumes=["cache-data:/data"],
         healthcheck={"test": ["CMD-SHELL", 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password)" redis-cli ping | grep -q PONG'],
-                     "interval": "10s", "timeout": "5s", "retries": 5},
+                     **HEALTH_EVERY_5S, "retries": 5},
         networks=["backend"] + (["scrape-cache"] if f.monitored else []),
     )
 
@@ -479,7 +483,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             secrets=[name for name, readers in reads.items() if "grafana" in readers],
             volumes=["./config/grafana/provisioning:/etc/grafana/provisioning:ro",
                      "./config/grafana/dashboards:/var/lib/grafana-dashboards:ro", "grafana-data:/var/lib/grafana"],
-            healthcheck=wget_check("http://127.0.0.1:3000/api/health", retries=5, start_period="30s"),
+            healthcheck=wget_check("http://127.0.0.1:3000/api/health", retries=5),
             depends_on={"prometheus": "service_healthy"},
             # Public: grafana-web, the proxy's way in. Otherwise outbound, for its loopback port (a
             # network with a route out; Alertmanager, its other member, shares monitoring with it anyway).
@@ -797,6 +801,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "app_port": f.app_port,
         "proxy_ports": {"http": PROXY_HTTP_PORT, "https": PROXY_HTTPS_PORT, "ops": PROXY_OPS_PORT},
         "app_healthcheck": healthcheck,
+        # compose.engine-25.yaml: the services whose health check polls every START_INTERVAL while
+        # they start (those of every environment; a service of some environments keeps its interval).
+        "start_interval": START_INTERVAL,
+        "fast_start": [s.name for s in services if s.only_in is None and s.healthcheck and "test" in s.healthcheck],
         "start_exec": exec_form(answers["start_command"]),
         "tools": TOOLS,
         # The rendered pipeline: linters, scanner and signer, actions by commit.

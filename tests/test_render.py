@@ -42,7 +42,7 @@ def test_files_follow_the_answers(render, variant):
     project = render(variant)
     a = answers(project)
     envs = a["environments"]
-    assert sorted(p.name for p in project.glob("compose.*.yaml")) == sorted(f"compose.{e}.yaml" for e in envs)
+    assert sorted(p.name for p in project.glob("compose.*.yaml")) == sorted([f"compose.{e}.yaml" for e in envs] + ["compose.engine-25.yaml"])
     assert sorted(p.name for p in (project / "env").glob("*.example")) == sorted(
         name for e in envs for name in (f"{e}.env.example", f"{e}.app.env.example"))
     for path in ("Dockerfile", ".dockerignore", "compose.yaml", "scripts/compose.sh", "scripts/init-env.sh",

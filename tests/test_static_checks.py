@@ -67,10 +67,33 @@ def test_compose_config_per_environment(render, variant):
         run(project / "scripts" / "compose.sh", env, "config", "--quiet", cwd=project)
 
 
+def test_engine_25_file_gives_every_health_check_a_start_interval_on_engine_25_only(render, variant):
+    """On Docker Engine 25+ (API 1.44) compose.sh adds compose.engine-25.yaml: every service of every
+    environment with a health check polls every second while it starts, within a start period. On an
+    older engine (Compose refuses start_interval there) the file stays out."""
+    project = render(variant)
+
+    def services(env: str, api: str) -> dict:
+        proc = run(project / "scripts" / "compose.sh", env, "config", "--format", "json", cwd=project,
+                   env={**os.environ, "ENGINE_API_VERSION": api})
+        return json.loads(proc.stdout)["services"]
+
+    for env in answers(project)["environments"]:
+        older, newer = services(env, "1.43"), services(env, "1.44")
+        assert not [name for name, s in older.items() if "start_interval" in s.get("healthcheck", {})]
+        checked = {name for name, s in newer.items() if s.get("healthcheck", {}).get("test")}
+        fast = {name for name, s in newer.items() if s.get("healthcheck", {}).get("start_interval") == "1s"}
+        defined_whole_here = set(yaml.safe_load((project / f"compose.{env}.yaml").read_text())["services"]) - set(
+            yaml.safe_load((project / "compose.yaml").read_text())["services"])
+        assert fast == checked - defined_whole_here, (env, checked, fast)
+        assert all(newer[name]["healthcheck"].get("start_period") for name in fast)
+        assert services(env, "2.0") == newer and services(env, "") == older
+
+
 def test_compose_files_match_the_compose_spec_schema(render, variant):
     project = render(variant)
     files = sorted(str(p.name) for p in project.glob("compose*.yaml"))
-    assert len(files) == 1 + len(answers(project)["environments"])
+    assert len(files) == 2 + len(answers(project)["environments"])  # compose.yaml, compose.engine-25.yaml, one per env
     run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *files, cwd=project)
 
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the fast tier needs on a fresh Debian 12 machine, idempotently: the Python test
-# dependencies, the static checkers, and the Docker CLI plugins compose v2 and buildx.
-# Debian 12 packages neither plugin; Debian 13's packages hold static Go binaries that run on 12,
-# so they are fetched with apt from a trixie-only sources list kept apart from the system's.
+# dependencies, the static checkers, the Docker CLI plugins compose v2 and buildx, and the lab's
+# Docker Engine 26 for the e2e tier. Debian 12 packages neither plugin and Engine 20.10 only;
+# Debian 13's packages hold Go binaries that run on 12, so they are fetched with apt from a
+# trixie-only sources list kept apart from the system's.
 set -Eeuo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd -- "$here/../.." && pwd)
 plugins_dir=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
 apt_state=${APT_STATE_DIR:-/var/cache/deployment-patterns-apt}
+engine_dir=${DP_LAB_ENGINE_DIR:-$apt_state/engine}
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 
@@ -26,12 +28,11 @@ apt_install() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# install_trixie_plugin PACKAGE BINARY: a CLI plugin out of Debian 13's package.
-install_trixie_plugin() {
-	local package=$1 binary=$2 work deb
-	[[ -x "$plugins_dir/$binary" ]] && return 0
-	log "installing $binary from Debian trixie's $package"
-	mkdir -p "$apt_state/lists/partial" "$apt_state/archives/partial" "$plugins_dir"
+# trixie_unpack PACKAGE DIR: Debian 13's PACKAGE unpacked into DIR (apt with a trixie-only sources
+# list and state of its own: the system's sources stay as they are).
+trixie_unpack() {
+	local package=$1 dir=$2 work
+	mkdir -p "$apt_state/lists/partial" "$apt_state/archives/partial"
 	echo "deb http://deb.debian.org/debian trixie main" >"$apt_state/trixie.list"
 	local opts=(-o "Dir::Etc::SourceList=$apt_state/trixie.list" -o "Dir::Etc::SourceParts=-"
 		-o "Dir::State::Lists=$apt_state/lists" -o "Dir::Cache::Archives=$apt_state/archives"
@@ -41,10 +42,34 @@ install_trixie_plugin() {
 		touch "$apt_state/lists/.updated"
 	fi
 	work=$(mktemp -d)
-	(cd "$work" && apt-get "${opts[@]}" download "$package" >/dev/null)
-	deb=$(ls "$work"/*.deb)
-	dpkg -x "$deb" "$work/x"
-	install -m 0755 "$work/x/usr/libexec/docker/cli-plugins/$binary" "$plugins_dir/$binary"
+	(cd "$work" && apt-get "${opts[@]}" download "$package" >/dev/null 2>&1)
+	dpkg -x "$work"/*.deb "$dir"
+	rm -rf "$work"
+}
+
+# install_trixie_plugin PACKAGE BINARY: a CLI plugin out of Debian 13's package.
+install_trixie_plugin() {
+	local package=$1 binary=$2 work
+	[[ -x "$plugins_dir/$binary" ]] && return 0
+	log "installing $binary from Debian trixie's $package"
+	work=$(mktemp -d)
+	trixie_unpack "$package" "$work"
+	mkdir -p "$plugins_dir"
+	install -m 0755 "$work/usr/libexec/docker/cli-plugins/$binary" "$plugins_dir/$binary"
+	rm -rf "$work"
+}
+
+# install_lab_engine: Docker Engine 26 (dockerd, docker-proxy) out of trixie's docker.io, run on
+# bookworm's containerd, runc and tini (its docker-init). prepare.sh starts it when no engine runs: health checks' start
+# interval (compose.engine-25.yaml) needs Engine 25 or later, and bookworm packages 20.10.
+install_lab_engine() {
+	[[ -x "$engine_dir/dockerd" && -x "$engine_dir/docker-proxy" ]] && return 0
+	log "installing dockerd and docker-proxy from Debian trixie's docker.io into $engine_dir"
+	local work
+	work=$(mktemp -d)
+	trixie_unpack docker.io "$work"
+	mkdir -p "$engine_dir"
+	install -m 0755 "$work/usr/sbin/dockerd" "$work/usr/sbin/docker-proxy" "$engine_dir/"
 	rm -rf "$work"
 }
 
@@ -52,6 +77,8 @@ apt_install ca-certificates git openssl gnupg restic prometheus prometheus-alert
 install_trixie_plugin docker-compose docker-compose
 install_trixie_plugin docker-buildx docker-buildx
 command -v docker >/dev/null 2>&1 || apt_install docker.io
+apt_install containerd runc tini
+install_lab_engine
 
 # The Kubernetes checks: kubectl (kustomize) comes with the machine or the user; the custom
 # resources' schemas from npm (tests/k8s/package-lock.json).

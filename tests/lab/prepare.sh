@@ -18,6 +18,8 @@ root=$(cd -- "$here/../.." && pwd)
 state=${DP_LAB_STATE:-$here/.state}
 mode=${DP_LAB_IMAGES:-auto}
 base_image=dp-lab/debian-base:bookworm
+# The lab's Docker Engine (26, from Debian trixie), installed by install-tools.sh.
+engine_dir=${DP_LAB_ENGINE_DIR:-${APT_STATE_DIR:-/var/cache/deployment-patterns-apt}/engine}
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 
 log() { printf 'prepare: %s\n' "$*" >&2; }
@@ -27,22 +29,23 @@ die() {
 }
 
 ensure_engine() {
-	command -v dockerd >/dev/null 2>&1 || {
-		log "installing docker.io"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
-	}
 	# systemd hosts mount / shared; node exporter's rslave bind of / needs that (this lab may not).
 	if [[ $(findmnt -no PROPAGATION / 2>/dev/null) == private ]]; then
 		log "making / a shared mount, as systemd does"
 		mount --make-rshared /
 	fi
-	docker info >/dev/null 2>&1 && return 0
-	log "starting dockerd"
+	if docker info >/dev/null 2>&1; then
+		log "engine already running: Docker $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+		return 0
+	fi
+	[[ -x $engine_dir/dockerd ]] || die "no lab engine in $engine_dir (run tests/lab/install-tools.sh)"
+	log "starting dockerd $("$engine_dir/dockerd" --version | cut -d, -f1 | cut -d' ' -f3)"
 	# No systemd on these machines: the daemon runs in its own session and outlives the tests.
 	# 8>&-: the daemon must not inherit the lock (it would hold it for its whole life).
 	# Small subnets: the e2e tier runs several stacks of up to 9 networks at once, more than the
 	# default pools hold (about 30 networks); the rendered README gives users the same advice.
-	setsid dockerd --default-address-pool base=10.213.0.0/16,size=24 >/var/log/dockerd.log 2>&1 </dev/null 8>&- &
+	setsid "$engine_dir/dockerd" --userland-proxy-path "$engine_dir/docker-proxy" --init-path /usr/bin/tini-static \
+		--default-address-pool base=10.213.0.0/16,size=24 >/var/log/dockerd.log 2>&1 </dev/null 8>&- &
 	for _ in $(seq 60); do
 		docker info >/dev/null 2>&1 && return 0
 		sleep 1

@@ -18,11 +18,12 @@ check() {
 }
 
 # compose_config ENV: the merged compose files of ENV are valid, with the committed examples of its
-# settings (a CI runner has no env/ENV.env; the app's env file is made from its example if missing).
+# settings (a CI runner has no env/ENV.env; the app's env file is made from its example if missing),
+# with the Engine 25 settings (`config` does not ask the engine for them).
 compose_config() {
 	[[ -f env/$1.app.env ]] || cp "env/$1.app.env.example" "env/$1.app.env"
 	docker compose --project-name "$PROJECT_SLUG-$1" --project-directory . --env-file "env/$1.env.example" \
-		-f compose.yaml -f "compose.$1.yaml" config --quiet
+		-f compose.yaml -f "compose.$1.yaml" -f compose.engine-25.yaml config --quiet
 }
 
 for tool in hadolint shellcheck yamllint; do

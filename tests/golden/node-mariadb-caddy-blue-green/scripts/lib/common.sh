@@ -134,6 +134,18 @@ compose_cmd() {
 		--env-file "$PROJECT_ROOT/env/$1.env"
 		-f "$PROJECT_ROOT/compose.yaml"
 		-f "$PROJECT_ROOT/compose.$1.yaml")
+	engine_is_25_or_later && COMPOSE+=(-f "$PROJECT_ROOT/compose.engine-25.yaml")
+	return 0
+}
+
+# engine_is_25_or_later: whether the Docker engine speaks API 1.44 or later (Engine 25+), which
+# compose.engine-25.yaml needs. Asked once per script; no answer (no engine) counts as older.
+engine_is_25_or_later() {
+	if [[ -z ${ENGINE_API_VERSION+set} ]]; then
+		ENGINE_API_VERSION=$(docker version --format '{{.Server.APIVersion}}' 2>/dev/null) || ENGINE_API_VERSION=
+	fi
+	[[ $ENGINE_API_VERSION =~ ^([0-9]+)\.([0-9]+)$ ]] || return 1
+	((BASH_REMATCH[1] > 1 || (BASH_REMATCH[1] == 1 && BASH_REMATCH[2] >= 44)))
 }
 
 # ensure_images ENV [SERVICE...]: the images that `up` of these services (and their dependencies;
