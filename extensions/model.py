@@ -313,6 +313,7 @@ def proxy_service(f: Facts) -> Service:
             "--ping.entrypoint=ops",
             "--metrics.prometheus.entrypoint=ops",
             f"--providers.file.directory={control['active']}",
+            "--providers.providersThrottleDuration=500ms",
             "--api=true",
             "--api.dashboard=false",
             "--accesslog=true",
@@ -330,7 +331,8 @@ def proxy_service(f: Facts) -> Service:
             name="proxy", role="proxy", image=image_ref("traefik"), tmpfs=["/tmp"],
             notes={"command": (
                 "Static configuration as flags. Routes (a copy of config/traefik/<env>/dynamic.yml) and the\n"
-                "active colour are files in the watched directory; the read-only API answers on the ops\n"
+                "active colour are files in the watched directory, applied within 0.5 s of a change (the\n"
+                "providers' throttle; 2 s by default); the read-only API answers on the ops\n"
                 "port from loopback only: scripts/deploy.sh confirms there that Traefik routes to the new\n"
                 "colour before the old one is stopped.")},
             command=command,

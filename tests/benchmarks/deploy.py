@@ -2,7 +2,8 @@
 (rolling and blue-green), against the same load in steady state just before (the baseline), plus
 wall times.
 
-    python3 tests/benchmarks/deploy.py [--proxy nginx ...] [--strategy blue-green ...]   # needs tests/lab/prepare.sh
+    python3 tests/benchmarks/deploy.py [--proxy nginx ...] [--strategy blue-green ...] [--before COMMIT]
+    # needs tests/lab/prepare.sh; --before: the same, rendered from COMMIT, measured in the same run
 
 Each proxy: a production stack (Python example, PostgreSQL, 2 replicas) deployed as v1; then 20 s
 of steady load, a deploy of v2 under the same load, and a rollback to v1 under load. Prints Markdown.
@@ -44,10 +45,10 @@ def measure(stack: Stack, action) -> dict:
     }
 
 
-def bench(proxy: str, strategy: str, scratch: Path) -> list[str]:
-    project = scratch / f"{proxy}-{strategy}"
-    run_copy(str(ROOT), str(project), defaults=True, unsafe=True, vcs_ref="HEAD", quiet=True,
-             data={"project_name": f"Bench deploy {proxy} {strategy}", "proxy": proxy, "environments": ["production"],
+def bench(proxy: str, strategy: str, scratch: Path, ref: str = "HEAD") -> list[str]:
+    project = scratch / f"{proxy}-{strategy}-{ref}"
+    run_copy(str(ROOT), str(project), defaults=True, unsafe=True, vcs_ref=ref, quiet=True,
+             data={"project_name": f"Bench deploy {proxy} {strategy} {ref}", "proxy": proxy, "environments": ["production"],
                    "monitoring": "none", "cache": "none", "tls": "none", "process_manager": "none", "app_replicas": 2,
                    "deploy_strategy": strategy})
     stack = Stack(project, "production")
@@ -63,7 +64,7 @@ def bench(proxy: str, strategy: str, scratch: Path) -> list[str]:
         ):
             m = measure(stack, action)
             rows.append(
-                f"| {proxy} | {strategy} | {name} | {m['requests']} | {m['failed']} | {m['steady'][0] * 1000:.1f} / {m['steady'][1] * 1000:.1f} | "
+                f"| {proxy} | {strategy} | {'now' if ref == 'HEAD' else ref} | {name} | {m['requests']} | {m['failed']} | {m['steady'][0] * 1000:.1f} / {m['steady'][1] * 1000:.1f} | "
                 f"{m['during'][0] * 1000:.1f} / {m['during'][1] * 1000:.1f} | {m['during'][1] / m['steady'][1]:.1f}x | {m['wall']:.1f} |"
             )
     finally:
@@ -77,16 +78,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxy", choices=["nginx", "caddy", "traefik"], action="append")
     parser.add_argument("--strategy", choices=["rolling", "blue-green"], action="append")
+    parser.add_argument("--before", help="a commit to measure too, side by side (the previous figures)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for proxy in args.proxy or ["nginx", "caddy", "traefik"]:
             for strategy in args.strategy or ["rolling", "blue-green"]:
-                rows += bench(proxy, strategy, Path(scratch))
+                for ref in ([args.before] if args.before else []) + ["HEAD"]:
+                    rows += bench(proxy, strategy, Path(scratch), ref)
     print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; load: 4 clients, a new connection per request, "
           f"20 ms pause; {time.strftime('%Y-%m-%d')}.\n")
-    print("| proxy | strategy | operation | requests during it | failed | steady p50 / p99 (ms) | during p50 / p99 (ms) | p99 ratio | wall time (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| proxy | strategy | template | operation | requests during it | failed | steady p50 / p99 (ms) | during p50 / p99 (ms) | p99 ratio | wall time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

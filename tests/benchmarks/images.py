@@ -147,7 +147,7 @@ def main() -> None:
                 args = {"BUILD_PACKAGES": BUILD_PACKAGES, "RUNTIME_PACKAGES": RUNTIME_PACKAGES}
                 apt = BASELINE_APT.format(packages=BUILD_PACKAGES)
             (project / "Dockerfile.baseline").write_text(BASELINE.format(apt=apt))
-            ours = cold_and_warm(project, f"{app}-ours", "Dockerfile", args, "pip install --require-hashes")
+            ours = cold_and_warm(project, f"{app}-ours", "Dockerfile", args, "install --require-hashes")
             baseline = cold_and_warm(project, f"{app}-baseline", "Dockerfile.baseline", {}, "python -m pip install")
             rows.append((app, ours, baseline))
         project = render(Path(scratch) / "healthy")
