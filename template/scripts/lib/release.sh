@@ -23,7 +23,7 @@ release_init() {
 	DEPLOY_DRAIN_SECONDS=${DEPLOY_DRAIN_SECONDS:-1}
 }
 
-VERSION_PLACEHOLDER=version-placeholder
+VERSION_PLACEHOLDER='version-placeholder'
 
 # release_config: RELEASE_IMAGE (the app's image, its version VERSION_PLACEHOLDER) and
 # RELEASE_REPLICAS (APP_REPLICAS or the environment's default) from one reading of the merged

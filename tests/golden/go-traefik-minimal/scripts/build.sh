@@ -19,6 +19,7 @@ require_env "$env"
 require_version "$version"
 ensure_env_ready "$env"
 compose_cmd "$env"
+release_config
 image=$(image_of "$version")
 if image_id "$image" >/dev/null; then
 	die "$image exists already: a release is never rebuilt, build this checkout under a new version"

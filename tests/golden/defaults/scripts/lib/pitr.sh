@@ -87,7 +87,9 @@ pitr_recover() {
 	db_use_container "$container"
 	until [[ $(db_psql postgres -At -c "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]]; do
 		if ((waited > 5)) && ! docker exec "$container" sh -c 'test -f "$0/postmaster.pid"' "$PGDATA_DIR" 2>/dev/null; then
-			fatal=$(docker exec "$container" grep -E 'FATAL|PANIC' /tmp/recovery.log | tail -n 1)
+			# The server's own last error: not the refusals our polling got while it recovered or stopped.
+			fatal=$(docker exec "$container" grep -E 'FATAL|PANIC' /tmp/recovery.log |
+				grep -vE 'the database system is (starting up|in recovery mode|shutting down|not yet accepting connections)' | tail -n 1)
 			[[ $target != latest && $fatal == *"before configured recovery target was reached"* ]] ||
 				die "recovery stopped: ${fatal:-see /tmp/recovery.log in $container}"
 			# Nothing was committed after TARGET: the end of the archive is the state at TARGET.

@@ -17,22 +17,35 @@ release_init() {
 		die "another deploy or rollback of $1 is running (lock .deploy/$1/lock): wait for it to finish"
 	ensure_env_ready "$1"
 	compose_cmd "$1"
+	release_config
 	DEPLOY_HEALTH_TIMEOUT=${DEPLOY_HEALTH_TIMEOUT:-180}
 	DEPLOY_STOP_TIMEOUT=${DEPLOY_STOP_TIMEOUT:-30}
 	DEPLOY_DRAIN_SECONDS=${DEPLOY_DRAIN_SECONDS:-1}
 }
 
-# config_value SERVICE KEY [VAR=VALUE...]: KEY's value in SERVICE's part of the merged
-# configuration, with the given variables set (`config --images` would list dependencies too).
-config_value() {
-	local service=$1 key=$2
-	shift 2
-	env "$@" "${COMPOSE[@]}" config |
-		awk -v s="  $service:" -v k="$key:" '$0 == s { inside = 1; next } /^  [^ ]/ { inside = 0 } inside && $1 == k { print $2; exit }'
+VERSION_PLACEHOLDER='version-placeholder'
+
+# release_config: RELEASE_IMAGE (the app's image, its version VERSION_PLACEHOLDER) and
+# RELEASE_REPLICAS (APP_REPLICAS or the environment's default) from one reading of the merged
+# configuration (each `compose config` takes a few tenths of a second). After compose_cmd.
+release_config() {
+	local config service=${APP_SERVICE[${COLOURS[0]}]}
+	config=$(env "${VERSION_VAR[${COLOURS[0]}]}=$VERSION_PLACEHOLDER" "${REPLICAS_VAR[${COLOURS[0]}]}=" "${COMPOSE[@]}" config) ||
+		die "the compose files of this environment do not load (scripts/compose.sh ENV config says why)"
+	RELEASE_IMAGE=$(service_value "$config" "$service" image)
+	[[ $RELEASE_IMAGE == *":$VERSION_PLACEHOLDER" ]] ||
+		die "$service's image in the compose files ($RELEASE_IMAGE) must end with :\${${VERSION_VAR[${COLOURS[0]}]}...}: the version is its tag"
+	RELEASE_REPLICAS=$(service_value "$config" "$service" replicas)
+	RELEASE_REPLICAS=${RELEASE_REPLICAS:-1}
+}
+
+# service_value CONFIG SERVICE KEY: KEY's value in SERVICE's part of CONFIG (`compose config` output).
+service_value() {
+	awk -v s="  $2:" -v k="$3:" '$0 == s { inside = 1; next } /^  [^ ]/ { inside = 0 } inside && $1 == k { print $2; exit }' <<<"$1"
 }
 
 # image_of VERSION: the app's image reference for VERSION (both colours run the same image name).
-image_of() { config_value "${APP_SERVICE[${COLOURS[0]}]}" image "${VERSION_VAR[${COLOURS[0]}]}=$1"; }
+image_of() { echo "${RELEASE_IMAGE%"$VERSION_PLACEHOLDER"}$1"; }
 
 image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null; }
 
@@ -223,11 +236,7 @@ app_containers() {
 }
 
 # desired_replicas: how many replicas serve (APP_REPLICAS or the environment's default).
-desired_replicas() {
-	local replicas
-	replicas=$(config_value "${APP_SERVICE[${COLOURS[0]}]}" replicas "${REPLICAS_VAR[${COLOURS[0]}]}=")
-	echo "${replicas:-1}"
-}
+desired_replicas() { echo "$RELEASE_REPLICAS"; }
 
 other_colour() { if [[ $1 == "${COLOURS[0]}" ]]; then echo "${COLOURS[1]}"; else echo "${COLOURS[0]}"; fi; }
 

@@ -8,10 +8,12 @@ PROXY_CONTROL_FILE=upstream.yml
 PROXY_API=http://127.0.0.1:8081/api/http/services/app@file
 
 # proxy_init ENV: current routes, and the control file naming the active colour, before the
-# proxy starts (every compose.sh call refreshes the copy of the routes).
+# proxy starts (every compose.sh call refreshes the copy of the routes where they changed: each
+# write is a reload, after which Traefik holds the next change back for its throttle duration).
 proxy_init() {
+	local routes="$PROJECT_ROOT/.deploy/$1/proxy/routes.yml" source="$PROJECT_ROOT/config/traefik/$1/dynamic.yml"
 	shared_dir "$PROJECT_ROOT/.deploy/$1/proxy"
-	write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/routes.yml" <"$PROJECT_ROOT/config/traefik/$1/dynamic.yml"
+	cmp -s "$source" "$routes" || write_atomically "$routes" <"$source"
 	[[ -f "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE" ]] || proxy_write "$1" "$(active_colour "$1")"
 }
 
