@@ -69,7 +69,7 @@ def test_compose_config_per_environment(render, variant):
 
 def test_engine_25_file_gives_every_health_check_a_start_interval_on_engine_25_only(render, variant):
     """On Docker Engine 25+ (API 1.44) compose.sh adds compose.engine-25.yaml: every service of every
-    environment with a health check polls every second while it starts, within a start period. On an
+    environment with a health check polls every 250 ms while it starts, within a start period. On an
     older engine (Compose refuses start_interval there) the file stays out."""
     project = render(variant)
 
@@ -82,7 +82,7 @@ def test_engine_25_file_gives_every_health_check_a_start_interval_on_engine_25_o
         older, newer = services(env, "1.43"), services(env, "1.44")
         assert not [name for name, s in older.items() if "start_interval" in s.get("healthcheck", {})]
         checked = {name for name, s in newer.items() if s.get("healthcheck", {}).get("test")}
-        fast = {name for name, s in newer.items() if s.get("healthcheck", {}).get("start_interval") == "1s"}
+        fast = {name for name, s in newer.items() if s.get("healthcheck", {}).get("start_interval") == "250ms"}
         defined_whole_here = set(yaml.safe_load((project / f"compose.{env}.yaml").read_text())["services"]) - set(
             yaml.safe_load((project / "compose.yaml").read_text())["services"])
         assert fast == checked - defined_whole_here, (env, checked, fast)
