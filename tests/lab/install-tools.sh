@@ -60,8 +60,9 @@ install_trixie_plugin() {
 }
 
 # install_lab_engine: Docker Engine 26 (dockerd, docker-proxy) out of trixie's docker.io, run on
-# bookworm's containerd, runc and tini (its docker-init). prepare.sh starts it when no engine runs: health checks' start
-# interval (compose.engine-25.yaml) needs Engine 25 or later, and bookworm packages 20.10.
+# the installed containerd and runc, with tini as its docker-init. prepare.sh starts it when no
+# engine runs: health checks' start interval (compose.engine-25.yaml) needs Engine 25 or later, and
+# Debian 12 packages 20.10.
 install_lab_engine() {
 	[[ -x "$engine_dir/dockerd" && -x "$engine_dir/docker-proxy" ]] && return 0
 	log "installing dockerd and docker-proxy from Debian trixie's docker.io into $engine_dir"
@@ -77,7 +78,11 @@ apt_install ca-certificates git openssl gnupg restic prometheus prometheus-alert
 install_trixie_plugin docker-compose docker-compose
 install_trixie_plugin docker-buildx docker-buildx
 command -v docker >/dev/null 2>&1 || apt_install docker.io
-apt_install containerd runc tini
+# Debian 12's engine (20.10) where none is installed: the Swarm lab's nodes run its dockerd.
+command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+# The lab's Engine 26 runs on the installed containerd and runc, with tini as its docker-init.
+{ command -v containerd && command -v runc; } >/dev/null 2>&1 || apt_install containerd runc
+apt_install tini
 install_lab_engine
 
 # The Kubernetes checks: kubectl (kustomize) comes with the machine or the user; the custom
