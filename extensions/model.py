@@ -560,7 +560,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                 command=["-config.file=/etc/loki/loki.yaml"],
                 volumes=["./config/loki/loki.yaml:/etc/loki/loki.yaml:ro", "loki-data:/loki"],
                 healthcheck=http_check("/busybox/wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3100/ready",
-                                       interval="15s", timeout="5s", retries=5, start_period="30s"),
+                                       retries=5),
                 networks=["monitoring"],
             ),
             Service(
@@ -573,7 +573,7 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                 command=["run", "/etc/alloy/config.alloy", "--storage.path=/tmp/alloy", "--server.http.listen-addr=0.0.0.0:12345"],
                 volumes=["./config/alloy/config.alloy:/etc/alloy/config.alloy:ro", "/var/run/docker.sock:/var/run/docker.sock:ro"],
                 healthcheck=http_check("curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:12345/-/ready",
-                                       interval="15s", timeout="5s", retries=5),
+                                       retries=5),
                 depends_on={"loki": "service_healthy"},
                 networks=["monitoring"],
             ),

@@ -139,6 +139,19 @@ def lab():
     return lab_images()
 
 
+ENGINE_25_API = (1, 44)  # what compose.engine-25.yaml needs (scripts/lib/common.sh asks the same)
+
+
+def engine() -> tuple[str, tuple[int, int] | None]:
+    """The running Docker engine's version and API version, as scripts/compose.sh sees them."""
+    out = subprocess.run(["docker", "version", "--format", "{{.Server.Version}} {{.Server.APIVersion}}"],
+                         text=True, capture_output=True).stdout.split()
+    if len(out) != 2:
+        return "", None
+    major, minor = (int(n) for n in out[1].split("."))
+    return out[0], (major, minor)
+
+
 def lab_images() -> list[dict]:
     record = LAB_STATE / "images.tsv"
     if not record.exists():
@@ -158,13 +171,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line("no record (tests/lab/prepare.sh did not finish)")
     for row in images:
         terminalreporter.write_line(f"{row['source']:9} {row['image']:55} {row['provides']}")
-    engine = subprocess.run(["docker", "version", "--format", "{{.Server.Version}} {{.Server.APIVersion}}"],
-                            text=True, capture_output=True).stdout.split()
-    if len(engine) == 2:
-        major, minor = (int(n) for n in engine[1].split("."))
+    version, api = engine()
+    if api:
         terminalreporter.write_line(
-            f"Docker Engine {engine[0]} (API {engine[1]}): compose.engine-25.yaml (start_interval) "
-            + ("applied" if (major, minor) >= (1, 44) else "NOT applied: the engine is older than 25"))
+            f"Docker Engine {version} (API {'.'.join(map(str, api))}): compose.engine-25.yaml (start_interval) "
+            + ("applied" if api >= ENGINE_25_API else "NOT applied: the engine is older than 25"))
     terminalreporter.write_line(
         "STAND-IN = built here from Debian packages because no registry was reachable; not the official image. "
         "Grafana, Loki, Alloy and cAdvisor have no stand-in: no e2e test starts them (tests/test_e2e_monitoring.py "

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import run
+from conftest import ENGINE_25_API, engine, run
 from e2e_support import Stack, docker, free_port, healthy, inspect, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -106,8 +106,7 @@ def check_every_service_healthy(stack: Stack) -> None:
 def check_health_polls_fast_while_starting(stack: Stack) -> None:
     """On Engine 25+ each health check runs every 250 ms during its start period (compose.engine-25.yaml);
     an older engine gets the plain interval, as Compose refuses start_interval there."""
-    api = docker("version", "--format", "{{.Server.APIVersion}}").stdout.strip()
-    expected = 250_000_000 if tuple(int(n) for n in api.split(".")) >= (1, 44) else 0
+    expected = 250_000_000 if engine()[1] >= ENGINE_25_API else 0
     checked = 0
     for container in stack.containers():
         health = inspect(container["Name"])["Config"].get("Healthcheck") or {}

@@ -77,9 +77,8 @@ install_lab_engine() {
 apt_install ca-certificates git openssl gnupg restic prometheus prometheus-alertmanager prometheus-blackbox-exporter systemd util-linux docker-registry socat iproute2 iptables
 install_trixie_plugin docker-compose docker-compose
 install_trixie_plugin docker-buildx docker-buildx
-command -v docker >/dev/null 2>&1 || apt_install docker.io
-# Debian 12's engine (20.10) where none is installed: the Swarm lab's nodes run its dockerd.
-command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+# Debian 12's client and engine (20.10) where either is missing: the Swarm lab's nodes run its dockerd.
+{ command -v docker && command -v dockerd; } >/dev/null 2>&1 || apt_install docker.io
 # The lab's Engine 26 runs on the installed containerd and runc, with tini as its docker-init.
 { command -v containerd && command -v runc; } >/dev/null 2>&1 || apt_install containerd runc
 apt_install tini
