@@ -163,7 +163,11 @@ DATABASES = {
         # Point-in-time recovery (Compose target): every finished WAL segment is archived, gzipped, to
         # ARCHIVE_DIR/<system identifier>/ by config/db/archive-wal.sh, in its own volume mounted on the
         # image's postgres-owned home (a new volume takes that ownership; PGDATA's volume sits inside it).
+        # `service` holds the archive (where scripts prune it), `replay_dir` is where a throwaway copy of the
+        # db service reads it (the volume mounted read-only at `home`).
         "archive": {"volume": "db-wal", "home": "/var/lib/postgresql", "dir": "/var/lib/postgresql/wal-archive",
+                    "replay_home": "/var/lib/postgresql", "replay_dir": "/var/lib/postgresql/wal-archive",
+                    "service": "db", "log": "WAL", "file": "archive-wal.sh",
                     "script": "/usr/local/lib/db/archive-wal.sh", "timeout_default": "30s"},
         # Who logs in as what (config/db/roles.sh makes them): the superuser the image creates
         # (scripts: restore, role setup), the owner of the schema (migrations), the app's
@@ -183,10 +187,20 @@ DATABASES = {
         "exporter": "mysqld-exporter",
         "exporter_port": 9104,
         "config_files": ["roles.sh"],
+        # Point-in-time recovery (Compose target): the server writes a binary log (row events), and the
+        # db-archive service streams it as it is written (mariadb-binlog --raw --stop-never, as a
+        # replica would) into ARCHIVE_DIR/<cluster id>/ of its own volume: the volume is mounted on
+        # the image's mysql-owned /var/lib/mysql there, so it is created owned by the server's user.
+        # The cluster id is a row config/db/roles.sh writes once per data directory.
+        "archive": {"volume": "db-binlog", "home": "/var/lib/mysql", "dir": "/var/lib/mysql",
+                    "replay_home": "/var/lib/binlog-archive", "replay_dir": "/var/lib/binlog-archive",
+                    "service": "db-archive", "log": "binary log", "file": "archive-binlog.sh",
+                    "script": "/usr/local/lib/db/archive-binlog.sh", "cluster_table": "mysql.pitr_cluster"},
         # root administers; the image's user `app` (ALL on the app's database) is the owner.
-        "roles": {"admin": "root", "owner": "app", "app": "app_user", "exporter": "app_exporter", "backup": "app_backup"},
+        "roles": {"admin": "root", "owner": "app", "app": "app_user", "exporter": "app_exporter", "backup": "app_backup",
+                  "archive": "app_archive"},
         "passwords": {"admin": "db_root_password", "owner": "db_password", "app": "db_app_password",
-                      "exporter": "db_exporter_password", "backup": "db_backup_password"},
+                      "exporter": "db_exporter_password", "backup": "db_backup_password", "archive": "db_archive_password"},
     },
 }
 
@@ -227,6 +241,7 @@ SIZES = {
     "proxy": (0.5, 128),
     "db": (1.0, 1024),
     "db-roles": (0.25, 64),
+    "db-archive": (0.25, 64),
     "cache": (0.5, 256),
     "prometheus": (1.0, 1024),
     "alertmanager": (0.25, 128),
@@ -246,7 +261,7 @@ SIZES = {
 # connection (max_connections 100), MariaDB a thread per connection; Go and Node services a few
 # dozen threads. Not scaled by environment.
 PIDS = {
-    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "db-roles": 64, "cache": 64,
+    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "db-roles": 64, "db-archive": 32, "cache": 64,
     "prometheus": 256, "alertmanager": 64, "grafana": 256, "node-exporter": 64, "cadvisor": 128,
     "db-exporter": 64, "cache-exporter": 64, "proxy-exporter": 64, "loki": 256, "alloy": 256,
     "blackbox-exporter": 64,

@@ -145,7 +145,8 @@ def secret_readers(f: Facts) -> dict[str, list[str]]:
         # One password per role (catalogue.DATABASES "passwords"); db-roles sets them all.
         readers = {"admin": ["db"], "owner": ["migrate"] if f.migrate else [], "app": ["app"],
                    "exporter": ["db-exporter"] if f.monitored else [],
-                   "backup": ["db"]}  # backups run in the db container (scripts/lib/db.sh)
+                   "backup": ["db"],  # backups run in the db container (scripts/lib/db.sh)
+                   "archive": ["db-archive"]}  # MariaDB's binary log archiver (Compose target)
         if f.database == "mariadb":
             readers["owner"].append("db")  # the image creates the owner `app` on a new volume
         for role, name in f.db["passwords"].items():
@@ -381,11 +382,36 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
         service.notes["command"] = ("Point-in-time recovery: each finished WAL segment goes to the db-wal volume, which\n"
                                     "outlives db-data; a quiet database still archives every DB_ARCHIVE_TIMEOUT (the RPO).")
         return service
-    return Service(
+    service = Service(
         **common,
         environment={"MARIADB_USER": "app", "MARIADB_DATABASE": "app", "MARIADB_PASSWORD_FILE": "/run/secrets/db_password",
                      "MARIADB_ROOT_PASSWORD_FILE": "/run/secrets/db_root_password", "MARIADB_AUTO_UPGRADE": "1"},
         healthcheck={"test": ["CMD", "healthcheck.sh", "--connect", "--innodb_initialized"], **timing},
+    )
+    service.compose_only = {
+        "command": ["mariadbd", "--log-bin=binlog", "--server-id=1", "--binlog-format=ROW", "--sync-binlog=1"],
+    }
+    service.notes["command"] = ("Point-in-time recovery: a binary log of row changes, durable at each commit, which\n"
+                                "db-archive streams into the db-binlog volume as it is written (db-data may be lost).")
+    return service
+
+
+def db_archive_service(f: Facts, reads: dict[str, list[str]]) -> Service:
+    """MariaDB's binary log archiver (Compose target): a client of the server, as a replica is."""
+    db, archive = f.db, f.db["archive"]
+    return Service(
+        name="db-archive", role="db-archive", image=image_ref(db["image"]), user=f"{db['uid']}:{db['uid']}",
+        group_add=[str(SECRETS_GID)], tmpfs=["/tmp"],
+        comment=("Point-in-time recovery: streams the server's binary log, as it is written, into the db-binlog\n"
+                 "volume (config/db/archive-binlog.sh), which outlives db-data. A client with replication\n"
+                 "rights only; it reconnects after any interruption."),
+        entrypoint=["sh", archive["script"]],
+        secrets=[name for name, readers in reads.items() if "db-archive" in readers],
+        volumes=[f"{archive['volume']}:{archive['home']}", f"./config/db/{archive['file']}:{archive['script']}:ro"],
+        notes={"healthcheck": "Healthy while mariadb-binlog streams (its pid file is the archiver's own)."},
+        healthcheck={"test": ["CMD-SHELL", 'kill -0 "$$(cat /tmp/mariadb-binlog.pid)"'], **HEALTH_EVERY_5S},
+        depends_on={"db": "service_healthy", "db-roles": "service_completed_successfully"},
+        networks=["backend"],
     )
 
 
@@ -607,6 +633,8 @@ def build_services(f: Facts) -> list[Service]:
     if f.db:
         services.append(database_service(f, reads))
         services.append(db_roles_service(f, reads))
+        if f.database == "mariadb":
+            services.append(db_archive_service(f, reads))
     if f.cache:
         services.append(cache_service(f))
     if f.monitored:
@@ -667,7 +695,7 @@ def published_port(f: Facts, name: str) -> tuple[str, int] | None:
     return PUBLISHED_INTERNALS.get(name)
 
 
-VOLUME_ORDER = ("proxy-data", "db-data", "db-wal", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
+VOLUME_ORDER = ("proxy-data", "db-data", "db-wal", "db-binlog", "cache-data", "prometheus-data", "alertmanager-data", "grafana-data", "loki-data")
 
 
 def response_headers(f: Facts, env: str) -> dict[str, str]:
@@ -778,7 +806,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "tls_ciphers": list(TLS12_CIPHERS),
         "tls_ciphers_openssl": ":".join(TLS12_CIPHERS.values()),
         "db": db,
-        # Point-in-time recovery: the database archives its WAL (PostgreSQL on the Compose target).
+        # Point-in-time recovery (Compose target): PostgreSQL archives its WAL, MariaDB's binary log is streamed.
         "pitr": bool(db and "archive" in db),
         "migrate": f.migrate,
         # The database role the app logs in as ("app", or "owner" without migrations).

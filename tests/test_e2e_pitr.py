@@ -1,6 +1,7 @@
-"""Point-in-time recovery of PostgreSQL on the Compose target, against real containers: base
-backups, the WAL archive the server fills, `scripts/restore.sh ENV --to TIME|latest` and the
-scheduled replay (verify-archive.sh). Every script is the rendered project's own."""
+"""Point-in-time recovery on the Compose target, for PostgreSQL and MariaDB, against real
+containers: base backups, the archive (PostgreSQL's WAL, which the server archives; MariaDB's
+binary log, which db-archive streams), `scripts/restore.sh ENV --to TIME|latest` and the scheduled
+replay (verify-archive.sh). Every script is the rendered project's own."""
 
 from __future__ import annotations
 
@@ -18,17 +19,21 @@ from e2e_support import Stack, docker
 
 pytestmark = pytest.mark.e2e
 
+DATABASES = ["postgres", "mariadb"]
 ANSWERS = dict(environments=["production"], monitoring="none", process_manager="none", proxy="nginx", tls="none",
-               cache="none", app_replicas=1, database="postgres", project_name="Pitr postgres")
+               cache="none", app_replicas=1)
 CONFIRM = "--confirm-production"
-# The acknowledged writes a lost database volume may cost (the issue's bound); the rendered
-# default archive timeout is 30 s.
+# The acknowledged writes a lost database volume may cost (the issue's bound); PostgreSQL's rendered
+# default archive timeout is 30 s, MariaDB's binary log is streamed as it is written.
 RPO_SECONDS = 60
+# The meta.env key of the first archived file a base backup needs.
+START_KEY = {"postgres": "START_WAL", "mariadb": "START_BINLOG"}
+LIVE_CLUSTER = {"postgres": "SELECT system_identifier FROM pg_control_system()", "mariadb": "SELECT id FROM mysql.pitr_cluster"}
 
 
-@pytest.fixture(scope="module")
-def stack(copie_session, lab):
-    stack = Stack.rendered(copie_session, ANSWERS)
+@pytest.fixture(scope="module", params=DATABASES)
+def stack(request, copie_session, lab):
+    stack = Stack.rendered(copie_session, {**ANSWERS, "database": request.param, "project_name": f"Pitr {request.param}"})
     stack.up()
     yield stack
     stack.down()
@@ -40,12 +45,19 @@ def script(stack: Stack, name: str, *args: str, check: bool = True) -> subproces
 
 
 def sql(stack: Stack, statement: str, db: str = "app") -> str:
-    cmd = ["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-U", "app", "-d", db, "-c", statement]
+    """A statement as the administrator, inside the db container; tab-separated rows."""
+    if stack.answers["database"] == "postgres":
+        cmd = ["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-U", "app", "-d", db, "-c", statement]
+    else:
+        cmd = ["sh", "-c", 'MYSQL_PWD="$(cat /run/secrets/db_root_password)" exec mariadb -uroot --batch --raw --skip-column-names "$1" -e "$0"',
+               statement, "mysql" if db == "postgres" else db]
     return stack.compose("exec", "-T", "db", *cmd).stdout.strip()
 
 
 def databases(stack: Stack) -> list[str]:
-    return sql(stack, "SELECT datname FROM pg_database ORDER BY 1", db="postgres").split()
+    if stack.answers["database"] == "postgres":
+        return sql(stack, "SELECT datname FROM pg_database ORDER BY 1", db="postgres").split()
+    return sql(stack, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY 1", db="postgres").split()
 
 
 def items(stack: Stack) -> list[str]:
@@ -131,7 +143,8 @@ def test_a_tampered_base_backup_is_refused(stack):
     original = meta.read_text()
     before = items(stack)
     try:
-        meta.write_text(original.replace("START_WAL=", "START_WAL=0"))
+        key = START_KEY[stack.answers["database"]]
+        meta.write_text(original.replace(f"{key}=", f"{key}=0"))
         proc = script(stack, "restore.sh", "production", "--to", "latest", CONFIRM, check=False)
         assert proc.returncode != 0 and "fails its checksum" in proc.stderr, proc.stderr
         assert items(stack) == before
@@ -184,6 +197,7 @@ def test_a_lost_database_volume_is_recovered_to_the_latest_archived_write(stack)
         lost_at = time.time()
     stack.compose("rm", "--force", "--stop", "db")
     docker("volume", "rm", f"{stack.name}_db-data")
+    # (The archive's volume stays: db-wal or db-binlog.)
     stack.up()
     assert items(stack) == [], "a new, empty database"
 
@@ -201,7 +215,7 @@ def test_a_lost_database_volume_is_recovered_to_the_latest_archived_write(stack)
     last = max(i for i, name in enumerate(order) if name in restored)
     assert all(name in restored for name in order[:last + 1])
     # Later recoveries start from the new cluster: the restore made a base backup of it.
-    live = sql(stack, "SELECT system_identifier FROM pg_control_system()", db="postgres")
+    live = sql(stack, LIVE_CLUSTER[stack.answers["database"]], db="postgres")
     clusters = {(base_dir(stack) / b / "meta.env").read_text().split("SYSTEM_ID=")[1].split()[0]
                 for b in os.listdir(base_dir(stack)) if b[0].isdigit()}
     assert live in clusters, proc.stderr
