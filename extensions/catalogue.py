@@ -261,7 +261,7 @@ SIZES = {
 # connection (max_connections 100), MariaDB a thread per connection; Go and Node services a few
 # dozen threads. Not scaled by environment.
 PIDS = {
-    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "db-roles": 64, "db-archive": 32, "cache": 64,
+    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "db-roles": 64, "db-archive": 64, "cache": 64,
     "prometheus": 256, "alertmanager": 64, "grafana": 256, "node-exporter": 64, "cadvisor": 128,
     "db-exporter": 64, "cache-exporter": 64, "proxy-exporter": 64, "loki": 256, "alloy": 256,
     "blackbox-exporter": 64,

@@ -362,7 +362,7 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
                        "no root entrypoint, no capabilities."},
         secrets=[name for name, readers in reads.items() if "db" in readers],
         volumes=[f"db-data:{db['data_dir']}"],
-        networks=["backend"] + (["scrape-db"] if f.monitored else []),
+        networks=["backend"] + (["archive"] if f.database == "mariadb" else []) + (["scrape-db"] if f.monitored else []),
     )
     timing = {**HEALTH_EVERY_5S, "retries": 10}
     if f.database == "postgres":
@@ -411,7 +411,7 @@ def db_archive_service(f: Facts, reads: dict[str, list[str]]) -> Service:
         notes={"healthcheck": "Healthy while mariadb-binlog streams (its pid file is the archiver's own)."},
         healthcheck={"test": ["CMD-SHELL", 'kill -0 "$$(cat /tmp/mariadb-binlog.pid)"'], **HEALTH_EVERY_5S},
         depends_on={"db": "service_healthy", "db-roles": "service_completed_successfully"},
-        networks=["backend"],
+        networks=["archive"],
     )
 
 
@@ -437,11 +437,12 @@ def cache_service(f: Facts) -> Service:
 # Loki, Alloy), and one scrape network per target, holding Prometheus, the target and its exporter
 # (scrape-*). So the app and the proxy never reach Alertmanager, Loki or Grafana, the proxy never
 # reaches the database or cache, and an exporter reaches nothing but its target.
-NETWORK_ORDER = ("edge", "backend", "monitoring", "outbound", "grafana-web", "scrape-app", "scrape-proxy",
+NETWORK_ORDER = ("edge", "backend", "archive", "monitoring", "outbound", "grafana-web", "scrape-app", "scrape-proxy",
                  "scrape-db", "scrape-cache", "scrape-host")
 NETWORK_PURPOSE = {
     "edge": "the proxy and the app",
     "backend": "the app and its database and cache",
+    "archive": "the database and its binary log archiver (db-archive)",
     "monitoring": "Prometheus, Alertmanager, Grafana, Loki and Alloy",
     "outbound": "Alertmanager's route out (notifications), and Grafana's loopback port when it is not public",
     "grafana-web": "Grafana and the proxy (Grafana is public)",

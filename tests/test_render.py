@@ -21,7 +21,7 @@ OPEN_NETWORKS = {"edge", "outbound", "grafana-web"}
 MAY_SHARE = {
     frozenset(pair) for pair in [
         ("proxy", "app"), ("app", "migrate"), ("app", "db"), ("app", "cache"), ("migrate", "db"), ("migrate", "cache"), ("db", "cache"),
-        ("db-roles", "db"), ("db-roles", "app"), ("db-roles", "migrate"), ("db-roles", "cache"),
+        ("db-roles", "db"), ("db-archive", "db"), ("db-roles", "app"), ("db-roles", "migrate"), ("db-roles", "cache"),
         ("prometheus", "alertmanager"), ("prometheus", "grafana"), ("prometheus", "loki"), ("prometheus", "alloy"),
         ("alertmanager", "grafana"), ("alertmanager", "loki"), ("alertmanager", "alloy"), ("grafana", "loki"),
         ("grafana", "alloy"), ("loki", "alloy"), ("proxy", "grafana"),
@@ -399,6 +399,6 @@ def test_the_catalogue_names_every_config_file_a_swarm_stack_mounts(render, vari
         held = sorted(p.name for p in (project / "config" / given["proxy"] / env).iterdir())
         assert held == sorted(PROXIES[given["proxy"]]["files"]), env
     if given["database"] != "none":
-        # ...and PostgreSQL's archive_command, which only the Compose db service mounts.
-        archive = ["archive-wal.sh"] if "archive" in DATABASES[given["database"]] else []
+        # ...and the archiver (PostgreSQL's archive_command, MariaDB's db-archive), which only Compose mounts.
+        archive = [DATABASES[given["database"]]["archive"]["file"]]
         assert sorted(p.name for p in (project / "config" / "db").iterdir()) == sorted(DATABASES[given["database"]]["config_files"] + archive)
