@@ -3,7 +3,7 @@
 #   scripts/restore.sh ENV BACKUP_ID [--confirm-ENV]      (BACKUP_ID may be "latest")
 #   scripts/restore.sh ENV --to TIME|latest [--confirm-ENV]
 #       point-in-time recovery (Compose target): the newest base backup that ended before TIME
-#       (scripts/base-backup.sh), replayed from the WAL archive up to TIME, a UTC time like
+#       (scripts/base-backup.sh), replayed from the archive of the WAL up to TIME, a UTC time like
 #       2026-12-04T15:04:05Z; "latest" replays all of it (after the database volume was lost).
 #       The replay runs in a throwaway copy of the db service; PITR_TIMEOUT [3600] bounds it.
 #
@@ -49,13 +49,12 @@ from_archive() {
 	pitr_flush "$env"
 	load_staging() {
 		local live=("${DB_EXEC[@]}")
-		log "restore $what into $env: base backup $(basename "$dir"), replaying the WAL archive in $container"
+		log "restore $what into $env: base backup $(basename "$dir"), replaying the archive in $container"
 		(pitr_recover "$dir" "$env" "$PITR_TARGET" "$container" "$DB_IMAGE") || failed "recovering in $container"
 		db_use_container "$container"
 		log "restore $what into $env: recovered up to $(pitr_reached); copying it into a fresh database $staging_db"
 		expected=$(db_counts "$DB_NAME")
-		"${DB_EXEC[@]}" pg_dump -U "$DB_USER" -d "$DB_NAME" --no-owner --no-privileges | "${live[@]}" psql -X -q -v ON_ERROR_STOP=1 \
-			--single-transaction -U "$DB_USER" -d "$staging_db" >/dev/null || failed "copying the recovered database"
+		archive_dump | (DB_EXEC=("${live[@]}") && db_load "$staging_db") || failed "copying the recovered database"
 		db_use_service "$env"
 	}
 }
@@ -107,9 +106,9 @@ fi
 db_app_start "$env" ||
 	die "restored $what, but the app did not become healthy: see scripts/compose.sh $env logs ${APP_SERVICES[*]} (on a Swarm: docker service ps)"
 log "restored $what into $env; the data it replaced is kept as database $previous_db"
-# After a lost volume the database is a new cluster, whose WAL no base backup covers yet: later
+# After a lost volume the database is a new cluster, which no base backup covers yet: later
 # recoveries need one of it.
-if [[ -n $to ]] && ! grep -qx "SYSTEM_ID=$(db_psql postgres -At -c "SELECT system_identifier FROM pg_control_system()")" "$BASE_DIR"/*/meta.env 2>/dev/null; then
+if [[ -n $to ]] && ! grep -qx "SYSTEM_ID=$(archive_cluster)" "$BASE_DIR"/*/meta.env 2>/dev/null; then
 	log "restore: $env now runs a new cluster: taking its first base backup"
 	"$PROJECT_ROOT/scripts/base-backup.sh" "$env" >/dev/null || die "restored $what, but the base backup of the new cluster failed: run scripts/base-backup.sh $env"
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The scheduled job (systemd timer or cron): a backup, then its verification; on the Compose target
-# also a base backup for point-in-time recovery and a replay of the WAL archive (verify-archive.sh). Exits non-zero if
+# also a base backup for point-in-time recovery and a replay of its archive (verify-archive.sh). Exits non-zero if
 # either fails, which marks the systemd unit failed / mails cron's MAILTO; metrics/ENV/backup.prom
 # feeds the BackupFailed alerts.
 #   scripts/scheduled-backup.sh ENV
@@ -24,7 +24,7 @@ fi
 if [[ $(deploy_target "$1") == compose ]]; then
 	if ! "$PROJECT_ROOT/scripts/base-backup.sh" "$1" >/dev/null || ! "$PROJECT_ROOT/scripts/verify-archive.sh" "$1"; then
 		record_metric "$1" backup_last_run_ok 0
-		die "scheduled base backup of $1 failed, or its WAL archive does not replay"
+		die "scheduled base backup of $1 failed, or its archive does not replay"
 	fi
 fi
 record_metric "$1" backup_last_run_ok 1

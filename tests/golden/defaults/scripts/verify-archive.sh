@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proves point-in-time recovery works: restores the latest base backup in a throwaway copy of the
-# db service (no network, the WAL archive read-only) and replays the archive to its end, then checks
+# db service (no network, the archive of the WAL read-only) and replays it to its end, then checks
 # that the recovered database has the app's tables and a schema version. Marks the base backup
 # "verified" (retention keeps the newest verified one) and records the result in
 # metrics/ENV/backup.prom (the PointInTimeRecoveryUnverified alert watches it).
@@ -36,7 +36,7 @@ fail() {
 problem=$(check_backup "$dir" "$env" 2>&1 >/dev/null) || fail "${problem##*error: }"
 db_image "$env"
 pitr_flush "$env"
-log "verify-archive $env: base backup $id, replaying the whole WAL archive in $container"
+log "verify-archive $env: base backup $id, replaying the whole archive in $container"
 problem=$( (pitr_recover "$dir" "$env" latest "$container" "$DB_IMAGE") 2>&1 >/dev/null) || fail "${problem##*error: }"
 db_use_container "$container"
 reached=$(pitr_reached)

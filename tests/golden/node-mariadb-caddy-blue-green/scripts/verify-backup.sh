@@ -39,12 +39,8 @@ problem=$(check_backup "$dir" "$env" 2>&1 >/dev/null) || fail "${problem##*error
 db_image "$env"
 image=$DB_IMAGE
 log "verify $id of $env: restoring into a throwaway $image container"
-secret_mounts=()
-for name in "${DB_SECRETS[@]}"; do
-	[[ -r $PROJECT_ROOT/secrets/$env/$name ]] || die "secrets/$env/$name is missing: run scripts/init-env.sh $env"
-	secret_mounts+=("--volume=$PROJECT_ROOT/secrets/$env/$name:/run/secrets/$name:ro")
-done
-docker run --detach --name "$container" "${DB_THROWAWAY_ARGS[@]}" "${secret_mounts[@]}" "$image" >/dev/null ||
+db_secret_mounts "$env"
+docker run --detach --name "$container" "${DB_THROWAWAY_ARGS[@]}" "${DB_SECRET_MOUNTS[@]}" "$image" >/dev/null ||
 	die "cannot start a throwaway $image container"
 db_use_container "$container"
 db_wait_ready || fail "the throwaway database did not start"

@@ -45,6 +45,17 @@ db_use_container() { # NAME
 	DB_EXEC=(docker exec -i "$1")
 }
 
+# db_secret_mounts ENV: DB_SECRET_MOUNTS, the `docker run` options that mount ENV's secret files
+# where the db service reads them (for its throwaway copies); dies if one is missing.
+db_secret_mounts() {
+	local name
+	DB_SECRET_MOUNTS=()
+	for name in "${DB_SECRETS[@]}"; do
+		[[ -r $PROJECT_ROOT/secrets/$1/$name ]] || die "secrets/$1/$name is missing: run scripts/init-env.sh $1"
+		DB_SECRET_MOUNTS+=("--volume=$PROJECT_ROOT/secrets/$1/$name:/run/secrets/$name:ro")
+	done
+}
+
 # psql DB ARGS...: runs psql on the socket as the superuser the image created.
 db_psql() {
 	local db=$1

@@ -6,7 +6,11 @@
 #   app           the image's user, ALL on the app's database: migrations
 #   app_user      the app: reads and writes rows; no DDL, no users, no FILE
 #   app_exporter  mysqld_exporter: PROCESS, REPLICATION CLIENT, SLAVE MONITOR, performance_schema
-#   app_backup    scripts/backup.sh: reads the app's database, from the container itself only
+#   app_backup    scripts/backup.sh: reads the app's database; scripts/base-backup.sh: RELOAD,
+#                 PROCESS, LOCK TABLES, BINLOG MONITOR for mariadb-backup (it reads the files
+#                 itself, in the db container); from the container itself only
+#   app_archive   db-archive: REPLICATION SLAVE and BINLOG MONITOR (streams the binary log), reads
+#                 mysql.pitr_cluster (the cluster id this file writes once per data directory)
 # Passwords are read from the secret files into the SQL on standard input, never a command line.
 set -eu
 # quoted FILE: the file's first line as an SQL string literal.
@@ -35,5 +39,13 @@ CREATE USER IF NOT EXISTS 'app_backup'@'localhost';
 ALTER USER 'app_backup'@'localhost' IDENTIFIED BY $(quoted /run/secrets/db_backup_password);
 GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON \`app\`.* TO 'app_backup'@'localhost';
 GRANT SELECT ON mysql.proc TO 'app_backup'@'localhost';
+GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'app_backup'@'localhost';
+CREATE TABLE IF NOT EXISTS mysql.pitr_cluster (id CHAR(32) NOT NULL PRIMARY KEY) ENGINE=InnoDB;
+INSERT INTO mysql.pitr_cluster (id) SELECT REPLACE(UUID(), '-', '') FROM DUAL
+	WHERE NOT EXISTS (SELECT 1 FROM mysql.pitr_cluster);
+CREATE USER IF NOT EXISTS 'app_archive'@'%' WITH MAX_USER_CONNECTIONS 3;
+ALTER USER 'app_archive'@'%' IDENTIFIED BY $(quoted /run/secrets/db_archive_password);
+GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'app_archive'@'%';
+GRANT SELECT ON mysql.pitr_cluster TO 'app_archive'@'%';
 SQL
-echo "db-roles: app, app_user, app_exporter and app_backup are in place"
+echo "db-roles: app, app_user, app_exporter, app_backup and app_archive are in place"

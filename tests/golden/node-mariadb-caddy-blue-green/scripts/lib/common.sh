@@ -121,7 +121,7 @@ require_env() {
 # secret_names ENV: the secret files ENV needs, in secrets/ENV/.
 secret_names() {
 	case $1 in
-	production) echo "db_root_password db_password db_app_password db_exporter_password db_backup_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config alert_webhook_url" ;;
+	production) echo "db_root_password db_password db_app_password db_exporter_password db_backup_password db_archive_password grafana_admin_password prometheus_password prometheus_web_config alertmanager_password alertmanager_web_config alert_webhook_url" ;;
 	esac
 }
 

@@ -79,6 +79,17 @@ db_use_container() { # NAME
 	DB_EXEC=(docker exec -i "$1")
 }
 
+# db_secret_mounts ENV: DB_SECRET_MOUNTS, the `docker run` options that mount ENV's secret files
+# where the db service reads them (for its throwaway copies); dies if one is missing.
+db_secret_mounts() {
+	local name
+	DB_SECRET_MOUNTS=()
+	for name in "${DB_SECRETS[@]}"; do
+		[[ -r $PROJECT_ROOT/secrets/$1/$name ]] || die "secrets/$1/$name is missing: run scripts/init-env.sh $1"
+		DB_SECRET_MOUNTS+=("--volume=$PROJECT_ROOT/secrets/$1/$name:/run/secrets/$name:ro")
+	done
+}
+
 # db_root CMD...: runs CMD in the container with root's password in MYSQL_PWD (from the secret
 # file, or from MARIADB_ROOT_PASSWORD in a throwaway container), never on a command line.
 db_root() {

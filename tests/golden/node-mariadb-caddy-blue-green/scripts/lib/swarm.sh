@@ -88,6 +88,7 @@ swarm_objects() {
 			SWARM_SECRET_DB_ROOT_PASSWORD secrets/production/db_root_password
 			SWARM_SECRET_DB_BACKUP_PASSWORD secrets/production/db_backup_password
 			SWARM_SECRET_DB_EXPORTER_PASSWORD secrets/production/db_exporter_password
+			SWARM_SECRET_DB_ARCHIVE_PASSWORD secrets/production/db_archive_password
 			SWARM_CONFIG_DB_ROLES_SH config/db/roles.sh
 			SWARM_CONFIG_PROXY_CADDYFILE config/caddy/production/Caddyfile
 			SWARM_CONFIG_PROXY_UPSTREAM swarm/proxy-upstream
