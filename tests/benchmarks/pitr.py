@@ -1,7 +1,7 @@
-"""Point-in-time recovery benchmark (PostgreSQL): RPO and RTO of `scripts/restore.sh ENV --to latest`
-after the database volume is lost, against a restore of the latest dump in the same run.
+"""Point-in-time recovery benchmark (PostgreSQL or MariaDB): RPO and RTO of `scripts/restore.sh ENV
+--to latest` after the database volume is lost, against a restore of the latest dump in the same run.
 
-    python3 tests/benchmarks/pitr.py [--gigabytes 1.0] [--minutes 10]
+    python3 tests/benchmarks/pitr.py [--gigabytes 1.0] [--minutes 10] [--database postgres|mariadb]
 
 A production stack's `items` table is filled to the size, then a dump (scripts/backup.sh) and a
 base backup (scripts/base-backup.sh) are taken; for the given minutes a writer commits one row per
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backup import Stack, sh, timed  # noqa: E402
 
 
+# Where each database's archive is, in which service: its size is reported.
+ARCHIVE = {"postgres": ("db", "/var/lib/postgresql/wal-archive"), "mariadb": ("db-archive", "/var/lib/mysql")}
+
+
+def sql_command(database: str, container: str, statement: str) -> list[str]:
+    """`docker exec` of one statement in the db container, as the administrator."""
+    if database == "postgres":
+        return ["docker", "exec", container, "psql", "-X", "-q", "-U", "app", "-d", "app", "-c", statement]
+    return ["docker", "exec", container, "sh", "-c", 'MYSQL_PWD="$(cat /run/secrets/db_root_password)" exec mariadb -uroot app -e "$0"',
+            statement]
+
+
 class Writer(threading.Thread):
-    """Commits one row after another through psql in the db container; notes each acknowledgement."""
+    """Commits one row after another through the database's client in the db container; notes each
+    acknowledgement."""
 
     def __init__(self, stack: Stack, container: str):
         super().__init__(daemon=True)
@@ -42,26 +56,27 @@ class Writer(threading.Thread):
         n = 0
         while not self.stopping.is_set():
             n += 1
-            proc = subprocess.run(["docker", "exec", self.container, "psql", "-X", "-q", "-U", "app", "-d", "app", "-c",
-                                   f"INSERT INTO items (name) VALUES ('rpo-{n}')"], capture_output=True)
+            proc = subprocess.run(sql_command(self.stack.database, self.container, f"INSERT INTO items (name) VALUES ('rpo-{n}')"),
+                                  capture_output=True)
             if proc.returncode == 0:
                 self.acked[f"rpo-{n}"] = time.time()
             time.sleep(0.2)
 
 
-def changes(container: str, seconds: float) -> int:
-    """Updates 2,000 rows per second for `seconds`: the WAL the recovery replays."""
+def changes(stack: Stack, container: str, seconds: float) -> int:
+    """Updates 2,000 rows per second for `seconds`: the log the recovery replays."""
     end, done = time.monotonic() + seconds, 0
+    rows = int(stack.exec_sql("SELECT MAX(id) FROM items"))
     while time.monotonic() < end:
-        sh("docker", "exec", container, "psql", "-X", "-q", "-U", "app", "-d", "app", "-c",
-           "UPDATE items SET name = md5(name) WHERE id IN (SELECT (random() * 1000000)::int + 1 FROM generate_series(1, 2000))")
+        first = random.randint(1, max(1, rows - 2000))
+        sh(*sql_command(stack.database, container, f"UPDATE items SET name = md5(name) WHERE id BETWEEN {first} AND {first + 1999}"))
         done += 2000
         time.sleep(0.9)
     return done
 
 
-def bench(gigabytes: float, minutes: float, scratch: Path) -> list[str]:
-    stack = Stack(scratch, "postgres")
+def bench(database: str, gigabytes: float, minutes: float, scratch: Path) -> list[str]:
+    stack = Stack(scratch, database)
     scripts = stack.project / "scripts"
     stack.compose("up", "--detach", "--build", "--wait")
     try:
@@ -72,14 +87,15 @@ def bench(gigabytes: float, minutes: float, scratch: Path) -> list[str]:
         db = stack.db()
         writer = Writer(stack, db)
         writer.start()
-        changed = changes(db, minutes * 60)
-        archive_mb = int(sh("docker", "exec", db, "du", "-sm", "/var/lib/postgresql/wal-archive").split()[0])
+        changed = changes(stack, db, minutes * 60)
+        service, path = ARCHIVE[database]
+        archive_mb = int(sh("docker", "exec", stack.compose("ps", "-q", service).strip(), "du", "-sm", path).split()[0])
         sh("docker", "kill", db)
         lost_at = time.time()
         writer.stopping.set()
         writer.join(30)
         stack.compose("rm", "--force", "--stop", "db")
-        sh("docker", "volume", "rm", "bench-postgres-production_db-data")
+        sh("docker", "volume", "rm", f"bench-{database}-production_db-data")
         stack.compose("up", "--detach", "--wait")
         baseline = timed(scripts / "restore.sh", "production", dump_id, "--confirm-production", cwd=stack.project)
         from_dump = set(stack.exec_sql("SELECT name FROM items WHERE name LIKE 'rpo-%'").split())
@@ -93,7 +109,7 @@ def bench(gigabytes: float, minutes: float, scratch: Path) -> list[str]:
             oldest = f"{lost_at - min(lost.values()):.0f} s" if lost else "-"
             rows.append(f"| {name} | {seconds:.0f} s | {seconds / baseline:.2f}x | {len(lost):,} of {len(writer.acked):,} | "
                         f"{oldest} | {newest} |")
-        header = [f"Database {size / 1e9:.2f} GB; base backup {base_time:.0f} s; {minutes:g} min of changes "
+        header = [f"{database}: database {size / 1e9:.2f} GB; base backup {base_time:.0f} s; {minutes:g} min of changes "
                   f"({changed:,} row updates, {len(writer.acked):,} acknowledged inserts), archive {archive_mb} MB.", "",
                   "| restore | time (RTO) | vs the dump's | acknowledged inserts lost | oldest lost (before the loss) | newest lost |",
                   "|---|---|---|---|---|---|"]
@@ -106,9 +122,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=1.0)
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--database", choices=["postgres", "mariadb"], default="postgres")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as scratch:
-        lines = bench(args.gigabytes, args.minutes, Path(scratch))
+        lines = bench(args.database, args.gigabytes, args.minutes, Path(scratch))
     print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}.\n")
     print("\n".join(lines))
 
