@@ -34,7 +34,7 @@ archive_start() { db_sql mysql -e "SHOW MASTER STATUS" | cut -f 1; }
 # backup user over the socket; it records the binary log position it is consistent with.
 archive_base() {
 	# shellcheck disable=SC2016  # expanded by the shell inside the container
-	"${DB_EXEC[@]}" sh -c 'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" exec "$@" 2>/tmp/base-backup.log || {
+	"${DB_EXEC[@]}" sh -c 'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" "$@" 2>/tmp/base-backup.log || {
 		tail -n 3 /tmp/base-backup.log >&2; exit 1; }' db-backup \
 		mariadb-backup --backup --stream=xbstream --user="$DB_BACKUP_USER" --target-dir=/tmp
 }
