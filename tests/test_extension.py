@@ -141,6 +141,28 @@ def test_database_shares_networks_with_the_app_and_its_exporter_only():
     assert derive(monitoring="none")["service"]["db"].networks == ["backend"]
 
 
+@pytest.mark.parametrize("database", ["postgres", "mariadb"])
+def test_point_in_time_recovery_archives_on_the_compose_target_only(database):
+    """PostgreSQL's server archives its own WAL; MariaDB's binary log is streamed by db-archive, alone
+    with the db on the `archive` network, with its own secret. Swarm and Kubernetes get neither."""
+    derived = derive(database=database, orchestrators=["swarm", "kubernetes"])
+    service, volume = derived["service"], derived["db"]["archive"]["volume"]
+    assert derived["pitr"] and volume in derived["volumes"]
+    assert ("db-archive" in service) == (database == "mariadb")
+    if database == "mariadb":
+        archiver = service["db-archive"]
+        assert archiver.networks == ["archive"] and "archive" in service["db"].networks
+        assert [name for name, s in service.items() if "archive" in s.networks] == ["db", "db-archive"]
+        assert archiver.secrets == ["db_archive_password"] and derived["secrets"]["db_archive_password"] == ["db-archive", "db-roles"]
+        assert archiver.user == service["db"].user and archiver.healthcheck["test"][0] == "CMD-SHELL"
+        assert "--log-bin=binlog" in service["db"].compose_only["command"]
+    else:
+        assert "archive_mode=on" in service["db"].compose_only["command"]
+    stack = derived["swarm"]["stacks"]["production"]
+    assert "db-archive" not in stack["services"] and volume not in json.dumps(stack)
+    assert "command" not in stack["services"]["db"] and "db-archive" not in json.dumps(derived["kubernetes"]["base"])
+
+
 def test_grafana_is_public_only_when_answered():
     private, public = derive(), derive(grafana_public=True)
     assert "grafana-web" not in private["service"]["proxy"].networks and "grafana-web" in public["service"]["proxy"].networks
