@@ -148,9 +148,21 @@ swarm_update_mark() {
 	"${SWARM[@]}" service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}@{{.UpdateStatus.StartedAt}}{{end}}' "${STACK}_app" 2>/dev/null || true
 }
 
-# swarm_wait_app REF MARK: every replica of the app runs REF and is healthy (a task is "running"
-# only once its health check passed). Returns 2 once Swarm has rolled an update back by itself
-# (a new task failed), 1 after SWARM_DEPLOY_TIMEOUT.
+# swarm_app_current: every task of the app that should run has the service's current container
+# spec (image, secrets, settings). A deploy that changes only a secret keeps the image: without
+# this, the old tasks would pass for the new ones until Swarm starts its update.
+swarm_app_current() {
+	local spec specs tasks=()
+	spec=$("${SWARM[@]}" service inspect --format '{{json .Spec.TaskTemplate.ContainerSpec}}' "${STACK}_app") || return 1
+	mapfile -t tasks < <("${SWARM[@]}" service ps --quiet --no-trunc --filter desired-state=running "${STACK}_app")
+	[[ -n ${tasks[*]:-} ]] || return 1
+	specs=$("${SWARM[@]}" inspect --type task --format '{{json .Spec.ContainerSpec}}' "${tasks[@]}") || return 1
+	! grep -qvxF -- "$spec" <<<"$specs"
+}
+
+# swarm_wait_app REF MARK: every replica of the app runs REF with the service's current spec and
+# is healthy (a task is "running" only once its health check passed). Returns 2 once Swarm has
+# rolled an update back by itself (a new task failed), 1 after SWARM_DEPLOY_TIMEOUT.
 swarm_wait_app() {
 	local ref=$1 mark=$2 deadline=$((SECONDS + SWARM_DEPLOY_TIMEOUT)) update wanted running
 	while :; do
@@ -166,7 +178,8 @@ swarm_wait_app() {
 			running=$("${SWARM[@]}" service ps --no-trunc --filter desired-state=running \
 				--format '{{.Image}} {{.CurrentState}}' "${STACK}_app" | grep -c "^${ref//./\\.} Running" || true)
 			[[ $running -eq $wanted ]] &&
-				[[ $("${SWARM[@]}" service ps --quiet --filter desired-state=running "${STACK}_app" | wc -l) -eq $wanted ]] && return 0
+				[[ $("${SWARM[@]}" service ps --quiet --filter desired-state=running "${STACK}_app" | wc -l) -eq $wanted ]] &&
+				swarm_app_current && return 0
 		fi
 		((SECONDS < deadline)) || return 1
 		sleep 1
