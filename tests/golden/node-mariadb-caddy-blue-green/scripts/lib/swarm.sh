@@ -148,15 +148,19 @@ swarm_update_mark() {
 	"${SWARM[@]}" service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}@{{.UpdateStatus.StartedAt}}{{end}}' "${STACK}_app" 2>/dev/null || true
 }
 
+# The parts of a container spec a deploy changes: image, settings, secrets and configs (whole specs
+# differ in empty fields the engine leaves out of a task's copy, e.g. DNSConfig).
+SWARM_SPEC_FORMAT='{{.Image}} {{json .Env}}{{range .Secrets}} {{.SecretName}}{{end}}{{range .Configs}} {{.ConfigName}}{{end}}'
+
 # swarm_app_current: every task of the app that should run has the service's current container
-# spec (image, secrets, settings). A deploy that changes only a secret keeps the image: without
-# this, the old tasks would pass for the new ones until Swarm starts its update.
+# spec (SWARM_SPEC_FORMAT). A deploy that changes only a secret keeps the image: without this, the
+# old tasks would pass for the new ones until Swarm starts its update.
 swarm_app_current() {
 	local spec specs tasks=()
-	spec=$("${SWARM[@]}" service inspect --format '{{json .Spec.TaskTemplate.ContainerSpec}}' "${STACK}_app") || return 1
+	spec=$("${SWARM[@]}" service inspect --format "{{with .Spec.TaskTemplate.ContainerSpec}}$SWARM_SPEC_FORMAT{{end}}" "${STACK}_app") || return 1
 	mapfile -t tasks < <("${SWARM[@]}" service ps --quiet --no-trunc --filter desired-state=running "${STACK}_app")
 	[[ -n ${tasks[*]:-} ]] || return 1
-	specs=$("${SWARM[@]}" inspect --type task --format '{{json .Spec.ContainerSpec}}' "${tasks[@]}") || return 1
+	specs=$("${SWARM[@]}" inspect --type task --format "{{with .Spec.ContainerSpec}}$SWARM_SPEC_FORMAT{{end}}" "${tasks[@]}") || return 1
 	! grep -qvxF -- "$spec" <<<"$specs"
 }
 
