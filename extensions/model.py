@@ -260,17 +260,22 @@ def app_role(f: Facts) -> str:
     return "app" if f.migrate else "owner"
 
 
+def db_client_service(f: Facts, reads: dict[str, list[str]], name: str, **spec: Any) -> Service:
+    """A client of the database in the database's image, as its user, reading the secrets `reads`
+    gives it (db-roles, db-archive)."""
+    uid = f.db["uid"]
+    return Service(name=name, role=name, image=image_ref(f.db["image"]), user=f"{uid}:{uid}", group_add=[str(SECRETS_GID)],
+                   tmpfs=["/tmp"], secrets=[secret for secret, readers in reads.items() if name in readers], **spec)
+
+
 def db_roles_service(f: Facts, reads: dict[str, list[str]]) -> Service:
-    db = f.db
-    return Service(
-        name="db-roles", role="db-roles", image=image_ref(db["image"]), user=f"{db['uid']}:{db['uid']}",
-        group_add=[str(SECRETS_GID)], tmpfs=["/tmp"],
-        comment=("One-off: makes the database's roles and their passwords (owner, app, exporter, backup)\n"
-                 "and gives each what it needs and no more (config/db/roles.sh). Idempotent: every deploy\n"
+    return db_client_service(
+        f, reads, "db-roles",
+        comment=("One-off: makes the database's roles and their passwords (owner, app, exporter, backup;\n"
+                 "MariaDB's archive user) and gives each what it needs and no more (config/db/roles.sh). Idempotent: every deploy\n"
                  "runs it, so that an existing database gets them too (scripts/db-roles.sh runs it on demand)."),
         notes={"healthcheck": "A one-off, not a server."},
         entrypoint=["sh", "/etc/db-roles/roles.sh"],
-        secrets=[name for name, readers in reads.items() if "db-roles" in readers],
         volumes=["./config/db:/etc/db-roles:ro"],
         healthcheck={"disable": True},
         depends_on={"db": "service_healthy"},
@@ -398,15 +403,13 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
 
 def db_archive_service(f: Facts, reads: dict[str, list[str]]) -> Service:
     """MariaDB's binary log archiver (Compose target): a client of the server, as a replica is."""
-    db, archive = f.db, f.db["archive"]
-    return Service(
-        name="db-archive", role="db-archive", image=image_ref(db["image"]), user=f"{db['uid']}:{db['uid']}",
-        group_add=[str(SECRETS_GID)], tmpfs=["/tmp"],
+    archive = f.db["archive"]
+    return db_client_service(
+        f, reads, "db-archive",
         comment=("Point-in-time recovery: streams the server's binary log, as it is written, into the db-binlog\n"
                  "volume (config/db/archive-binlog.sh), which outlives db-data. A client with replication\n"
                  "rights only; it reconnects after any interruption."),
         entrypoint=["sh", archive["script"]],
-        secrets=[name for name, readers in reads.items() if "db-archive" in readers],
         volumes=[f"{archive['volume']}:{archive['home']}", f"./config/db/{archive['file']}:{archive['script']}:ro"],
         notes={"healthcheck": "Healthy while mariadb-binlog streams (its pid file is the archiver's own)."},
         healthcheck={"test": ["CMD-SHELL", 'kill -0 "$$(cat /tmp/mariadb-binlog.pid)"'], **HEALTH_EVERY_5S},
