@@ -394,10 +394,13 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
         healthcheck={"test": ["CMD", "healthcheck.sh", "--connect", "--innodb_initialized"], **timing},
     )
     service.compose_only = {
-        "command": ["mariadbd", "--log-bin=binlog", "--server-id=1", "--binlog-format=ROW", "--sync-binlog=1"],
+        "command": ["mariadbd", "--log-bin=binlog", "--server-id=1", "--binlog-format=ROW", "--sync-binlog=1",
+                    f"--tmpdir={db['data_dir']}"],
     }
     service.notes["command"] = ("Point-in-time recovery: a binary log of row changes, durable at each commit, which\n"
-                                "db-archive streams into the db-binlog volume as it is written (db-data may be lost).")
+                                "db-archive streams into the db-binlog volume as it is written (db-data may be lost).\n"
+                                "Temporary files (a large transaction's binary log cache, sort files) go to the data\n"
+                                "volume: on the /tmp tmpfs they would count against the memory limit.")
     return service
 
 

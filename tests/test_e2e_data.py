@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -130,13 +131,17 @@ def test_verification_catches_damage(stack, tmp_path, damage):
         import gzip
 
         lines = gzip.decompress(bytes(data)).decode().splitlines(keepends=True)
-        kept, in_items = [], False  # every row of items goes: MariaDB's INSERTs, PostgreSQL's COPY block
+        # Every row of items goes: PostgreSQL's COPY block, MariaDB's INSERT statements (rows on the
+        # INSERT's line, or one per line after it up to the one ending the statement).
+        kept, in_items, end = [], False, None
         for line in lines:
             if line.startswith("COPY public.items "):
-                in_items = True
-            elif in_items and line == "\\.\n":
-                in_items = False
-            elif not (in_items or line.startswith("INSERT INTO `items`")):
+                in_items, end = True, "\\.\n"
+            elif line.startswith("INSERT INTO `items`"):
+                in_items, end = not line.endswith(";\n"), None
+            elif in_items:
+                in_items = not (line == end if end else line.endswith(";\n"))
+            else:
                 kept.append(line)
         dump.write_bytes(gzip.compress("".join(kept).encode()))
         run("bash", "-c", "sha256sum dump.sql.gz counts.tsv meta.env > SHA256SUMS", cwd=copy)
@@ -205,6 +210,37 @@ def test_database_killed_mid_backup_leaves_no_new_latest(stack):
     script(stack, "verify-backup.sh", "production", first)
     stack.compose("up", "--detach", "--wait", "db")
     sql(stack, "DELETE FROM items WHERE LENGTH(name) = 64")
+
+
+def test_backup_under_writes_counts_the_rows_it_dumped(stack):
+    """The app keeps writing while a backup runs: the row counts stored with the backup are those of
+    the snapshot the dump read (restore and verification compare the loaded rows with them)."""
+    _fill(stack, 300_000)
+    stop, written = threading.Event(), []
+
+    def writer() -> None:
+        while not stop.is_set():
+            if stack.http("POST", "/items", {"name": f"during backup {len(written)}"})[0] == 201:
+                written.append(time.monotonic())
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        backup_id = backup(stack)
+        ended = time.monotonic()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    try:
+        assert sum(started < at < ended for at in written) >= 5, "the app wrote while the backup ran"
+        counts = dict(line.split("\t") for line in (backups_dir(stack) / backup_id / "counts.tsv").read_text().splitlines())
+        assert int(counts["items"]) < int(sql(stack, "SELECT COUNT(*) FROM items")), "writes after the snapshot are not in it"
+        script(stack, "verify-backup.sh", "production", backup_id)
+    finally:
+        sql(stack, "DELETE FROM items WHERE LENGTH(name) = 64 OR name LIKE 'during backup %'")
 
 
 def test_full_disk_fails_cleanly(stack, tmp_path):

@@ -534,3 +534,28 @@ def test_scripts_without_a_kubernetes_version_refuse_a_kubernetes_environment(ku
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert (f"scripts/{script} has no Kubernetes version: production runs on Kubernetes "
             "(DEPLOY_TARGET=kubernetes in env/production.env)") in proc.stderr
+
+
+# Both layouts of mariadb-dump's multi-row INSERTs, with literals holding what a naive count would miscount.
+MARIADB_DUMP = r"""CREATE TABLE `items` (
+CREATE TABLE `empty` (
+CREATE TABLE `we``ird` (
+INSERT INTO `items` VALUES (1,'plain'),(2,'a),(b'),(3,'quote \' and \\\\ backslash'),(4,'ends with backslash\\'),(5,'x),(\'),(y'),(6,NULL),(7,''),(8,'it''s'),(9,'\\\''),(10,'semi;');
+INSERT INTO `items` VALUES
+(11,'one ( paren'),
+(12,'a),(b'),
+(13,'ends;'),(14,'two on a line');
+INSERT INTO `we``ird` VALUES
+(1,2);
+-- Dump completed on 2026-12-05 01:00:00
+"""
+
+
+@pytest.mark.parametrize("dump, counts, status", [
+    (MARIADB_DUMP, "empty\t0\nitems\t14\nwe`ird\t1\n", 0),
+    (MARIADB_DUMP.rsplit("--", 1)[0], "empty\t0\nitems\t14\nwe`ird\t1\n", 3),
+], ids=["complete", "without the trailer"])
+def test_mariadb_dump_rows_are_counted_outside_string_literals(render, dump, counts, status):
+    db_sh = render("node-mariadb-nginx-existing") / "scripts/lib/db.sh"
+    proc = subprocess.run(["bash", "-c", f'set -Eeuo pipefail; source "{db_sh}"; count_dump_rows'], input=dump, capture_output=True, text=True)
+    assert (proc.stdout, proc.returncode) == (counts, status), proc.stderr

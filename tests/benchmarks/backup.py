@@ -87,6 +87,8 @@ def bench(database: str, gigabytes: float, scratch: Path) -> list[str]:
         rows = int(stack.exec_sql("SELECT COUNT(*) FROM items"))
         db = stack.db()
         bare_file = scratch / f"bare-{database}"
+        # Both timed dumps read a warm cache: an untimed pass reads the table first.
+        stack.exec_sql("SELECT COUNT(*), MAX(LENGTH(name)) FROM items")
         if database == "postgres":
             bare_backup = timed(f"docker exec {db} pg_dump -U app -d app -Fc > {bare_file}", shell=True)
             sh("docker", "exec", db, "psql", "-X", "-U", "app", "-d", "postgres", "-c", "CREATE DATABASE bare_restore")
@@ -102,12 +104,14 @@ def bench(database: str, gigabytes: float, scratch: Path) -> list[str]:
         ours_restore = timed(stack.project / "scripts" / "restore.sh", "production", backup_id, "--confirm-production",
                              cwd=stack.project)
         dump = next((stack.project / "backups" / "production" / backup_id).glob("dump.*"))
+        # Table cells: a pipe is escaped.
+        bare_tools = ("pg_dump -Fc", "pg_restore") if database == "postgres" else ("mariadb-dump \\| gzip", "gunzip \\| mariadb")
         return [
             f"| {database} | {size / 1e9:.2f} GB, {rows:,} rows | backup.sh | {ours_backup:.0f} | "
             f"{dump.stat().st_size / 1e6:.0f} | {ours_backup / bare_backup:.2f}x | restore.sh: {ours_restore:.0f} s "
             f"({ours_restore / bare_restore:.2f}x) |",
-            f"| {database} | | bare {'pg_dump -Fc' if database == 'postgres' else 'mariadb-dump | gzip'} | {bare_backup:.0f} | "
-            f"{bare_file.stat().st_size / 1e6:.0f} | 1.00x | {'pg_restore' if database == 'postgres' else 'gunzip | mariadb'}: {bare_restore:.0f} s |",
+            f"| {database} | | bare {bare_tools[0]} | {bare_backup:.0f} | "
+            f"{bare_file.stat().st_size / 1e6:.0f} | 1.00x | {bare_tools[1]}: {bare_restore:.0f} s |",
         ]
     finally:
         stack.compose("down", "--volumes")

@@ -3,7 +3,7 @@
 #   scripts/backup.sh ENV            prints the backup id as its last line
 #
 # A backup is a directory backups/ENV/ID/ with the dump (plain SQL, gzip, gpg when a key is set),
-# the row counts found in the dump, the schema version, and SHA256SUMS with its signature
+# every table's row count in the dump's snapshot, the schema version, and SHA256SUMS with its signature
 # (SHA256SUMS.sig, by secrets/ENV/backup_signing_key; verify and restore check it). It is written under a
 # temporary name and renamed into place only when complete; backups/ENV/latest then points to it.
 # Afterwards, retention deletes what the policy no longer keeps (never the newest verified backup).
@@ -41,19 +41,11 @@ db_use_service "$env"
 begin_backup "$BACKUP_DIR" "$id"
 work=$WORK
 
-log "backup $id of $env: schema version"
-db_schema_version "$DB_NAME" >"$work/schema_version"
-
 dump=dump.sql.gz
 [[ -z $key_file ]] || dump=$dump.gpg
 log "backup $id of $env: dumping $DB_ENGINE"
-# The dump streams once: through a FIFO to the row counter, and to compression.
-mkfifo "$work/.rows"
-count_dump_rows <"$work/.rows" >"$work/counts.tsv" &
-counter=$!
-db_dump | tee "$work/.rows" | compress_to "$work/$dump" "$key_file" || die "the dump failed: no backup was made"
-wait "$counter" || die "the dump is incomplete (it does not end with '$DB_DUMP_TRAILER'): no backup was made"
-rm -f "$work/.rows"
+db_dump_counted "$work" | store_to "$work/$dump" "$key_file" ||
+	die "$(cat "$work/.dump-error" 2>/dev/null || echo "the dump failed"): no backup was made"
 
 cat >"$work/meta.env" <<META
 ID=$id

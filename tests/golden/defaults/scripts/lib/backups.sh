@@ -97,14 +97,18 @@ open_backup() {
 	fi
 }
 
-# compress_to FILE KEY_FILE: stdin gzipped into FILE, then encrypted with gpg when KEY_FILE is set.
-compress_to() {
+# store_to FILE KEY_FILE: stdin (compressed already) into FILE, encrypted with gpg when KEY_FILE is
+# set (without gpg's own compression, which would only spend time on it).
+store_to() {
 	if [[ -n $2 ]]; then
-		gzip -6 | gpg --batch --quiet --yes --symmetric --cipher-algo AES256 --passphrase-file "$2" -o "$1"
+		gpg --batch --quiet --yes --symmetric --cipher-algo AES256 --compress-algo none --passphrase-file "$2" -o "$1"
 	else
-		gzip -6 >"$1"
+		cat >"$1"
 	fi
 }
+
+# compress_to FILE KEY_FILE: stdin gzipped, then store_to FILE KEY_FILE.
+compress_to() { gzip -6 | store_to "$@"; }
 
 # begin_backup DIR ID: WORK, the directory DIR/.incomplete-ID that a backup is written into; on
 # exit anything but a published backup is removed, so a half-written backup never becomes "latest".

@@ -4,7 +4,7 @@
 # command prefix, set by db_use_service (the environment's db) or db_use_container (a throwaway).
 # Sourced after lib/common.sh, never run.
 
-# shellcheck disable=SC2034  # DB_ENGINE and DB_DUMP_TRAILER are read by the scripts that source this
+# shellcheck disable=SC2034  # DB_ENGINE is read by the scripts that source this
 DB_ENGINE=postgres
 DB_NAME=app
 # The administrator (restore, role setup) and the read-only backup role (config/db/roles.sh).
@@ -14,8 +14,6 @@ DB_BACKUP_USER=app_backup
 # an anonymous volume, no network; DB_SECRETS are the secret files it reads (mounted per environment).
 DB_THROWAWAY_ARGS=(--user=999:999 --group-add=10001 --read-only --cap-drop=ALL --security-opt=no-new-privileges:true --network=none --pids-limit=512 --cpus=1 --memory=1024m --tmpfs=/tmp --tmpfs=/var/run/postgresql --shm-size=256m --volume=/var/lib/postgresql/data --env=POSTGRES_USER=app --env=POSTGRES_DB=app --env=POSTGRES_PASSWORD_FILE=/run/secrets/db_password --env=PGDATA=/var/lib/postgresql/data)
 DB_SECRETS=(db_password)
-# The dump trailer the database's own tool writes last: a dump without it is incomplete.
-DB_DUMP_TRAILER='-- PostgreSQL database dump complete'
 
 db_use_service() { # ENV
 	compose_cmd "$1"
@@ -63,10 +61,48 @@ db_psql() {
 	"${DB_EXEC[@]}" psql -X -q -v ON_ERROR_STOP=1 -U "$DB_USER" -d "$db" "$@"
 }
 
-# db_dump: a consistent plain-SQL dump of the app's database on stdout (pg_dump's snapshot), as
-# the backup role (reads everything, changes nothing). Without owners or privileges: it loads
-# anywhere, and db_grant gives a restored database its owner and privileges.
-db_dump() { "${DB_EXEC[@]}" pg_dump -U "$DB_BACKUP_USER" -d "$DB_NAME" --no-password --no-owner --no-privileges; }
+# db_dump_counted WORK: a consistent dump of the app's database on stdout, plain SQL gzipped by
+# pg_dump in the container (the exec stream carries compressed bytes). While it runs, in the
+# snapshot the dump reads (pg_export_snapshot), WORK/counts.tsv gets every table's row count and
+# WORK/schema_version the schema version. As the backup role (reads everything, changes nothing).
+# Without owners or privileges: it loads anywhere, and db_grant gives a restored database its owner
+# and privileges. On failure, returns 1 with the reason in WORK/.dump-error.
+db_dump_counted() {
+	local work=$1 snapshot dumper
+	coproc DB_SNAPSHOT { "${DB_EXEC[@]}" psql -X -q -At -F $'\t' -v ON_ERROR_STOP=1 -U "$DB_BACKUP_USER" -d "$DB_NAME" --no-password 2>&1; }
+	# The session's transaction holds the snapshot until it ends.
+	snapshot=$(db_snapshot_query 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();') || true
+	if [[ ! $snapshot =~ ^[0-9A-Fa-f-]+$ ]]; then
+		echo "no snapshot to dump: ${snapshot:-the database did not answer}" >"$work/.dump-error"
+		return 1
+	fi
+	"${DB_EXEC[@]}" pg_dump -U "$DB_BACKUP_USER" -d "$DB_NAME" --no-password --no-owner --no-privileges \
+		--snapshot="$snapshot" --compress=6 &
+	dumper=$!
+	if ! db_snapshot_query "$DB_COUNTS_SQL;" >"$work/counts.tsv" ||
+		! db_snapshot_query "$DB_SCHEMA_VERSION_SQL" >"$work/schema_version"; then
+		kill "$dumper" 2>/dev/null || true
+		echo "counting rows in the dump's snapshot failed: $(tail -q -n 1 "$work/counts.tsv" "$work/schema_version" 2>/dev/null | tr '\n' ' ')" >"$work/.dump-error"
+		return 1
+	fi
+	# Open until pg_dump is done: it imports the snapshot when it starts, which may be later.
+	if ! wait "$dumper"; then
+		echo "pg_dump failed" >"$work/.dump-error"
+		return 1
+	fi
+	printf '%s\n' 'COMMIT;' '\q' 1>&"${DB_SNAPSHOT[1]}" 2>/dev/null || true
+}
+
+# db_snapshot_query SQL: SQL's output in db_dump_counted's session; fails if the session ends first.
+db_snapshot_query() {
+	local line
+	printf '%s\n' "$1" '\echo dp-query-end' 1>&"${DB_SNAPSHOT[1]}" 2>/dev/null || return 1
+	while IFS= read -r line <&"${DB_SNAPSHOT[0]}"; do
+		[[ $line == dp-query-end ]] && return 0
+		printf '%s\n' "$line"
+	done
+	return 1
+}
 
 # db_load DB: plain SQL from stdin into DB, stopping at the first error.
 db_load() { "${DB_EXEC[@]}" psql -X -q -v ON_ERROR_STOP=1 --single-transaction -U "$DB_USER" -d "$1" >/dev/null; }
@@ -78,21 +114,21 @@ db_grant() { db_psql "$1" <"$PROJECT_ROOT/config/db/grants.sql" >/dev/null; }
 db_drop() { db_psql postgres -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)"; }
 db_exists() { [[ $(db_psql postgres -At -c "SELECT 1 FROM pg_database WHERE datname = '$1'") == 1 ]]; }
 
-# db_counts DB: "table<TAB>rows" for every table, sorted.
-db_counts() {
-	db_psql "$1" -At -F $'\t' -c "SELECT table_name, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text
-		FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1"
-}
+# db_counts DB: "table<TAB>rows" for every table, sorted (DB_COUNTS_SQL: the query, also run in the
+# dump's snapshot).
+DB_COUNTS_SQL="SELECT table_name, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text
+	FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name::text COLLATE \"C\""
+db_counts() { db_psql "$1" -At -F $'\t' -c "$DB_COUNTS_SQL"; }
 
 # db_schema_version DB: the newest applied migration, or "none".
-db_schema_version() {
-	local version
-	version=$(db_psql "$1" -At -c "SELECT CASE WHEN to_regclass('public.schema_migrations') IS NULL THEN NULL ELSE 1 END" )
-	if [[ $version == 1 ]]; then
-		version=$(db_psql "$1" -At -c "SELECT coalesce(max(version), 'none') FROM schema_migrations")
-	fi
-	echo "${version:-none}"
-}
+# (DB_SCHEMA_VERSION_SQL: a psql script, also run in the dump's snapshot.)
+DB_SCHEMA_VERSION_SQL="SELECT to_regclass('public.schema_migrations') IS NOT NULL AS has_migrations \\gset
+\\if :has_migrations
+SELECT coalesce(max(version)::text, 'none') FROM public.schema_migrations;
+\\else
+\\echo none
+\\endif"
+db_schema_version() { db_psql "$1" -At <<<"$DB_SCHEMA_VERSION_SQL"; }
 
 # db_swap NEW OLD: NEW becomes the app's database; the current one is kept under the name OLD.
 # No session may hold either database while they are renamed: the callers stop the app first.
@@ -110,19 +146,4 @@ db_wait_ready() {
 		sleep 1
 	done
 	return 1
-}
-
-# count_dump_rows: reads a plain dump on stdin, writes "table<TAB>rows" for every table it creates
-# and exits 3 unless the dump ends with the tool's completion trailer.
-count_dump_rows() {
-	awk -v trailer="$DB_DUMP_TRAILER" '
-		/^CREATE TABLE / { t = $3; sub(/^public\./, "", t); gsub(/"/, "", t); rows[t] += 0; next }
-		/^COPY / { t = $2; sub(/^public\./, "", t); gsub(/"/, "", t); rows[t] += 0; copying = 1; next }
-		copying && $0 == "\\." { copying = 0; next }
-		copying { rows[t]++; next }
-		index($0, trailer) == 1 { complete = 1 }
-		END {
-			for (t in rows) printf "%s\t%d\n", t, rows[t]
-			if (!complete) exit 3
-		}' | LC_ALL=C sort
 }

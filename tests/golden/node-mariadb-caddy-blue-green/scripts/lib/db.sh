@@ -4,7 +4,7 @@
 # command prefix, set by db_use_service (the environment's db) or db_use_container (a throwaway).
 # Sourced after lib/common.sh, never run.
 
-# shellcheck disable=SC2034  # DB_ENGINE and DB_DUMP_TRAILER are read by the scripts that source this
+# shellcheck disable=SC2034  # DB_ENGINE is read by the scripts that source this
 DB_ENGINE=mariadb
 DB_NAME=app
 # The administrator (restore, role setup) and the read-only backup role (config/db/roles.sh).
@@ -14,8 +14,6 @@ DB_BACKUP_USER=app_backup
 # an anonymous volume, no network; DB_SECRETS are the secret files it reads (mounted per environment).
 DB_THROWAWAY_ARGS=(--user=999:999 --group-add=10001 --read-only --cap-drop=ALL --security-opt=no-new-privileges:true --network=none --pids-limit=512 --cpus=1 --memory=1024m --tmpfs=/tmp --tmpfs=/run/mysqld --volume=/var/lib/mysql --env=MARIADB_USER=app --env=MARIADB_DATABASE=app --env=MARIADB_PASSWORD_FILE=/run/secrets/db_password --env=MARIADB_ROOT_PASSWORD_FILE=/run/secrets/db_root_password --env=MARIADB_AUTO_UPGRADE=1)
 DB_SECRETS=(db_root_password db_password db_backup_password)
-# The dump trailer the database's own tool writes last: a dump without it is incomplete.
-DB_DUMP_TRAILER='-- Dump completed'
 
 db_use_service() { # ENV
 	if [[ $(deploy_target "$1") == swarm ]]; then
@@ -104,14 +102,75 @@ db_sql() {
 	db_root mariadb -uroot --batch --skip-column-names "$db" "$@"
 }
 
-# db_dump: a consistent plain-SQL dump (InnoDB snapshot), one INSERT per row so that rows can be
-# counted in the artifact itself; without a USE statement, so it loads into any database. As the
-# backup user (reads the app's database, changes nothing), its password from the secret file.
+# db_dump: a consistent plain-SQL dump (InnoDB snapshot) with multi-row INSERTs, each committed on
+# its own when loaded (a whole table in one transaction would hold its binary log cache until the
+# end); without a USE statement, so it loads into any database. As the backup user (reads the
+# app's database, changes nothing), its password from the secret file.
 db_dump() {
 	# shellcheck disable=SC2016  # expanded by the shell inside the container
 	"${DB_EXEC[@]}" sh -c 'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" exec "$@"' db-backup \
-		mariadb-dump -u"$DB_BACKUP_USER" --single-transaction --quick --routines --triggers --events \
-		--skip-extended-insert --no-autocommit "$DB_NAME"
+		mariadb-dump -u"$DB_BACKUP_USER" --single-transaction --quick --routines --triggers --events "$DB_NAME"
+}
+
+# db_dump_counted WORK: db_dump gzipped on stdout, WORK/counts.tsv, the rows the dump holds per
+# table, counted as it streams by, and WORK/schema_version. On failure, returns 1 with the reason
+# in WORK/.dump-error.
+db_dump_counted() {
+	local work=$1 counter
+	db_schema_version "$DB_NAME" >"$work/schema_version"
+	mkfifo "$work/.rows"
+	count_dump_rows <"$work/.rows" >"$work/counts.tsv" &
+	counter=$!
+	if ! db_dump | tee "$work/.rows" | gzip -6; then
+		echo "mariadb-dump failed" >"$work/.dump-error"
+		return 1
+	fi
+	if ! wait "$counter"; then
+		echo "the dump is incomplete (it does not end with '$DB_DUMP_TRAILER')" >"$work/.dump-error"
+		return 1
+	fi
+	rm -f "$work/.rows"
+}
+
+# The dump trailer mariadb-dump writes last: a dump without it is incomplete.
+DB_DUMP_TRAILER='-- Dump completed'
+
+# count_dump_rows: reads a plain dump on stdin, writes "table<TAB>rows" for every table it creates
+# and exits 3 unless the dump ends with the tool's completion trailer. An INSERT's rows are the
+# tuples "(...)" outside string literals: recent mariadb-dump versions write one per line after a line
+# "INSERT INTO `t` VALUES" (a line without "),(" holds one row and is not parsed), older ones all on
+# the INSERT's line. A literal ends at a quote not escaped by an odd number of backslashes (a
+# doubled quote ends and restarts it, which counts the same).
+count_dump_rows() {
+	awk -v trailer="$DB_DUMP_TRAILER" '
+		function tuples(s,    n, part, i, inside, count) {
+			n = split(s, part, "\047")
+			for (i = 1; i <= n; i++) {
+				if (!inside) count += gsub(/\(/, "", part[i])
+				else if (part[i] ~ /(^|[^\\])(\\\\)*\\$/) continue
+				inside = !inside
+			}
+			return count
+		}
+		/^CREATE TABLE `/ { t = substr($0, 15); t = substr(t, 1, index(t, "` (") - 1); gsub(/``/, "`", t); rows[t] += 0; next }
+		/^INSERT INTO `/ {
+			end = index($0, "` VALUES")
+			t = substr($0, 14, end - 14); gsub(/``/, "`", t)
+			rest = substr($0, end + 8)
+			rows[t] += tuples(rest)
+			values = rest !~ /;$/
+			next
+		}
+		values {
+			rows[t] += index($0, "),(") ? tuples($0) : 1
+			if (/;$/) values = 0
+			next
+		}
+		index($0, trailer) == 1 { complete = 1 }
+		END {
+			for (t in rows) printf "%s\t%d\n", t, rows[t]
+			if (!complete) exit 3
+		}' | LC_ALL=C sort
 }
 
 db_load() { db_sql "$1"; }
@@ -157,17 +216,4 @@ db_wait_ready() {
 		sleep 1
 	done
 	return 1
-}
-
-# count_dump_rows: reads a plain dump on stdin, writes "table<TAB>rows" for every table it creates
-# and exits 3 unless the dump ends with the tool's completion trailer.
-count_dump_rows() {
-	awk -v trailer="$DB_DUMP_TRAILER" '
-		/^CREATE TABLE `/ { t = $3; gsub(/`/, "", t); rows[t] += 0; next }
-		/^INSERT INTO `/ { t = $3; gsub(/`/, "", t); rows[t]++; next }
-		index($0, trailer) == 1 { complete = 1 }
-		END {
-			for (t in rows) printf "%s\t%d\n", t, rows[t]
-			if (!complete) exit 3
-		}' | LC_ALL=C sort
 }
