@@ -201,6 +201,11 @@ DATABASES = {
                   "archive": "app_archive"},
         "passwords": {"admin": "db_root_password", "owner": "db_password", "app": "db_app_password",
                       "exporter": "db_exporter_password", "backup": "db_backup_password", "archive": "db_archive_password"},
+        # The backup's dump, row counter and gzip run in a one-off client container of the db image
+        # (Compose target; elsewhere in the db container): on its own CPU, not the database's, and
+        # only the compressed dump crosses Docker's output stream. MariaDB only: PostgreSQL's dump is
+        # compressed by pg_dump and counted in its snapshot by the server.
+        "dump_client": "db-backup",
     },
 }
 
@@ -242,6 +247,8 @@ SIZES = {
     "db": (1.0, 1024),
     "db-roles": (0.25, 64),
     "db-archive": (0.25, 64),
+    # Three processes in a pipeline (mariadb-dump, the row counter, gzip): two CPUs let them overlap.
+    "db-backup": (2.0, 256),
     "cache": (0.5, 256),
     "prometheus": (1.0, 1024),
     "alertmanager": (0.25, 128),
@@ -261,7 +268,7 @@ SIZES = {
 # connection (max_connections 100), MariaDB a thread per connection; Go and Node services a few
 # dozen threads. Not scaled by environment.
 PIDS = {
-    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "db-roles": 64, "db-archive": 64, "cache": 64,
+    "app": 256, "migrate": 128, "proxy": 256, "db": 512, "db-roles": 64, "db-archive": 64, "db-backup": 64, "cache": 64,
     "prometheus": 256, "alertmanager": 64, "grafana": 256, "node-exporter": 64, "cadvisor": 128,
     "db-exporter": 64, "cache-exporter": 64, "proxy-exporter": 64, "loki": 256, "alloy": 256,
     "blackbox-exporter": 64,

@@ -145,7 +145,8 @@ def secret_readers(f: Facts) -> dict[str, list[str]]:
         # One password per role (catalogue.DATABASES "passwords"); db-roles sets them all.
         readers = {"admin": ["db"], "owner": ["migrate"] if f.migrate else [], "app": ["app"],
                    "exporter": ["db-exporter"] if f.monitored else [],
-                   "backup": ["db"],  # backups run in the db container (scripts/lib/db.sh)
+                   # Backups run in the db container, or in the dump's client (scripts/lib/db.sh).
+                   "backup": ["db"] + ([f.db["dump_client"]] if f.db.get("dump_client") else []),
                    "archive": ["db-archive"]}  # MariaDB's binary log archiver (Compose target)
         if f.database == "mariadb":
             readers["owner"].append("db")  # the image creates the owner `app` on a new volume
@@ -367,7 +368,8 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
                        "no root entrypoint, no capabilities."},
         secrets=[name for name, readers in reads.items() if "db" in readers],
         volumes=[f"db-data:{db['data_dir']}"],
-        networks=["backend"] + (["archive"] if f.database == "mariadb" else []) + (["scrape-db"] if f.monitored else []),
+        networks=["backend"] + (["archive"] if f.database == "mariadb" else []) + (["dump"] if db.get("dump_client") else [])
+        + (["scrape-db"] if f.monitored else []),
     )
     timing = {**HEALTH_EVERY_5S, "retries": 10}
     if f.database == "postgres":
@@ -421,6 +423,22 @@ def db_archive_service(f: Facts, reads: dict[str, list[str]]) -> Service:
     )
 
 
+def db_backup_service(f: Facts, reads: dict[str, list[str]]) -> Service:
+    """The backup's dump client (Compose target): scripts/backup.sh runs it, nothing starts it."""
+    return db_client_service(
+        f, reads, f.db["dump_client"],
+        comment=("One-off: scripts/backup.sh runs the dump, its row counter and gzip here (scripts/lib/db.sh):\n"
+                 "on CPUs of its own, not the database's, and only the compressed dump leaves the container.\n"
+                 "In a profile of its own, so that `up` never starts it; as the backup user, read-only."),
+        notes={"healthcheck": "A one-off, not a server."},
+        profiles=["backup"],
+        healthcheck={"disable": True},
+        networks=["dump"],
+        one_off=True,
+        unlogged=True,
+    )
+
+
 def cache_service(f: Facts) -> Service:
     return Service(
         name="cache", role="cache", image=image_ref("redis"), user="999:999", group_add=[str(SECRETS_GID)],
@@ -443,12 +461,13 @@ def cache_service(f: Facts) -> Service:
 # Loki, Alloy), and one scrape network per target, holding Prometheus, the target and its exporter
 # (scrape-*). So the app and the proxy never reach Alertmanager, Loki or Grafana, the proxy never
 # reaches the database or cache, and an exporter reaches nothing but its target.
-NETWORK_ORDER = ("edge", "backend", "archive", "monitoring", "outbound", "grafana-web", "scrape-app", "scrape-proxy",
+NETWORK_ORDER = ("edge", "backend", "archive", "dump", "monitoring", "outbound", "grafana-web", "scrape-app", "scrape-proxy",
                  "scrape-db", "scrape-cache", "scrape-host")
 NETWORK_PURPOSE = {
     "edge": "the proxy and the app",
     "backend": "the app and its database and cache",
     "archive": "the database and its binary log archiver (db-archive)",
+    "dump": "the database and the backups' dump client (db-backup)",
     "monitoring": "Prometheus, Alertmanager, Grafana, Loki and Alloy",
     "outbound": "Alertmanager's route out (notifications), and Grafana's loopback port when it is not public",
     "grafana-web": "Grafana and the proxy (Grafana is public)",
@@ -642,6 +661,8 @@ def build_services(f: Facts) -> list[Service]:
         services.append(db_roles_service(f, reads))
         if f.database == "mariadb":
             services.append(db_archive_service(f, reads))
+        if f.db.get("dump_client"):
+            services.append(db_backup_service(f, reads))
     if f.cache:
         services.append(cache_service(f))
     if f.monitored:

@@ -73,6 +73,8 @@ class Service:
     # Environments that run it (None: all); otherwise compose.<env>.yaml defines it whole.
     only_in: list[str] | None = None
     one_off: bool = False  # runs to completion (never restarted)
+    # Its output is data, not log lines (the backup's dump): no logging driver keeps a copy.
+    unlogged: bool = False
     # Per environment: replicas (None: one), limits, host ports, and what differs by environment.
     replicas: dict[str, str] = field(default_factory=dict)
     limits: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -112,7 +114,7 @@ class Service:
         """What compose.<env>.yaml says of it."""
         spec: dict[str, Any] = {
             "restart": "no" if self.one_off else profile["restart"],
-            "logging": LOGGING,
+            "logging": {"driver": "none"} if self.unlogged else LOGGING,
         }
         if self.env_file:
             spec["env_file"] = [f"env/{env}.app.env"]

@@ -243,6 +243,32 @@ def test_backup_under_writes_counts_the_rows_it_dumped(stack):
         sql(stack, "DELETE FROM items WHERE LENGTH(name) = 64 OR name LIKE 'during backup %'")
 
 
+def test_the_dump_in_the_db_container_counts_what_it_dumped_and_names_a_failure(stack, tmp_path):
+    """db_dump_counted where Swarm and Kubernetes run it, in the db container itself (DB_DUMP_EXEC
+    empty; on Compose MariaDB's runs in db-backup): the counts it stores are those of the dump it
+    wrote, and a failing dump returns 1 with the reason, not a backup."""
+    work = tmp_path / "work"
+    work.mkdir()
+    lib = stack.project / "scripts" / "lib"
+    dump = f"""set -Eeuo pipefail
+        source {lib}/common.sh; source {lib}/db.sh
+        db_use_service production
+        DB_DUMP_EXEC=()
+        DB_NAME=${{1:-$DB_NAME}}
+        db_dump_counted {work} >{work}/dump.sql.gz"""
+    run("bash", "-c", dump, cwd=stack.project)
+    stored = (work / "counts.tsv").read_text()
+    assert "items\t" in stored and stored.splitlines() == sorted(stored.splitlines())
+    if stack.answers["database"] == "mariadb":
+        recount = run("bash", "-c", f"source {lib}/common.sh; source {lib}/db.sh; gzip -dc {work}/dump.sql.gz | count_dump_rows")
+        assert recount.stdout == stored
+    else:
+        assert run("gzip", "-t", work / "dump.sql.gz").returncode == 0
+    assert dict(line.split("\t") for line in stored.splitlines())["items"] == sql(stack, "SELECT COUNT(*) FROM items").strip()
+    failed = run("bash", "-c", dump, "dump", "no_such_database", cwd=stack.project, check=False)
+    assert failed.returncode == 1 and "no_such_database" in (work / ".dump-error").read_text(), failed.stderr
+
+
 def test_full_disk_fails_cleanly(stack, tmp_path):
     target = tmp_path / "small"
     target.mkdir()
@@ -397,11 +423,25 @@ def test_the_backup_role_reads_everything_and_changes_nothing(stack):
         def as_backup(statement: str) -> subprocess.CompletedProcess:
             return stack.compose("exec", "-T", "db", "psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", "app_backup",
                                  "-d", "app", "-c", statement, check=False)
-    else:
-        def as_backup(statement: str) -> subprocess.CompletedProcess:
-            return stack.compose("exec", "-T", "db", "sh", "-c",
-                                 'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" exec mariadb -uapp_backup --batch app -e "$0"',
+        check_backup_role(as_backup)
+        return
+    for where in ("exec", "run"):  # in the db container (socket), and in the dump's client (network)
+        def as_backup(statement: str, where=where) -> subprocess.CompletedProcess:
+            host = "" if where == "exec" else "-h db"
+            return stack.compose(where, *(["--rm", "--no-deps"] if where == "run" else []), "-T",
+                                 "db" if where == "exec" else "db-backup", "sh", "-c",
+                                 f'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" exec mariadb {host} -uapp_backup --batch app -e "$0"',
                                  statement, check=False)
+        check_backup_role(as_backup)
+    # Over the network, the dump's grants only: not the base backup's (RELOAD, BINLOG MONITOR).
+    for statement in ("FLUSH TABLES", "SHOW BINARY LOGS"):
+        proc = as_backup(statement)
+        assert refused(proc), (statement, proc.stderr)
+    # A profile of its own: `up` never started the dump's client, and `run --rm` left nothing.
+    assert "db-backup" not in stack.compose("ps", "--all", "--format", "{{.Service}}").stdout
+
+
+def check_backup_role(as_backup) -> None:
     assert as_backup("SELECT COUNT(*) FROM items").returncode == 0
     for statement in ("INSERT INTO items (name) VALUES ('by the backup role')", "DELETE FROM items", "DROP TABLE items"):
         proc = as_backup(statement)

@@ -16,6 +16,7 @@ from conftest import ROOT
 from extensions import answers as a
 from extensions import deployment, model
 from extensions.catalogue import IMAGES
+from extensions.environments import PROFILES
 from extensions.services import to_yaml
 
 BASE = dict(
@@ -161,6 +162,26 @@ def test_point_in_time_recovery_archives_on_the_compose_target_only(database):
     stack = derived["swarm"]["stacks"]["production"]
     assert "db-archive" not in stack["services"] and volume not in json.dumps(stack)
     assert "command" not in stack["services"]["db"] and "db-archive" not in json.dumps(derived["kubernetes"]["base"])
+
+
+@pytest.mark.parametrize("database", ["postgres", "mariadb"])
+def test_mariadb_dumps_in_a_client_of_its_own_on_the_compose_target(database):
+    """MariaDB's dump runs in db-backup: a one-off of the db image that `up` never starts (a profile),
+    alone with the db on the `dump` network, reading only the backup password, logging nothing (its
+    output is the dump). PostgreSQL's dump stays in the db container; Swarm and Kubernetes get none."""
+    derived = derive(database=database, orchestrators=["swarm", "kubernetes"])
+    service = derived["service"]
+    assert ("db-backup" in service) == (database == "mariadb")
+    if database == "postgres":
+        return
+    client = service["db-backup"]
+    assert client.profiles == ["backup"] and client.one_off and client.unlogged and client.image == service["db"].image
+    assert [name for name, s in service.items() if "dump" in s.networks] == ["db", "db-backup"]
+    assert client.secrets == ["db_backup_password"] and derived["secrets"]["db_backup_password"] == ["db", "db-backup", "db-roles"]
+    assert client.compose_env("production", PROFILES["production"])["logging"] == {"driver": "none"}
+    assert service["db"].compose_env("production", PROFILES["production"])["logging"] != {"driver": "none"}
+    assert "db-backup" not in json.dumps(derived["swarm"]["stacks"]["production"])
+    assert "db-backup" not in json.dumps(derived["kubernetes"]["base"])
 
 
 def test_grafana_is_public_only_when_answered():

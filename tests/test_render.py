@@ -21,7 +21,7 @@ OPEN_NETWORKS = {"edge", "outbound", "grafana-web"}
 MAY_SHARE = {
     frozenset(pair) for pair in [
         ("proxy", "app"), ("app", "migrate"), ("app", "db"), ("app", "cache"), ("migrate", "db"), ("migrate", "cache"), ("db", "cache"),
-        ("db-roles", "db"), ("db-archive", "db"), ("db-roles", "app"), ("db-roles", "migrate"), ("db-roles", "cache"),
+        ("db-roles", "db"), ("db-archive", "db"), ("db-backup", "db"), ("db-roles", "app"), ("db-roles", "migrate"), ("db-roles", "cache"),
         ("prometheus", "alertmanager"), ("prometheus", "grafana"), ("prometheus", "loki"), ("prometheus", "alloy"),
         ("alertmanager", "grafana"), ("alertmanager", "loki"), ("alertmanager", "alloy"), ("grafana", "loki"),
         ("grafana", "alloy"), ("loki", "alloy"), ("proxy", "grafana"),
@@ -33,8 +33,8 @@ MAY_SHARE = {
         ("node-exporter", "cadvisor"),  # the host's agents: one target, the host
     ]
 }
-NO_HEALTHCHECK = {"migrate", "db-roles", "proxy-exporter"}  # one-off jobs / FROM scratch image
-ONE_OFFS = {"migrate", "db-roles"}
+NO_HEALTHCHECK = {"migrate", "db-roles", "db-backup", "proxy-exporter"}  # one-off jobs / FROM scratch image
+ONE_OFFS = {"migrate", "db-roles", "db-backup"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -8,7 +8,8 @@
 #   app_exporter  mysqld_exporter: PROCESS, REPLICATION CLIENT, SLAVE MONITOR, performance_schema
 #   app_backup    scripts/backup.sh: reads the app's database; scripts/base-backup.sh: RELOAD,
 #                 PROCESS, LOCK TABLES, BINLOG MONITOR for mariadb-backup (it reads the files
-#                 itself, in the db container); from the container itself only
+#                 itself, in the db container); from the container itself, and from the network
+#                 (the backup's dump client, db-backup) with the dump's read-only grants only
 #   app_archive   db-archive: REPLICATION SLAVE and BINLOG MONITOR (streams the binary log), reads
 #                 mysql.pitr_cluster (the cluster id this file writes once per data directory)
 # Passwords are read from the secret files into the SQL on standard input, never a command line.
@@ -40,6 +41,10 @@ ALTER USER 'app_backup'@'localhost' IDENTIFIED BY $(quoted /run/secrets/db_backu
 GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON \`app\`.* TO 'app_backup'@'localhost';
 GRANT SELECT ON mysql.proc TO 'app_backup'@'localhost';
 GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'app_backup'@'localhost';
+CREATE USER IF NOT EXISTS 'app_backup'@'%' WITH MAX_USER_CONNECTIONS 2;
+ALTER USER 'app_backup'@'%' IDENTIFIED BY $(quoted /run/secrets/db_backup_password);
+GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON \`app\`.* TO 'app_backup'@'%';
+GRANT SELECT ON mysql.proc TO 'app_backup'@'%';
 CREATE TABLE IF NOT EXISTS mysql.pitr_cluster (id CHAR(32) NOT NULL PRIMARY KEY) ENGINE=InnoDB;
 INSERT INTO mysql.pitr_cluster (id) SELECT REPLACE(UUID(), '-', '') FROM DUAL
 	WHERE NOT EXISTS (SELECT 1 FROM mysql.pitr_cluster);

@@ -14,6 +14,9 @@ DB_BACKUP_USER=app_backup
 # an anonymous volume, no network; DB_SECRETS are the secret files it reads (mounted per environment).
 DB_THROWAWAY_ARGS=(--user=999:999 --group-add=10001 --read-only --cap-drop=ALL --security-opt=no-new-privileges:true --network=none --pids-limit=512 --cpus=1 --memory=1024m --tmpfs=/tmp --tmpfs=/run/mysqld --volume=/var/lib/mysql --env=MARIADB_USER=app --env=MARIADB_DATABASE=app --env=MARIADB_PASSWORD_FILE=/run/secrets/db_password --env=MARIADB_ROOT_PASSWORD_FILE=/run/secrets/db_root_password --env=MARIADB_AUTO_UPGRADE=1)
 DB_SECRETS=(db_root_password db_password db_backup_password)
+# Where the backup's dump runs (db_dump_counted): empty, in the db container on its socket; on
+# Compose, in the one-off db-backup client (db_use_service) over the network.
+DB_DUMP_EXEC=()
 
 db_use_service() { # ENV
 	if [[ $(deploy_target "$1") == swarm ]]; then
@@ -31,6 +34,7 @@ db_use_service() { # ENV
 	fi
 	compose_cmd "$1"
 	DB_EXEC=("${COMPOSE[@]}" exec -T db)
+	DB_DUMP_EXEC=("${COMPOSE[@]}" run --rm -T --no-deps db-backup)
 }
 
 # db_app_stop ENV, db_app_start ENV: the app's replicas stop while its database is swapped
@@ -102,76 +106,92 @@ db_sql() {
 	db_root mariadb -uroot --batch --skip-column-names "$db" "$@"
 }
 
-# db_dump: a consistent plain-SQL dump (InnoDB snapshot) with multi-row INSERTs, each committed on
-# its own when loaded (a whole table in one transaction would hold its binary log cache until the
-# end); without a USE statement, so it loads into any database. As the backup user (reads the
-# app's database, changes nothing), its password from the secret file.
-db_dump() {
-	# shellcheck disable=SC2016  # expanded by the shell inside the container
-	"${DB_EXEC[@]}" sh -c 'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" exec "$@"' db-backup \
-		mariadb-dump -u"$DB_BACKUP_USER" --single-transaction --quick --routines --triggers --events "$DB_NAME"
+# db_dump_counted WORK: a consistent plain-SQL dump (InnoDB snapshot), gzipped on stdout;
+# WORK/counts.tsv, the rows the dump holds per table, counted as it streams by; WORK/schema_version.
+# On failure, returns 1 with the reason in WORK/.dump-error. The dump, its counter and gzip run in
+# one container (DB_DUMP_PIPELINE): only the compressed dump crosses Docker's output stream, the
+# counts come back on stderr. Multi-row INSERTs, each committed on its own when loaded (a whole
+# table in one transaction would hold its binary log cache until the end); no USE statement, so
+# it loads into any database. As the backup user (reads the app's database, changes nothing).
+db_dump_counted() {
+	local work=$1 status=0 exec=("${DB_EXEC[@]}") connection=()
+	if [[ -n ${DB_DUMP_EXEC[*]:-} ]]; then
+		exec=("${DB_DUMP_EXEC[@]}")
+		connection=(--host=db --port=3306)
+	fi
+	db_schema_version "$DB_NAME" >"$work/schema_version"
+	"${exec[@]}" bash -c "$DB_DUMP_PIPELINE" db-dump "$DB_DUMP_COUNTER" "$DB_DUMP_TRAILER" \
+		mariadb-dump "${connection[@]}" -u"$DB_BACKUP_USER" --single-transaction --quick --routines --triggers --events "$DB_NAME" \
+		2>"$work/.dump-log" || status=$?
+	sed -n 's/^dp-rows\t//p' "$work/.dump-log" | LC_ALL=C sort >"$work/counts.tsv"
+	case $status in
+	0) rm -f "$work/.dump-log" && return 0 ;;
+	3) echo "the dump is incomplete (it does not end with '$DB_DUMP_TRAILER')" ;;
+	*) echo "mariadb-dump failed: $(grep -v '^dp-rows' "$work/.dump-log" | tail -n 1)" ;;
+	esac >"$work/.dump-error"
+	return 1
 }
 
-# db_dump_counted WORK: db_dump gzipped on stdout, WORK/counts.tsv, the rows the dump holds per
-# table, counted as it streams by, and WORK/schema_version. On failure, returns 1 with the reason
-# in WORK/.dump-error.
-db_dump_counted() {
-	local work=$1 counter
-	db_schema_version "$DB_NAME" >"$work/schema_version"
-	mkfifo "$work/.rows"
-	count_dump_rows <"$work/.rows" >"$work/counts.tsv" &
-	counter=$!
-	if ! db_dump | tee "$work/.rows" | gzip -6; then
-		echo "mariadb-dump failed" >"$work/.dump-error"
-		return 1
-	fi
-	if ! wait "$counter"; then
-		echo "the dump is incomplete (it does not end with '$DB_DUMP_TRAILER')" >"$work/.dump-error"
-		return 1
-	fi
-	rm -f "$work/.rows"
-}
+# The dump's pipeline, run with `bash -c` in the dump's container: $1 is the row counter
+# (DB_DUMP_COUNTER), $2 the trailer, the rest the dump command, which reads the backup user's
+# password from its secret file. The gzipped dump on stdout; on stderr the dump's errors and a line
+# "dp-rows<TAB>TABLE<TAB>ROWS" per table. Exits 1 when the dump or gzip fails, 3 when the dump
+# lacks the trailer.
+# shellcheck disable=SC2016  # expanded by bash inside the container
+DB_DUMP_PIPELINE='set -o pipefail
+counter=$1 trailer=$2
+shift 2
+rows=$(mktemp -u /tmp/dump-rows.XXXXXX)
+mkfifo -m 600 "$rows"
+trap "rm -f \"\$rows\"" EXIT
+awk -v trailer="$trailer" -v prefix="dp-rows\t" "$counter" <"$rows" >&2 &
+counting=$!
+MYSQL_PWD=$(cat /run/secrets/db_backup_password) "$@" | tee "$rows" | gzip -6 || exit 1
+wait "$counting" || exit 3'
 
 # The dump trailer mariadb-dump writes last: a dump without it is incomplete.
 DB_DUMP_TRAILER='-- Dump completed'
 
-# count_dump_rows: reads a plain dump on stdin, writes "table<TAB>rows" for every table it creates
-# and exits 3 unless the dump ends with the tool's completion trailer. An INSERT's rows are the
-# tuples "(...)" outside string literals: recent mariadb-dump versions write one per line after a line
+# DB_DUMP_COUNTER: an awk program that reads a plain dump, writes "PREFIXtable<TAB>rows" for every
+# table it creates (-v prefix=...) and exits 3 unless the dump ends with the trailer (-v trailer=...).
+# An INSERT's rows are the tuples "(...)" outside string literals: recent mariadb-dump versions write one per line after a line
 # "INSERT INTO `t` VALUES" (a line without "),(" holds one row and is not parsed), older ones all on
 # the INSERT's line. A literal ends at a quote not escaped by an odd number of backslashes (a
 # doubled quote ends and restarts it, which counts the same).
-count_dump_rows() {
-	awk -v trailer="$DB_DUMP_TRAILER" '
-		function tuples(s,    n, part, i, inside, count) {
-			n = split(s, part, "\047")
-			for (i = 1; i <= n; i++) {
-				if (!inside) count += gsub(/\(/, "", part[i])
-				else if (part[i] ~ /(^|[^\\])(\\\\)*\\$/) continue
-				inside = !inside
-			}
-			return count
+# shellcheck disable=SC2016  # an awk program: awk's fields, not the shell's
+DB_DUMP_COUNTER='
+	function tuples(s,    n, part, i, inside, count) {
+		n = split(s, part, "\047")
+		for (i = 1; i <= n; i++) {
+			if (!inside) count += gsub(/\(/, "", part[i])
+			else if (part[i] ~ /(^|[^\\])(\\\\)*\\$/) continue
+			inside = !inside
 		}
-		/^CREATE TABLE `/ { t = substr($0, 15); t = substr(t, 1, index(t, "` (") - 1); gsub(/``/, "`", t); rows[t] += 0; next }
-		/^INSERT INTO `/ {
-			end = index($0, "` VALUES")
-			t = substr($0, 14, end - 14); gsub(/``/, "`", t)
-			rest = substr($0, end + 8)
-			rows[t] += tuples(rest)
-			values = rest !~ /;$/
-			next
-		}
-		values {
-			rows[t] += index($0, "),(") ? tuples($0) : 1
-			if (/;$/) values = 0
-			next
-		}
-		index($0, trailer) == 1 { complete = 1 }
-		END {
-			for (t in rows) printf "%s\t%d\n", t, rows[t]
-			if (!complete) exit 3
-		}' | LC_ALL=C sort
-}
+		return count
+	}
+	/^CREATE TABLE `/ { t = substr($0, 15); t = substr(t, 1, index(t, "` (") - 1); gsub(/``/, "`", t); rows[t] += 0; next }
+	/^INSERT INTO `/ {
+		end = index($0, "` VALUES")
+		t = substr($0, 14, end - 14); gsub(/``/, "`", t)
+		rest = substr($0, end + 8)
+		rows[t] += tuples(rest)
+		values = rest !~ /;$/
+		next
+	}
+	values {
+		rows[t] += index($0, "),(") ? tuples($0) : 1
+		if (/;$/) values = 0
+		next
+	}
+	index($0, trailer) == 1 { complete = 1 }
+	END {
+		for (t in rows) printf "%s%s\t%d\n", prefix, t, rows[t]
+		if (!complete) exit 3
+	}'
+
+# count_dump_rows: the same count of a plain dump on stdin, sorted "table<TAB>rows" lines; exits 3
+# unless it ends with the trailer.
+count_dump_rows() { awk -v trailer="$DB_DUMP_TRAILER" -v prefix= "$DB_DUMP_COUNTER" | LC_ALL=C sort; }
 
 db_load() { db_sql "$1"; }
 # db_grant DB: nothing to do: privileges are on the database's name, which restored tables take.
