@@ -582,8 +582,10 @@ def monitoring_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
                                     "DATA_SOURCE_PASS_FILE": f"/run/secrets/{f.db['passwords']['exporter']}"}
         else:
             exporter.notes["entrypoint"] = "mysqld_exporter takes the password from its environment only: read it from the secret."
+            # The process list counts each user's connections: BinlogArchiverDisconnected watches db-archive's.
             exporter.entrypoint = ["/bin/sh", "-c", f'MYSQLD_EXPORTER_PASSWORD="$$(cat /run/secrets/{f.db["passwords"]["exporter"]})" exec '
-                                   f"/bin/mysqld_exporter --mysqld.address=db:{f.db['port']} --mysqld.username={f.db['roles']['exporter']}"]
+                                   f"/bin/mysqld_exporter --mysqld.address=db:{f.db['port']} --mysqld.username={f.db['roles']['exporter']}"
+                                   " --collect.info_schema.processlist"]
         services.append(exporter)
     if f.cache:
         services.append(Service(

@@ -217,6 +217,22 @@ def test_a_stopped_database_fires_database_down(stack):
         stack.compose("start", "db")
 
 
+def test_a_stopped_binlog_archiver_fires_binlog_archiver_disconnected(stack):
+    """MariaDB's archiver streams the binary log over a connection of its own user: with db-archive
+    stopped the database still answers, and the process list has no connection of that user."""
+    rules = (stack.project / "config" / "prometheus" / "rules" / "alerts.yml").read_text()
+    if stack.answers["database"] != "mariadb":
+        assert "BinlogArchiverDisconnected" not in rules and "WalArchivingFailing" in rules
+        return
+    stack.compose("stop", "db-archive")
+    try:
+        wait_until(lambda: "BinlogArchiverDisconnected" in firing(stack), 120, "BinlogArchiverDisconnected firing")
+        assert "DatabaseDown" not in firing(stack)
+    finally:
+        stack.compose("start", "db-archive")
+    wait_until(lambda: "BinlogArchiverDisconnected" not in firing(stack), 120, "BinlogArchiverDisconnected resolved")
+
+
 def reachable(stack: Stack, source: str, probes: dict[str, tuple[str, int]]) -> dict[str, bool]:
     """For each probe (label -> service, port): whether a TCP connection from inside SOURCE's
     container (its network namespace) to any of that service's addresses opens, by IP address,
