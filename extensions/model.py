@@ -397,12 +397,12 @@ def database_service(f: Facts, reads: dict[str, list[str]]) -> Service:
     )
     service.compose_only = {
         "command": ["mariadbd", "--log-bin=binlog", "--server-id=1", "--binlog-format=ROW", "--sync-binlog=1",
-                    "--binlog-row-image=MINIMAL", "--log-bin-compress", f"--tmpdir={db['data_dir']}"],
+                    "--binlog-row-image=MINIMAL", f"--tmpdir={db['data_dir']}"],
     }
     service.notes["command"] = ("Point-in-time recovery: a binary log of row changes, durable at each commit, which\n"
                                 "db-archive streams into the db-binlog volume as it is written (db-data may be lost).\n"
-                                "Each change carries the row's key and the columns it sets (not the whole row before\n"
-                                "and after), its events zlib-compressed: a fraction of the archive's size.\n"
+                                "Each change carries the row's key and the columns it sets, not the whole row before\n"
+                                "and after: a fraction of the archive's size.\n"
                                 "Temporary files (a large transaction's binary log cache, sort files) go to the data\n"
                                 "volume: on the /tmp tmpfs they would count against the memory limit.")
     return service
