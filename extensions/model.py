@@ -273,8 +273,9 @@ def db_roles_service(f: Facts, reads: dict[str, list[str]]) -> Service:
     return db_client_service(
         f, reads, "db-roles",
         comment=("One-off: makes the database's roles and their passwords (owner, app, exporter, backup;\n"
-                 "MariaDB's archive user) and gives each what it needs and no more (config/db/roles.sh). Idempotent: every deploy\n"
-                 "runs it, so that an existing database gets them too (scripts/db-roles.sh runs it on demand)."),
+                 "MariaDB's archive user) and gives each what it needs and no more (config/db/roles.sh).\n"
+                 "Idempotent: every deploy runs it, so that an existing database gets them too\n"
+                 "(scripts/db-roles.sh runs it on demand)."),
         notes={"healthcheck": "A one-off, not a server."},
         entrypoint=["sh", "/etc/db-roles/roles.sh"],
         volumes=["./config/db:/etc/db-roles:ro"],

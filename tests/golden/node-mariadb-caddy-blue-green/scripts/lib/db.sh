@@ -154,9 +154,9 @@ DB_DUMP_TRAILER='-- Dump completed'
 
 # DB_DUMP_COUNTER: an awk program that reads a plain dump, writes "PREFIXtable<TAB>rows" for every
 # table it creates (-v prefix=...) and exits 3 unless the dump ends with the trailer (-v trailer=...).
-# An INSERT's rows are the tuples "(...)" outside string literals: recent mariadb-dump versions write one per line after a line
-# "INSERT INTO `t` VALUES" (a line without "),(" holds one row and is not parsed), older ones all on
-# the INSERT's line. A literal ends at a quote not escaped by an odd number of backslashes (a
+# An INSERT's rows are the tuples "(...)" outside string literals: recent mariadb-dump versions
+# write one per line after a line "INSERT INTO `t` VALUES" (a line without "),(" holds one row and
+# is not parsed), older ones all on the INSERT's line. A literal ends at a quote not escaped by an odd number of backslashes (a
 # doubled quote ends and restarts it, which counts the same).
 # shellcheck disable=SC2016  # an awk program: awk's fields, not the shell's
 DB_DUMP_COUNTER='
