@@ -14,6 +14,8 @@ IMAGES = {
     "python": "python:3.12-slim-bookworm",
     "node": "node:22-bookworm-slim",
     "go": "golang:1.27-bookworm",
+    # The Go runtime's shell and wget (a static build).
+    "busybox": "busybox:1.37-musl",
     "debian": "debian:bookworm-slim",
     "postgres": "postgres:17-bookworm",
     "mariadb": "mariadb:11.4",
@@ -58,7 +60,7 @@ def image_ref(key: str) -> str:
 
 
 # The Dockerfile's build arguments for its base images, per image key.
-BASE_IMAGE_ARGS = {"python": "PYTHON_IMAGE", "node": "NODE_IMAGE", "go": "GO_IMAGE", "debian": "RUNTIME_IMAGE"}
+BASE_IMAGE_ARGS = {"python": "PYTHON_IMAGE", "node": "NODE_IMAGE", "go": "GO_IMAGE", "busybox": "BUSYBOX_IMAGE", "debian": "RUNTIME_IMAGE"}
 
 
 # Direct dependencies of the example apps, by what they need: always, per database, with a cache.
@@ -145,7 +147,7 @@ RUNTIMES = {
              "example_migrations": True},
     # Go builds on the Go image and runs from scratch (a static binary and busybox). Its example has
     # no schema: "migrate" does nothing.
-    "go": {"app_port": 8080, "start_command": "/app/server", "migrate_command": "/app/server migrate", "images": ["go"],
+    "go": {"app_port": 8080, "start_command": "/app/server", "migrate_command": "/app/server migrate", "images": ["go", "busybox"],
            "example_migrations": False},
 }
 

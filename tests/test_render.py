@@ -80,7 +80,7 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     dockerfile = (project / "Dockerfile").read_text()
     assert "# syntax=" not in dockerfile
     stages = re.findall(r"^FROM \$\{(\w+)\} AS (\w+)$", dockerfile, re.M)
-    # Go also builds the runtime's few files (busybox, the CA bundle) in a stage of its own.
+    # Go also lays out the runtime's few files (busybox and its links) in a stage of its own.
     assert [name for _, name in stages] == (["rootfs"] if answers(project)["runtime"] == "go" else []) + ["build", "runtime"]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
     head = dockerfile.split("\nFROM ", 1)[0]
@@ -96,6 +96,11 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     assert "curl" not in runtime_stage
     if answers(project)["runtime"] == "go":
         assert "COPY --from=rootfs /rootfs /" in runtime_stage and "busybox" in dockerfile
+        # That stage downloads nothing (a cold build's cost is the Go build): busybox from its
+        # image, the CA bundle from the build image.
+        rootfs_stage = dockerfile.split(" AS rootfs", 1)[1].split("\nFROM ", 1)[0]
+        assert "apt-get" not in rootfs_stage and "FROM ${BUSYBOX_IMAGE} AS rootfs" in dockerfile
+        assert "COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/" in runtime_stage
     else:
         assert "wget" not in runtime_stage
     assert "org.opencontainers.image.version" in runtime_stage

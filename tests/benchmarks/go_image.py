@@ -113,7 +113,7 @@ def main() -> None:
           f"registry answers); {time.strftime('%Y-%m-%d')}.\n")
     print("| image | size (MB) | vs before | cold build (s) | vs before | start to healthy (s) |")
     print("|---|---|---|---|---|---|")
-    for label, m in ((f"before ({args.before[:7]}: debian-slim runtime)", before), ("now (scratch: static binary, busybox)", now)):
+    for label, m in ((f"before ({args.before[:7]})", before), ("now (scratch: static binary, busybox)", now)):
         print(f"| {label} | {m['size']:.1f} | {m['size'] / before['size']:.2f}x | {m['build']:.1f} | "
               f"{m['build'] / before['build']:.2f}x | {m['healthy']:.1f} |")
     print(f"| single stage (docker init style, golang image) | {single['size']:.1f} | {single['size'] / before['size']:.2f}x | "

@@ -1,17 +1,20 @@
 """Image benchmark: the rendered multi-stage Dockerfile against a single-stage baseline in the
 style of `docker init` (same base image, same app, pip install, built in the same run).
 
-    python3 tests/benchmarks/images.py          # needs tests/lab/prepare.sh first
+    python3 tests/benchmarks/images.py [--runs 5]   # needs tests/lab/prepare.sh first
 
 Two apps: the example app (binary wheels only), and the same app with psycopg2 built from its
 sdist, where the baseline must install a compiler and headers to build at all while ours compiles
 in the build stage only. Measures image size, cold build, warm rebuild after a one-line source
 change (and whether the dependency layer was reused), what the runtime image carries, and the time
-from `up` to all healthy for production. Prints Markdown for docs/performance.md.
+from `up` to all healthy for production. Builds alternate between ours and the baseline, `--runs`
+pairs of each (a cold build of 3 s varies by a few tenths here); times are medians. Prints Markdown
+for docs/performance.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shutil
@@ -132,7 +135,21 @@ def time_to_healthy(project: Path, env: str, runs: int = 3) -> float:
     return statistics.median(times)
 
 
+def alternating(runs: int, *builds) -> list[dict]:
+    """Each build's cold_and_warm, `runs` times in turn (ours, baseline, ours, ...): medians of the
+    times, the rest from the last run."""
+    results = [[] for _ in builds]
+    for _ in range(runs):
+        for done, build_once in zip(results, builds):
+            done.append(build_once())
+    return [dict(done[-1], cold=statistics.median(r["cold"] for r in done), colds=[r["cold"] for r in done],
+                 warm=statistics.median(r["warm"] for r in done)) for done in results]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="cold builds of each, alternating (default 5)")
+    runs = parser.parse_args().runs
     images = {line.split("\t")[0]: line.split("\t")[1] for line in
               (ROOT / "tests/lab/.state/images.tsv").read_text().splitlines()[1:]}
     base = "python:3.12-slim-bookworm"
@@ -147,21 +164,26 @@ def main() -> None:
                 args = {"BUILD_PACKAGES": BUILD_PACKAGES, "RUNTIME_PACKAGES": RUNTIME_PACKAGES}
                 apt = BASELINE_APT.format(packages=BUILD_PACKAGES)
             (project / "Dockerfile.baseline").write_text(BASELINE.format(apt=apt))
-            ours = cold_and_warm(project, f"{app}-ours", "Dockerfile", args, "install --require-hashes")
-            baseline = cold_and_warm(project, f"{app}-baseline", "Dockerfile.baseline", {}, "python -m pip install")
+            ours, baseline = alternating(
+                runs,
+                lambda: cold_and_warm(project, f"{app}-ours", "Dockerfile", args, "install --require-hashes"),
+                lambda: cold_and_warm(project, f"{app}-baseline", "Dockerfile.baseline", {}, "python -m pip install"))
             rows.append((app, ours, baseline))
         project = render(Path(scratch) / "healthy")
         sh(project / "scripts" / "compose.sh", "production", "build", cwd=project)
         healthy = {env: time_to_healthy(project, env) for env in ("dev", "production")}
 
     print(f"Machine: {platform.machine()}, {shutil.os.cpu_count()} cores; base image {base} "
-          f"({images.get(base, 'unknown')}); {time.strftime('%Y-%m-%d')}.\n")
-    print("| app | image | size (MB) | vs baseline | cold build (s) | warm rebuild (s) | warm/cold | dependency layer reused | compiler, headers or caches in the image |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"({images.get(base, 'unknown')}); {time.strftime('%Y-%m-%d')}; cold and warm: medians of {runs} "
+          "alternating builds.\n")
+    print("| app | image | size (MB) | vs baseline | cold build (s) | vs baseline | cold builds (s) | warm rebuild (s) | "
+          "warm/cold | dependency layer reused | compiler, headers or caches in the image |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for app, ours, baseline in rows:
         for label, result in (("rendered (multi-stage)", ours), ("baseline (docker init style)", baseline)):
-            ratio = f"{result['size'] / baseline['size']:.2f}x"
-            print(f"| {app} | {label} | {result['size']:.0f} | {ratio} | {result['cold']:.1f} | {result['warm']:.1f} | "
+            print(f"| {app} | {label} | {result['size']:.0f} | {result['size'] / baseline['size']:.2f}x | "
+                  f"{result['cold']:.1f} | {result['cold'] / baseline['cold']:.2f}x | "
+                  f"{' '.join(f'{c:.1f}' for c in result['colds'])} | {result['warm']:.1f} | "
                   f"{result['warm'] / result['cold']:.2f} | {'yes' if result['reused'] else 'no'} | {result['carries']} |")
     print("\n| stack (python, postgres, redis, nginx) | up to all healthy (s, median of 3) |")
     print("|---|---|")
