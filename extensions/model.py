@@ -17,6 +17,7 @@ from .compliance import audit_plan
 from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, host_ports, limits, replicas
 from .services import Alias, Service
 from .kubernetes import kubernetes_model
+from .rotation import rotation_plan
 from .swarm import swarm_model
 
 # Every health check has a start period: its failures then do not count, and on Docker Engine 25+
@@ -797,6 +798,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             https_port=f.host_ports(env)["https"],
         )
 
+    rotation = rotation_plan(f, reads, by_name, tls_files)
     db = f.db
     if db:
         db = dict(db, exporter_ref=image_ref(db["exporter"]), throwaway=throwaway_args(by_name["db"]))
@@ -828,6 +830,13 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "grafana_admin": grafana_admin(f) if f.monitored else None,
         "volumes": [v for v in VOLUME_ORDER if v in named_volumes],
         "tls_secrets": tls_files,
+        # How scripts/rotate-secret.sh replaces each secret (extensions/rotation.py).
+        "rotation": rotation,
+        "rotatable": any(not plan["refused"] for plan in rotation.values()),
+        # The README's examples: a secret the app reads (else any) with a random value, one only the operator has.
+        "rotation_examples": {kind: next((name for name, plan in sorted(rotation.items(), key=lambda item: not item[1]["app"])
+                                          if not plan["refused"] and plan["value"] == kind), "")
+                              for kind in ("random", "operator")},
         "images": dict(IMAGES),
         "image_keys": image_keys,
         "image_vars": {key: image_var(key) for key in IMAGES},

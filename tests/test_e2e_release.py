@@ -1,7 +1,8 @@
 """Release operations against real stacks, under load: versioned deploys without failed requests,
 a broken version (health check or migration) that never reaches users, rollback to the exact
-previous image (and the data before a deploy), and one deploy per environment at a time. Each
-deploy strategy (rolling, blue-green) behind each proxy: each proxy switches in its own way.
+previous image (and the data before a deploy), one deploy per environment at a time, and a
+rotated secret (the app's database password, the cache's) that reaches the app without downtime.
+Each deploy strategy (rolling, blue-green) behind each proxy: each proxy switches in its own way.
 
 The load is what exposes a replica stopped while the proxy could still send it a request: GETs,
 POSTs (which no proxy retries elsewhere) and slow requests that keep a stopping replica busy (the
@@ -12,11 +13,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import run
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, deploy_release, docker, inspect, wait_until
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, address_seen_from, deploy_release, docker, inspect, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -24,11 +26,12 @@ pytestmark = pytest.mark.e2e
 # reload; Caddy: a name read at every request; Traefik: its watched file provider); rolling then
 # stops the old colour, blue-green keeps it.
 VARIANTS = {
-    "rolling-nginx-postgres": dict(proxy="nginx", database="postgres", deploy_strategy="rolling"),
+    # With the cache: its password is rotated too (the example app asks it at every GET /).
+    "rolling-nginx-postgres": dict(proxy="nginx", database="postgres", deploy_strategy="rolling", cache="redis"),
     "rolling-caddy-mariadb": dict(proxy="caddy", database="mariadb", deploy_strategy="rolling"),
     "rolling-traefik-postgres": dict(proxy="traefik", database="postgres", deploy_strategy="rolling"),
     "blue-green-nginx-mariadb": dict(proxy="nginx", database="mariadb", deploy_strategy="blue-green"),
-    "blue-green-caddy-postgres": dict(proxy="caddy", database="postgres", deploy_strategy="blue-green"),
+    "blue-green-caddy-postgres": dict(proxy="caddy", database="postgres", deploy_strategy="blue-green", cache="redis"),
     "blue-green-traefik-postgres": dict(proxy="traefik", database="postgres", deploy_strategy="blue-green"),
 }
 COMMON = dict(environments=["production"], monitoring="none", process_manager="none", tls="none", cache="none",
@@ -219,3 +222,115 @@ def test_rollback_with_restore_db_brings_back_the_data_before_the_deploy(stack):
     assert "data restored from" in proc.stderr
     assert serving(stack) == {"v2"}
     assert stack.get_json("/items")["items"] == before
+
+
+# --- secret rotation (scripts/rotate-secret.sh) -----------------------------------------------------------
+
+# The release traffic, and requests that open a database connection each (the example app's /items).
+ROTATION_TRAFFIC = TRAFFIC + [("GET", "/items")] * 2
+
+
+def rotate(stack: Stack, name: str, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run(stack.project / "scripts" / "rotate-secret.sh", "production", name, *args, cwd=stack.project, check=check,
+               timeout=900, env=env)
+
+
+def db_accepts(stack: Stack, user: str, password: str) -> bool:
+    """Whether the database lets USER in with PASSWORD, asked as the app would: a client of the
+    database's image in the serving app container's network, to the database's address there."""
+    app = stack.container(app_service(stack))
+    ip = address_seen_from(app, stack.container("db"))
+    if stack.answers["database"] == "postgres":
+        secret, client = f"PGPASSWORD={password}", ["psql", "-X", "-At", "-h", ip, "-U", user, "-d", "app", "-c"]
+    else:
+        secret, client = f"MYSQL_PWD={password}", ["mariadb", "-h", ip, "-u", user, "--batch", "app", "-e"]
+    image = inspect(stack.container("db"))["Config"]["Image"]
+    return docker("run", "--rm", "--network", f"container:{app}", "-e", secret, "--entrypoint", client[0], image,
+                  *client[1:], "select 1", check=False).returncode == 0
+
+
+def cache_answers(stack: Stack, password: str) -> str:
+    return docker("exec", stack.container("cache"), "sh", "-c", 'REDISCLI_AUTH="$1" redis-cli ping', "-", password,
+                  check=False).stdout.strip()
+
+
+def app_reads(stack: Stack, name: str) -> set[str]:
+    """The secret's value as each running app container has it."""
+    return {docker("exec", c["Name"], "cat", f"/run/secrets/{name}").stdout for c in stack.containers(app_service(stack))}
+
+
+def stashed(stack: Stack, name: str) -> list[Path]:
+    return sorted((stack.project / "secrets/production/.rotated").glob(f"{name}.*"))
+
+
+def test_a_rotated_database_password_reaches_the_app_and_the_old_one_is_refused(stack):
+    secret = stack.project / "secrets/production/db_app_password"
+    old, mode = secret.read_text(), secret.stat().st_mode
+    before, versions = history(stack), serving(stack)
+    with Load(stack.ports["HTTP_PORT"], requests=ROTATION_TRAFFIC) as load:
+        time.sleep(2)
+        proc = rotate(stack, "db_app_password")
+        time.sleep(3)
+    new = secret.read_text()
+    assert new != old and len(new) == 48 and secret.stat().st_mode == mode
+    assert "rotated secrets/production/db_app_password" in proc.stderr
+    # The database knows only the new password; every app replica has it and writes with it.
+    assert db_accepts(stack, "app_user", new) and not db_accepts(stack, "app_user", old)
+    assert app_reads(stack, "db_app_password") == {new}
+    assert all(stack.http("GET", "/items")[0] == 200 for _ in range(12))
+    # Nothing else changed: the same version serves, no release was recorded, one colour runs.
+    assert serving(stack) == versions and history(stack) == before
+    assert stack.containers(app_service(stack, "idle"), all_states=True) == [], "the colour that read the old value stopped"
+    [kept] = stashed(stack, "db_app_password")
+    assert kept.read_text() == old and oct(kept.stat().st_mode & 0o777) == "0o600"
+    # Requests without the database never failed. PostgreSQL and MariaDB hold one password per
+    # role: an old replica's new connection between the change and the switch is refused.
+    assert [f for f in load.failed if f[1] != "/items"] == [], load.failed[:10]
+    refused = sorted(r[0] for r in load.results if r[3][1] == "/items" and not 200 <= r[1] < 300)
+    asked = sum(1 for r in load.results if r[3][1] == "/items")
+    window = refused[-1] - refused[0] if refused else 0.0
+    print(f"rotation of db_app_password ({stack.name}): {len(refused)} of {asked} database requests refused, "
+          f"within {window:.1f} s")
+    assert window <= 5, f"database requests were refused over {window:.1f} s ({len(refused)} of {asked})"
+
+
+def test_a_rotation_that_cannot_start_the_app_puts_the_old_value_back(stack):
+    """The fresh replicas cannot be created (a container of another owner holds the name of the
+    first one): the old value comes back, in the file and in the database, and users are served."""
+    if blue_green(stack):
+        pytest.skip("the idle colour's replicas exist here, so no name is free to block; the rolling variants cover it")
+    secret = stack.project / "secrets/production/db_app_password"
+    old = secret.read_text()
+    blocker = f"{stack.name}-{app_service(stack, 'idle')}-1"
+    docker("create", "--name", blocker, f"{stack.answers['image_name']}:v2", "true")
+    try:
+        with Load(stack.ports["HTTP_PORT"], requests=ROTATION_TRAFFIC) as load:
+            time.sleep(1)
+            proc = rotate(stack, "db_app_password", check=False)
+            time.sleep(2)
+    finally:
+        docker("rm", "--force", blocker)
+    assert proc.returncode != 0
+    assert "the old value is back (users are still served)" in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert secret.read_text() == old and db_accepts(stack, "app_user", old)
+    assert app_reads(stack, "db_app_password") == {old}
+    no_failures(load)
+    assert len(stashed(stack, "db_app_password")) == 2, "each attempt keeps the value it found"
+
+
+def test_a_rotated_cache_password_reaches_the_app_without_a_failed_request(stack):
+    if stack.answers["cache"] != "redis":
+        pytest.skip("no cache in this variant")
+    secret = stack.project / "secrets/production/redis_password"
+    old = secret.read_text()
+    with Load(stack.ports["HTTP_PORT"], requests=ROTATION_TRAFFIC) as load:
+        time.sleep(2)
+        rotate(stack, "redis_password")
+        time.sleep(3)
+    new = secret.read_text()
+    assert new != old
+    # The cache accepted both passwords during the switch, and only the new one after it.
+    no_failures(load)
+    assert cache_answers(stack, new) == "PONG" and cache_answers(stack, old) != "PONG"
+    assert app_reads(stack, "redis_password") == {new}
+    assert "hits" in stack.get_json("/")

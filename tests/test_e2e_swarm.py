@@ -209,13 +209,21 @@ def test_migrate_takes_a_backup_and_runs_the_job_again(project, lab_swarm):
 
 
 def test_a_rotated_secret_reaches_the_app_without_a_failed_request(project, lab_swarm):
-    """A changed secret file is a new Swarm secret (its content hash in the name): deploying the
-    serving version again rolls every service that reads it, the app one task at a time."""
+    """scripts/rotate-secret.sh on a Swarm: the new value is a new Swarm secret (its content hash in
+    the name), and deploying the serving version again rolls every service that reads it, the app
+    one task at a time. The old value is kept for the way back."""
     secret = project / "secrets" / "production" / "redis_password"
-    rotated = "rotated-" + secret.read_text().strip()[:24]
-    secret.write_text(rotated)
-    _, load, _ = under_load(lab_swarm, lambda: deploy(project, "v1"))
+    old = secret.read_text()
+    rotated = "rotated-" + old.strip()[:24]
+    given = project / "new-value"
+    given.write_text(rotated + "\nignored second line\n")
+    proc, load, _ = under_load(lab_swarm, lambda: run(project / "scripts" / "rotate-secret.sh", "production", "redis_password",
+                                                         "--from", given, cwd=project, timeout=900))
+    assert "rotated secrets/production/redis_password" in proc.stderr
     assert load.failed == [], f"{len(load.failed)} failed of {len(load.results)}: {load.failed[:10]}"
+    assert secret.read_text() == rotated
+    [kept] = (project / "secrets/production/.rotated").glob("redis_password.*")
+    assert kept.read_text() == old
     for task in lab_swarm.tasks(APP):
         node = int(task["Node"].removeprefix("node"))
         container = lab_swarm.docker("ps", "--quiet", "--filter", f"label=com.docker.swarm.task.id={task['ID']}", node=node).stdout.strip()

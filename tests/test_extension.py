@@ -465,3 +465,40 @@ def test_kubernetes_target_follows_the_service_model():
     ops = acme["kubernetes"]["overlays"]["production"]["ingress"]
     assert {"op": "add", "path": "/metadata/annotations", "value": {"cert-manager.io/cluster-issuer": "le"}} in ops
     assert "tls" not in {g["name"] for g in acme["kubernetes"]["overlays"]["production"]["kustomization"]["secretGenerator"]}
+
+
+def test_every_secret_has_a_rotation_plan_and_the_refused_ones_say_why():
+    """scripts/rotate-secret.sh gets, per secret: who checks it first (a database role through
+    db-roles, the cache), whether the app reads it, the services recreated after it, or why it is
+    not rotated; derived from who reads each secret."""
+    for answers in ANSWER_SETS:
+        derived = model.derive(answers)
+        plan, services = derived["rotation"], {s.name: s for s in derived["services"]}
+        assert {name for env in derived["environments"] for name in derived["envs"][env]["secrets"]} == set(plan)
+        assert derived["rotatable"] == any(not p["refused"] for p in plan.values())
+        roles = {name: role for role, name in (derived["db"] or {}).get("passwords", {}).items()}
+        for name, p in plan.items():
+            readers = derived["secrets"].get(name, [])
+            assert p["app"] == ("app" in readers), name
+            if p["refused"]:
+                assert len(p["refused"]) > 30 and not p["server"], name
+                continue
+            assert p["server"] == ("db-roles" if name in roles else "cache" if name == "redis_password" else ""), name
+            for service in p["restart"]:
+                # Recreated: a long-running service; never the app (it switches colours) or the database.
+                assert service in services and not services[service].one_off and service not in ("db", "app"), (name, service)
+        for name, role in roles.items():
+            assert bool(plan[name]["refused"]) == (role == "admin"), name
+            assert plan[name]["swarm_db"] == ("db" in derived["secrets"][name]), name
+        if "redis_password" in plan:
+            assert plan["redis_password"]["server"] == "cache" and plan["redis_password"]["app"]
+        for user in ("prometheus", "alertmanager"):
+            if f"{user}_password" in plan:
+                assert plan[f"{user}_password"]["remake"] == f"{user}_web_config"
+                assert plan[f"{user}_password"]["restart"][0] == user
+                assert "rotate that one" in plan[f"{user}_web_config"]["refused"]
+        for name in ("tls_cert", "tls_key", "grafana_admin_password"):
+            assert name not in plan or plan[name]["refused"], name
+        for name in ("alert_webhook_url", "alert_smtp_password"):
+            assert name not in plan or plan[name]["value"] == "operator", name
+    assert not model.derive(dict(BASE, database="none", cache="none", monitoring="none", tls="none"))["rotatable"]

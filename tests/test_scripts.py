@@ -245,6 +245,16 @@ def test_entrypoint_refuses_a_password_set_twice(project, tmp_path):
     ("ci/remote.sh", ["production", "HEAD", "true"], "COMMIT is a git commit"),
     ("ci/remote.sh", ["production", "-", "true"], "DEPLOY_HOST is empty: set it as a secret of the production environment"),
     ("ci/test.sh", ["qa"], "unknown environment 'qa'"),
+    ("rotate-secret.sh", ["qa", "db_app_password"], "unknown environment 'qa'"),
+    ("rotate-secret.sh", ["production"], "usage: scripts/rotate-secret.sh ENV NAME [--from FILE]"),
+    ("rotate-secret.sh", ["production", "api_key"], "'api_key' is not a secret of production: use one of db_password "),
+    ("rotate-secret.sh", ["production", "db_app_password", "--force"], "unknown argument '--force'"),
+    ("rotate-secret.sh", ["production", "db_app_password", "--from"], "--from needs a file"),
+    ("rotate-secret.sh", ["production", "db_app_password", "--from", "/no/such/file"], "--from /no/such/file: no such readable file"),
+    ("rotate-secret.sh", ["production", "db_password"], "db_password is not rotated by this script: db-roles and the scripts log in with it"),
+    ("rotate-secret.sh", ["production", "prometheus_web_config"], "it is made from prometheus_password: rotate that one"),
+    ("rotate-secret.sh", ["production", "grafana_admin_password"], "grafana cli admin reset-admin-password"),
+    ("rotate-secret.sh", ["production", "tls_key"], "replace tls_cert and tls_key, then scripts/compose.sh production up"),
 ])
 def test_arguments_are_refused_before_anything_is_written(project, script, args, reason):
     proc = run(project / "scripts" / script, *args, check=False)
@@ -252,6 +262,41 @@ def test_arguments_are_refused_before_anything_is_written(project, script, args,
     assert proc.stderr.strip().count("\n") == 0, "one line"
     for made in ("env/dev.env", "env/production.env", "secrets", ".deploy", "backups"):
         assert not (project / made).exists(), f"{script} wrote {made} before refusing"
+
+
+@pytest.mark.parametrize("content, reason", [("", "the file is empty"), ("\nsecond\n", "its first line is empty"),
+                                             ("REPLACE-ME\n", "that is the placeholder, not a value")])
+def test_a_rotation_value_from_a_file_must_be_a_value(project, tmp_path, content, reason):
+    given = tmp_path / "value"
+    given.write_text(content)
+    proc = run(project / "scripts/rotate-secret.sh", "production", "db_app_password", "--from", given, check=False)
+    assert proc.returncode != 0 and f"--from {given}: {reason}" in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert not (project / "secrets").exists()
+
+
+def test_a_value_only_the_operator_has_needs_from(render, tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(render("py-uv-mariadb-caddy-acme"), copy, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy"))
+    proc = run(copy / "scripts/rotate-secret.sh", "production", "alert_webhook_url", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0
+    assert "alert_webhook_url is a value only you have: put the new one in a file and pass --from FILE" in proc.stderr
+
+
+def test_a_rotation_to_the_value_in_place_changes_nothing(project, tmp_path):
+    run(project / "scripts/init-env.sh", "dev")
+    secret = project / "secrets/dev/db_app_password"
+    given = tmp_path / "value"
+    given.write_text(secret.read_text() + "\n")
+    proc = run(project / "scripts/rotate-secret.sh", "dev", "db_app_password", "--from", given, check=False)
+    assert proc.returncode != 0 and "the one dev has now: nothing to rotate" in proc.stderr
+    assert not (project / "secrets/dev/.rotated").exists() and not (project / ".deploy/dev/lock").exists()
+
+
+def test_a_secret_not_made_yet_is_not_rotated(project):
+    proc = run(project / "scripts/rotate-secret.sh", "production", "db_app_password", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0
+    assert "secrets/production/db_app_password does not exist yet: the first use of production makes it" in proc.stderr
+    assert not (project / "secrets").exists()
 
 
 def test_an_unexpected_failure_names_the_file_line_and_command(project):
@@ -528,7 +573,8 @@ def test_kubernetes_rollback_refuses_bad_arguments_first(kubernetes_project, arg
     assert not (kubernetes_project / ".deploy/production/kubernetes").exists()
 
 
-@pytest.mark.parametrize("script, args", [("audit.sh", []), ("maintenance.sh", ["on"]), ("db-roles.sh", []), ("migrate.sh", [])])
+@pytest.mark.parametrize("script, args", [("audit.sh", []), ("maintenance.sh", ["on"]), ("db-roles.sh", []), ("migrate.sh", []),
+                                          ("rotate-secret.sh", ["db_app_password"])])
 def test_scripts_without_a_kubernetes_version_refuse_a_kubernetes_environment(kubernetes_project, script, args):
     proc = run(kubernetes_project / "scripts" / script, "production", *args, check=False)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes the database's roles and gives each what it needs (config/db/roles.sh, in the db-roles
 # one-off container): the owner for migrations, the app's data-only role, the exporter's and the
-# backup's. Every deploy runs it; run it yourself after changing a password file in secrets/ENV/
-# (then restart the services that read it), or once after updating from a release without roles.
+# backup's. Every deploy runs it; scripts/rotate-secret.sh runs it when it changes a role's
+# password; run it yourself once after updating from a release without roles.
 #   scripts/db-roles.sh ENV
 set -Eeuo pipefail
 # shellcheck source=lib/common.sh

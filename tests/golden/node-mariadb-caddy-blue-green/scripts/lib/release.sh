@@ -299,6 +299,39 @@ retire_service_app() {
 	docker stop --time "$DEPLOY_STOP_TIMEOUT" $ids >/dev/null && docker rm $ids >/dev/null
 }
 
+# refresh_app VERSION STEP UNDO: the app in fresh containers that read the secret files again,
+# without downtime: VERSION is created in the idle colour (even where it runs that image), STEP
+# runs while it starts (e.g. the database learns a new password), the proxy routes to it once it
+# is healthy, and the colour that served stops, whatever the strategy (it holds the values read
+# before). On failure the old colour keeps serving, UNDO runs (e.g. the old value back), then the
+# idle colour goes back to what it ran; non-zero.
+refresh_app() {
+	local version=$1 step=$2 undo=$3 active idle replicas
+	active=$(active_colour "$RELEASE_ENV")
+	idle=$(other_colour "$active")
+	replicas=$(desired_replicas)
+	log "$version: starting $replicas fresh replica(s) of ${APP_SERVICE[$idle]}"
+	if ! env "${VERSION_VAR[$idle]}=$version" "${REPLICAS_VAR[$idle]}=$replicas" "${COMPOSE[@]}" up --detach \
+		--no-deps --force-recreate "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || ! "$step" ||
+		! start_colour "$idle" "$version" "$replicas"; then
+		log "$version: ${APP_SERVICE[$idle]} did not become healthy; it goes back to what it ran"
+		"$undo"
+		"${COMPOSE[@]}" up --detach --no-deps --force-recreate "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || true
+		return 1
+	fi
+	if ! proxy_route "$RELEASE_ENV" "$idle"; then
+		log "the proxy did not switch to ${APP_SERVICE[$idle]}; traffic stays on ${APP_SERVICE[$active]}"
+		proxy_route "$RELEASE_ENV" "$active" || true
+		"$undo"
+		"${COMPOSE[@]}" up --detach --no-deps --force-recreate "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || true
+		return 1
+	fi
+	echo "$idle" | write_atomically "$RELEASE_DIR/active-colour"
+	set_env_values "${VERSION_VAR[$idle]}=$version" "${REPLICAS_VAR[$idle]}=$replicas"
+	log "$version: the proxy routes to ${APP_SERVICE[$idle]} (was ${APP_SERVICE[$active]})"
+	retire_colour "$active"
+}
+
 # switch_to VERSION: VERSION runs in the idle colour (started and health-checked unless it runs
 # that exact image already), the proxy routes to it (confirmed), then the strategy's after_switch
 # deals with the colour that served. On failure the old colour keeps serving; non-zero.
