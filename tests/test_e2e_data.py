@@ -433,8 +433,9 @@ def test_the_backup_role_reads_everything_and_changes_nothing(stack):
                                  f'MYSQL_PWD="$(cat /run/secrets/db_backup_password)" exec mariadb {host} -uapp_backup --batch app -e "$0"',
                                  statement, check=False)
         check_backup_role(as_backup)
-    # Over the network, the dump's grants only: not the base backup's (RELOAD, BINLOG MONITOR).
-    for statement in ("FLUSH TABLES", "SHOW BINARY LOGS"):
+    # Over the network, the dump's grants only: not the base backup's (RELOAD, BINLOG MONITOR), and
+    # no table locks (--single-transaction takes none).
+    for statement in ("FLUSH TABLES", "SHOW BINARY LOGS", "LOCK TABLES items READ"):
         proc = as_backup(statement)
         assert refused(proc), (statement, proc.stderr)
     # A profile of its own: `up` never started the dump's client, and `run --rm` left nothing.

@@ -327,3 +327,42 @@ def test_a_failed_compliance_audit_fires_compliance_audit_failed(stack):
         stack.compose("up", "--detach", "--no-deps", "--wait", "db-exporter")
     assert run(audit, "production", cwd=stack.project, check=False).returncode == 0
     wait_until(lambda: "ComplianceAuditFailed" not in firing(stack), 120, "ComplianceAuditFailed to clear")
+
+
+def test_rotated_monitoring_and_exporter_passwords_take_effect_and_alerts_still_arrive(stack):
+    """scripts/rotate-secret.sh on Prometheus' and Alertmanager's passwords and the database
+    exporter's: the web.config files are made again, only the new passwords open the APIs, the
+    exporter logs in with its new password, and an alert still reaches Alertmanager (Prometheus
+    sends the new Alertmanager password). Grafana, not run here, is not started."""
+    secrets = stack.project / "secrets" / "production"
+    names = ("prometheus_password", "alertmanager_password", "db_exporter_password")
+    old = {name: (secrets / name).read_text().strip() for name in names}
+    for name in names:
+        run(stack.project / "scripts" / "rotate-secret.sh", "production", name, cwd=stack.project, timeout=600)
+    new = {name: (secrets / name).read_text().strip() for name in names}
+    assert all(new[name] != old[name] for name in names)
+    assert "grafana" not in stack.compose("ps", "--services").stdout.split()
+
+    def token(user: str, password: str) -> str:
+        return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    for user, service, port, path in (("prometheus", "prometheus", 9090, "/api/v1/targets"),
+                                      ("alertmanager", "alertmanager", 9093, "/api/v2/silences")):
+        source = "app-blue" if service == "prometheus" else "prometheus"
+        assert " 200 " in status_line_from(stack, source, service, port, path, auth=token(user, new[f"{user}_password"]))
+        assert " 401 " in status_line_from(stack, source, service, port, path, auth=token(user, old[f"{user}_password"]))
+    exporter_up = "pg_up" if stack.answers["database"] == "postgres" else "mysql_up"
+    wait_until(lambda: [r["value"][1] for r in query(stack, exporter_up)] == ["1"], 120, f"{exporter_up} 1 with the new password")
+    wait_until(lambda: all(all(up) for up in targets_up(stack).values()), 120, "every target up after the rotations")
+
+    # The recreated Alertmanager holds no alert until Prometheus sends one (with the new password).
+    def alertmanager_alerts() -> set[str]:
+        url = f"http://alertmanager:{new['alertmanager_password']}@alertmanager:9093/api/v2/alerts"
+        out = docker("exec", stack.container("prometheus"), "wget", "-q", "-O", "-", url).stdout
+        return {alert["labels"]["alertname"] for alert in json.loads(out)}
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stack.http("GET", "/error")
+        stack.http("GET", "/")
+    wait_until(lambda: "HighErrorRatio" in alertmanager_alerts(), 180, "HighErrorRatio sent to Alertmanager")

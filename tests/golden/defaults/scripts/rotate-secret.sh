@@ -13,7 +13,8 @@
 #    healthy and the colour that served stops, whatever the strategy (it holds the old value; a
 #    blue-green rollback then starts the earlier release again instead of switching back).
 #    Without the app: the database learns the password alone.
-# 4. The services that read NAME when they start are recreated (exporters, Prometheus, Grafana).
+# 4. The running services that read NAME when they start are recreated (exporters, Prometheus,
+#    Grafana).
 # 5. The cache forgets the old password.
 # If step 3 fails, the old value is put back (file and database) and nothing else changed; later
 # failures say what was done. PostgreSQL and MariaDB keep one password per role: between the
@@ -38,6 +39,10 @@ old=$(head -n 1 "$file")
 rotation_stash
 stash=$ROTATE_STASH
 log "rotating secrets/$env/$name (the old value is kept in ${stash#"$PROJECT_ROOT/"})"
+# What runs: a service left stopped (or one of a profile not started) reads the file when it starts.
+running=" $("${COMPOSE[@]}" ps --services --status running | tr '\n' ' ') "
+# cache_live: the cache runs, so it must learn the new password (else it reads the file at start).
+cache_live() { [[ ${ROTATE_SERVER[$name]:-} == cache && $running == *" cache "* ]]; }
 
 # write_in_place VALUE: the file keeps its inode, mode and group: the containers that mount it see
 # the new content.
@@ -69,12 +74,12 @@ undo() {
 	[[ -z ${ROTATE_REMAKE[$name]:-} ]] || ensure_web_config "$env" "${ROTATE_REMAKE[$name]}"
 	[[ ${ROTATE_SERVER[$name]:-} != db-roles ]] || ensure_db_roles "$env" ||
 		log "warning: the database's role could not get the old password back: run scripts/db-roles.sh $env"
-	[[ ${ROTATE_SERVER[$name]:-} != cache ]] || cache_password '<' "$new" ||
+	! cache_live || cache_password '<' "$new" ||
 		log "warning: the cache still accepts the new password as well"
 	return 0
 }
 
-if [[ ${ROTATE_SERVER[$name]:-} == cache ]]; then
+if cache_live; then
 	cache_password '>' "$new" || die "the cache did not accept a second password (scripts/compose.sh $env ps cache); nothing changed"
 fi
 trap undo EXIT
@@ -92,14 +97,13 @@ fi
 # The app and the database have the new value: from here on, a failure leaves it in place.
 state=rotated
 
-known=" $("${COMPOSE[@]}" config --services | tr '\n' ' ') "
 for service in ${ROTATE_RESTART[$name]:-}; do
-	[[ $known == *" $service "* ]] || continue
+	[[ $running == *" $service "* ]] || continue
 	log "recreating $service (it reads $name when it starts)"
 	"${COMPOSE[@]}" up --detach --no-deps --force-recreate --wait "$service" >/dev/null 2>&1 ||
 		die "$name is rotated, but $service did not become healthy again (scripts/compose.sh $env ps $service)"
 done
-if [[ ${ROTATE_SERVER[$name]:-} == cache ]]; then
+if cache_live; then
 	cache_password '<' "$old" || die "$name is rotated, but the cache still accepts the old password as well"
 fi
 log "rotated secrets/$env/$name"

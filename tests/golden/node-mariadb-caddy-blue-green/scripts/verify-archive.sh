@@ -3,7 +3,7 @@
 # db service (no network, the archive of the binary log read-only) and replays it to its end, then checks
 # that the recovered database has the app's tables and a schema version. Marks the base backup
 # "verified" (retention keeps the newest verified one) and records the result in
-# metrics/ENV/backup.prom (the PointInTimeRecoveryUnverified alert watches it).
+# metrics/ENV/backup.prom (the PitrVerifyFailed alert watches it, with monitoring).
 #   scripts/verify-archive.sh ENV
 set -Eeuo pipefail
 # shellcheck source=lib/common.sh

@@ -43,7 +43,9 @@ GRANT SELECT ON mysql.proc TO 'app_backup'@'localhost';
 GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'app_backup'@'localhost';
 CREATE USER IF NOT EXISTS 'app_backup'@'%' WITH MAX_USER_CONNECTIONS 2;
 ALTER USER 'app_backup'@'%' IDENTIFIED BY $(quoted /run/secrets/db_backup_password);
-GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON \`app\`.* TO 'app_backup'@'%';
+-- Exactly the dump's grants: an earlier release's LOCK TABLES (--single-transaction takes no lock) goes.
+REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'app_backup'@'%';
+GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON \`app\`.* TO 'app_backup'@'%';
 GRANT SELECT ON mysql.proc TO 'app_backup'@'%';
 CREATE TABLE IF NOT EXISTS mysql.pitr_cluster (id CHAR(32) NOT NULL PRIMARY KEY) ENGINE=InnoDB;
 INSERT INTO mysql.pitr_cluster (id) SELECT REPLACE(UUID(), '-', '') FROM DUAL
