@@ -315,21 +315,31 @@ refresh_app() {
 		--no-deps --force-recreate "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || ! "$step" ||
 		! start_colour "$idle" "$version" "$replicas"; then
 		log "$version: ${APP_SERVICE[$idle]} did not become healthy; it goes back to what it ran"
-		"$undo"
-		"${COMPOSE[@]}" up --detach --no-deps --force-recreate "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || true
-		return 1
+	elif proxy_switch "$idle" "$active"; then
+		record_switch "$idle" "$active" "$version" "$replicas"
+		retire_colour "$active"
+		return 0
 	fi
-	if ! proxy_route "$RELEASE_ENV" "$idle"; then
-		log "the proxy did not switch to ${APP_SERVICE[$idle]}; traffic stays on ${APP_SERVICE[$active]}"
-		proxy_route "$RELEASE_ENV" "$active" || true
-		"$undo"
-		"${COMPOSE[@]}" up --detach --no-deps --force-recreate "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || true
-		return 1
-	fi
-	echo "$idle" | write_atomically "$RELEASE_DIR/active-colour"
-	set_env_values "${VERSION_VAR[$idle]}=$version" "${REPLICAS_VAR[$idle]}=$replicas"
-	log "$version: the proxy routes to ${APP_SERVICE[$idle]} (was ${APP_SERVICE[$active]})"
-	retire_colour "$active"
+	"$undo"
+	"${COMPOSE[@]}" up --detach --no-deps --force-recreate "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || true
+	return 1
+}
+
+# proxy_switch IDLE ACTIVE: the proxy routes to IDLE (confirmed); if it does not, traffic stays on
+# ACTIVE and this is non-zero.
+proxy_switch() {
+	proxy_route "$RELEASE_ENV" "$1" && return 0
+	log "the proxy did not switch to ${APP_SERVICE[$1]}; traffic stays on ${APP_SERVICE[$2]}"
+	proxy_route "$RELEASE_ENV" "$2" || true
+	return 1
+}
+
+# record_switch IDLE ACTIVE VERSION REPLICAS: IDLE, serving REPLICAS replicas of VERSION, is the
+# active colour from now on.
+record_switch() {
+	echo "$1" | write_atomically "$RELEASE_DIR/active-colour"
+	set_env_values "${VERSION_VAR[$1]}=$3" "${REPLICAS_VAR[$1]}=$4"
+	log "$3: the proxy routes to ${APP_SERVICE[$1]} (was ${APP_SERVICE[$2]})"
 }
 
 # switch_to VERSION: VERSION runs in the idle colour (started and health-checked unless it runs
@@ -351,13 +361,7 @@ switch_to() {
 			return 1
 		fi
 	fi
-	if ! proxy_route "$RELEASE_ENV" "$idle"; then
-		log "the proxy did not switch to ${APP_SERVICE[$idle]}; traffic stays on ${APP_SERVICE[$active]}"
-		proxy_route "$RELEASE_ENV" "$active" || true
-		return 1
-	fi
-	echo "$idle" | write_atomically "$RELEASE_DIR/active-colour"
-	set_env_values "${VERSION_VAR[$idle]}=$version" "${REPLICAS_VAR[$idle]}=$replicas"
-	log "$version: the proxy routes to ${APP_SERVICE[$idle]} (was ${APP_SERVICE[$active]})"
+	proxy_switch "$idle" "$active" || return 1
+	record_switch "$idle" "$active" "$version" "$replicas"
 	after_switch "$active"
 }
