@@ -92,6 +92,26 @@ def k8s_name_error(value: str, name: str) -> str:
     return ""
 
 
+OBJECT_STORE_RE = re.compile(r"^(s3|gs)://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?$|^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._/-]+$")
+ENDPOINT_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+
+
+def object_store_error(value: str) -> str:
+    """Where CloudNativePG's backups go: an S3 or GCS bucket (and path), or an Azure container URL."""
+    if not OBJECT_STORE_RE.match(value or ""):
+        return (f"kubernetes_backup_destination {value!r} is not an object store path: use s3://BUCKET[/PATH], "
+                "gs://BUCKET[/PATH] or https://ACCOUNT.blob.core.windows.net/CONTAINER")
+    return ""
+
+
+def endpoint_error(value: str) -> str:
+    """An S3-compatible endpoint (MinIO, Ceph, ...), or empty for the provider's own."""
+    if value and not ENDPOINT_RE.match(value):
+        return (f"kubernetes_backup_endpoint {value!r} is not a URL: use e.g. https://minio.example.org:9000, "
+                "or leave it empty for Amazon S3")
+    return ""
+
+
 def acme_email_error(value: str) -> str:
     if "@" not in (value or ""):
         return "acme_email must be an e-mail address, e.g. ops@your-company.com"

@@ -18,6 +18,8 @@ IMAGES = {
     "busybox": "busybox:1.37-musl",
     "debian": "debian:bookworm-slim",
     "postgres": "postgres:17-bookworm",
+    # PostgreSQL as CloudNativePG runs it (the same major release, with what its operator needs).
+    "cloudnative-pg": "ghcr.io/cloudnative-pg/postgresql:17-standard-bookworm",
     "mariadb": "mariadb:11.4",
     "redis": "redis:7.4-bookworm",
     "nginx": "nginx:1.30-trixie",
@@ -299,4 +301,10 @@ TLS12_CIPHERS = {
 }
 
 # Secret files the operator fills in (a placeholder is made on first use), not random values.
-OPERATOR_SECRETS = ("alert_webhook_url", "alert_smtp_password")
+OPERATOR_SECRETS = {
+    "alert_webhook_url": "alerts are not delivered until then",
+    "alert_smtp_password": "alerts are not delivered until then",
+    # CloudNativePG's object store (Kubernetes): an access key made there.
+    "backup_store_access_key_id": "scripts/deploy.sh refuses to deploy to Kubernetes until then",
+    "backup_store_secret_access_key": "scripts/deploy.sh refuses to deploy to Kubernetes until then",
+}

@@ -72,6 +72,8 @@ class DeploymentExtension(Extension):
             image_error=answers.image_error,
             domain_error=answers.domain_error,
             k8s_name_error=answers.k8s_name_error,
+            object_store_error=answers.object_store_error,
+            endpoint_error=answers.endpoint_error,
             acme_email_error=answers.acme_email_error,
             email_error=answers.email_error,
             smarthost_error=answers.smarthost_error,

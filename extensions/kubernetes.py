@@ -16,6 +16,11 @@ What differs from Compose, and why:
 - Secrets are one Secret generated from secrets/ENV/ (kustomize secretGenerator: a changed file
   is a new name, and the pods that read it roll); each pod mounts only the keys it reads.
 - There is no reverse proxy: the cluster's ingress controller routes to the app's Service.
+- The database's workload is a component per environment: components/db-statefulset (one pod and
+  its volume claim), or for PostgreSQL in staging and production, when asked, components/
+  db-cloudnative-pg (a CloudNativePG Cluster with WAL archiving and daily base backups to object
+  storage). Either way a Service `db` reaches the one that takes writes, and the db-roles Job sets
+  up the same roles.
 - Images are the pins (catalogue.IMAGES) and the app by digest (the deploy script sets it)."""
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from .catalogue import APP_UID, SIZES, image_location, image_var
 from .environments import limits
 from .services import Service
 
+# The object store's credentials: the key CloudNativePG reads -> the secret file (secrets/ENV/).
+STORE_KEYS = {"ACCESS_KEY_ID": "backup_store_access_key_id", "ACCESS_SECRET_KEY": "backup_store_secret_access_key"}
 # Roles that run on Kubernetes, and the workload kind of each.
 KINDS = {"app": "Deployment", "db": "StatefulSet", "cache": "StatefulSet", "migrate": "Job", "db-roles": "Job"}
 NAME_LABEL, COMPONENT_LABEL = "app.kubernetes.io/name", "app.kubernetes.io/component"
@@ -37,6 +44,14 @@ DATA_SUBDIR = {"postgres": "pgdata"}
 CPU_TARGET, MEMORY_TARGET = 70, 80
 # How long the app's pod keeps serving after it is taken out of the Service (endpoints catch up).
 PRESTOP_SECONDS = 5
+# CloudNativePG (answer kubernetes_postgres): the environments that run it, and its instances there
+# (a primary and streaming replicas; the operator fails over to a replica).
+CNPG_ENVIRONMENTS = ("staging", "production")
+CNPG_INSTANCES = {"staging": 2, "production": 3}
+BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
+# Ports of a CloudNativePG instance: PostgreSQL, and the instance manager's status endpoint that
+# the operator polls.
+CNPG_STATUS_PORT = 8000
 
 
 def quantity(limit: dict[str, str]) -> dict[str, str]:
@@ -272,6 +287,86 @@ class KubernetesTarget:
                                    "template": pod}})
         return manifests
 
+    # --- the database's workload: a component per environment ------------------------------------------
+    def cloudnative(self, env: str) -> bool:
+        return env in self.options["cloudnative_pg"]
+
+    def db_component(self, env: str) -> str:
+        return "db-cloudnative-pg" if self.cloudnative(env) else "db-statefulset"
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        """Component name -> its description and objects (components/NAME/resources.yaml)."""
+        if "db" not in self.by_role:
+            return {}
+        found = {"db-statefulset": {"about": "the database as one pod with its volume claim (a StatefulSet)",
+                                    "objects": self.stateful("db"), "image_fields": []}}
+        if any(self.cloudnative(env) for env in self.envs):
+            found["db-cloudnative-pg"] = {"about": "the database as a CloudNativePG Cluster, its backups and its network paths",
+                                          "objects": self.cloudnative_pg(),
+                                          "image_fields": [{"path": "spec/imageName", "kind": "Cluster"}]}
+        return found
+
+    def cloudnative_pg(self) -> list[dict[str, Any]]:
+        """A CloudNativePG Cluster named db: the image's PostgreSQL release, the same database and
+        administrator as the StatefulSet (the db-roles Job then sets up the other roles), WAL archived
+        continuously and a base backup each day through the Barman Cloud plugin, and a Service db that
+        follows the primary, so that the app's settings do not change."""
+        r, port = self.db["roles"], self.db["port"]
+        hour, minute = self.options["backup_time"]
+        labels = self.labels("db")
+        primary = {**labels, "cnpg.io/cluster": "db", "cnpg.io/instanceRole": "primary"}
+        operator = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.options["cnpg_namespace"]}}}
+        instances = self.pods_of("db")
+        instance_ports = [{"protocol": "TCP", "port": port}, {"protocol": "TCP", "port": CNPG_STATUS_PORT}]
+        store: dict[str, Any] = {
+            "destinationPath": self.options["backup_destination"],  # the overlay appends /ENV
+            "s3Credentials": {"accessKeyId": {"name": "db-backup-store", "key": "ACCESS_KEY_ID"},
+                              "secretAccessKey": {"name": "db-backup-store", "key": "ACCESS_SECRET_KEY"}},
+            "wal": {"compression": "gzip"}, "data": {"compression": "gzip"}}
+        if self.options.get("backup_endpoint"):
+            store["endpointURL"] = self.options["backup_endpoint"]
+        return [
+            {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": self.meta("db", "db"),
+             "spec": {"instances": 1,  # per environment (the overlay's patch)
+                      "imageName": "/".join(image_location("cloudnative-pg")),
+                      # The pods, their volumes and Services carry the db's labels: the NetworkPolicies select them.
+                      "inheritedMetadata": {"labels": labels},
+                      "primaryUpdateStrategy": "unsupervised",
+                      "enableSuperuserAccess": False,
+                      "bootstrap": {"initdb": {"database": "app", "owner": r["admin"], "secret": {"name": "db-admin"}}},
+                      # The administrator as Compose's image makes it (a superuser): db-roles and restore log in as it.
+                      "managed": {"roles": [{"name": r["admin"], "ensure": "present", "login": True, "superuser": True,
+                                             "passwordSecret": {"name": "db-admin"}}]},
+                      # scripts/backup.sh and restore.sh run psql in the primary's container, on its socket.
+                      "postgresql": {"pg_ident": [f"local postgres {r['admin']}", f"local postgres {r['backup']}"]},
+                      "storage": {"size": "10Gi"},
+                      "resources": {},  # per environment (the overlay's patch)
+                      "affinity": {"podAntiAffinityType": "preferred", "topologyKey": "kubernetes.io/hostname"},
+                      "plugins": [{"name": BARMAN_PLUGIN, "isWALArchiver": True, "parameters": {"barmanObjectName": "db-backups"}}]}},
+            {"apiVersion": "barmancloud.cnpg.io/v1", "kind": "ObjectStore", "metadata": self.meta("db-backups", "db"),
+             "spec": {"retentionPolicy": f"{self.options['backup_keep_days']}d", "configuration": store}},
+            {"apiVersion": "postgresql.cnpg.io/v1", "kind": "ScheduledBackup", "metadata": self.meta("db-daily", "db"),
+             # Six fields, seconds first (CloudNativePG's cron); the first one when the Cluster is made.
+             "spec": {"schedule": f"0 {minute} {hour} * * *", "immediate": True, "backupOwnerReference": "self",
+                      "cluster": {"name": "db"}, "method": "plugin", "pluginConfiguration": {"name": BARMAN_PLUGIN}}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": self.meta("db", "db"),
+             "spec": {"selector": primary, "ports": [{"name": "db", "port": port, "targetPort": port}]}},
+            self.policy("db-from-operator", "db", ingress=[{"from": [operator], "ports": instance_ports}]),
+            self.policy("db-replication", "db", ingress=[{"from": instances, "ports": instance_ports}],
+                        egress=[{"to": instances, "ports": instance_ports}]),
+            # The instance manager talks to the API server, the Barman Cloud plugin to the object
+            # store: neither has an address known here, so HTTPS to any (docs/kubernetes.md).
+            self.policy("db-to-api-server-and-object-store", "db",
+                        egress=[{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                                 "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}]),
+        ]
+
+    def db_workload(self, env: str) -> dict[str, str]:
+        """How scripts reach ENV's database: the pod that takes writes (a label selector) and its container."""
+        if self.cloudnative(env):
+            return {"selector": "cnpg.io/cluster=db,cnpg.io/instanceRole=primary", "container": "postgres"}
+        return {"selector": f"{COMPONENT_LABEL}=db", "container": "db"}
+
     # --- network policies -----------------------------------------------------------------------------
     def policy(self, name: str, role: str | None, ingress: list | None = None, egress: list | None = None) -> dict[str, Any]:
         types = (["Ingress"] if ingress is not None else []) + (["Egress"] if egress is not None else [])
@@ -333,6 +428,12 @@ class KubernetesTarget:
         patches = []
         for role, s in self.by_role.items():
             size = self.app["limits"] if role in ("app", "migrate") else SIZES[role]
+            if role == "db" and self.cloudnative(env):
+                patches.append({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "db"},
+                                "spec": {"instances": CNPG_INSTANCES[env], "resources": resources(size, e["scale"])}})
+                patches.append({"apiVersion": "barmancloud.cnpg.io/v1", "kind": "ObjectStore", "metadata": {"name": "db-backups"},
+                                "spec": {"configuration": {"destinationPath": f"{self.options['backup_destination'].rstrip('/')}/{env}"}}})
+                continue
             kind = KINDS[role]
             template = {"spec": {"containers": [{"name": role, "resources": resources(size, e["scale"])}]}}
             patches.append({"apiVersion": "batch/v1" if kind == "Job" else "apps/v1", "kind": kind,
@@ -360,11 +461,22 @@ class KubernetesTarget:
             "namespace": f"{self.slug}-{env}",
             "resources": ["namespace.yaml", "../../base"],
         }
+        components = [f"../../components/{self.db_component(env)}"] if "db" in self.by_role else []
         if self.app["metrics_path"] and self.app["monitored"]:
-            kustomization["components"] = ["../../components/monitoring"]
+            components.append("../../components/monitoring")
+        if components:
+            kustomization["components"] = components
         kustomization["labels"] = [{"pairs": {"app.kubernetes.io/instance": f"{self.slug}-{env}"}, "includeSelectors": False}]
         kustomization["configMapGenerator"] = [{"name": "app-settings", "envs": [f"{up}/env/{env}.app.env"]}]
         generators = [{"name": "secrets", "files": [f"{k}={up}/secrets/{env}/{k}" for k in self.secret_keys]}] if self.secret_keys else []
+        if self.cloudnative(env):
+            # Read by the operator, which needs fixed names and the keys it asks for.
+            fixed = {"disableNameSuffixHash": True, "labels": {"cnpg.io/reload": "true"}}
+            generators.append({"name": "db-admin", "type": "kubernetes.io/basic-auth", "options": fixed,
+                               "literals": [f"username={self.db['roles']['admin']}"],
+                               "files": [f"password={up}/secrets/{env}/{self.db['passwords']['admin']}"]})
+            generators.append({"name": "db-backup-store", "options": fixed,
+                               "files": [f"{key}={up}/secrets/{env}/{name}" for key, name in STORE_KEYS.items()]})
         if e["tls"] and tls_files:
             generators.append({"name": "tls", "type": "kubernetes.io/tls",
                                "files": [f"tls.crt={up}/secrets/{env}/tls_cert", f"tls.key={up}/secrets/{env}/tls_key"]})
@@ -385,7 +497,7 @@ class KubernetesTarget:
         files = {"app.yaml": self.app_manifests(), "ingress.yaml": [self.ingress()],
                  "network-policies.yaml": self.network_policies()}
         if "db" in self.by_role:
-            files["db.yaml"] = self.stateful("db") + self.job("db-roles")
+            files["db-roles.yaml"] = self.job("db-roles")
         if "migrate" in self.by_role:
             files["migrate.yaml"] = self.job("migrate")
         if "cache" in self.by_role:
@@ -398,6 +510,14 @@ class KubernetesTarget:
         if self.db:
             k["configMapGenerator"] = [{"name": "db-roles", "files": [f"../../config/db/{name}" for name in self.db["config_files"]]}]
         return k
+
+
+def cloudnative_environments(answers: dict[str, Any], environments: list[str]) -> list[str]:
+    """The environments whose PostgreSQL is a CloudNativePG Cluster (answer kubernetes_postgres)."""
+    if "kubernetes" not in (answers.get("orchestrators") or []) or answers.get("database") != "postgres" \
+            or answers.get("kubernetes_postgres") != "cloudnative-pg":
+        return []
+    return [env for env in environments if env in CNPG_ENVIRONMENTS]
 
 
 def checkov_skips(by_role: dict[str, Service]) -> dict[str, str]:
@@ -421,6 +541,9 @@ def kubernetes_model(slug: str, image_name: str, envs: dict[str, dict[str, Any]]
     return {
         "base": target.base(),
         "base_kustomization": target.base_kustomization(),
+        "components": target.components(),
+        "cloudnative_envs": [env for env in envs if target.cloudnative(env)],
+        "cnpg_instances": CNPG_INSTANCES,
         "monitoring": target.monitoring() if app["monitored"] and app["metrics_path"] else None,
         "overlays": {env: {"kustomization": target.overlay(env, bool(tls_files)), "namespace": target.namespace(env),
                            "resources": target.patches(env), "ingress": target.ingress_patch(env)} for env in envs},
@@ -432,9 +555,18 @@ def kubernetes_model(slug: str, image_name: str, envs: dict[str, dict[str, Any]]
         # The workloads that run the app's image: the deploy script sets its digest and APP_VERSION.
         "versioned": [f"{KINDS[role]}:{role}" for role in ("app", "migrate") if role in target.by_role],
         "version": KUBERNETES_VERSION,
+        # env -> the selector and container of the pod that takes the database's writes (backup, restore).
+        "db_workload": {env: target.db_workload(env) for env in envs} if "db" in target.by_role else {},
+        # env -> the operator's API groups its overlay needs (deploy.sh checks them first), and the
+        # secret files only the operator can fill in (refused while they hold a placeholder).
+        "api_groups": {env: ["postgresql.cnpg.io", "barmancloud.cnpg.io"] if target.cloudnative(env) else [] for env in envs},
+        "operator_secrets": {env: list(STORE_KEYS.values()) if target.cloudnative(env) else [] for env in envs},
+        # env -> objects an operator makes ready that the Jobs need (waited for, condition Ready).
+        "ready_before_jobs": {env: ["cluster.postgresql.cnpg.io/db"] if target.cloudnative(env) else [] for env in envs},
         "checkov_skips": checkov_skips(target.by_role),
         # X_IMAGE -> the pin, for the images other than the app's: the deploy replaces a pin that
         # env/ENV.env overrides (X_IMAGE, IMAGE_MIRROR), as compose.yaml does.
         "images": {image_var(target.image_key(s)): target.image(s) for role, s in target.by_role.items()
-                   if role not in ("app", "migrate")},
+                   if role not in ("app", "migrate")}
+        | ({image_var("cloudnative-pg"): "/".join(image_location("cloudnative-pg"))} if "db-cloudnative-pg" in target.components() else {}),
     }

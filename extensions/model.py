@@ -16,7 +16,7 @@ from .catalogue import (
 from .compliance import audit_plan
 from .environments import ENVIRONMENTS, PROFILES, PUBLISHED_INTERNALS, host_ports, limits, replicas
 from .services import Alias, Service
-from .kubernetes import kubernetes_model
+from .kubernetes import STORE_KEYS, cloudnative_environments, kubernetes_model
 from .rotation import rotation_plan
 from .swarm import swarm_model
 
@@ -772,6 +772,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
 
     # The TLS secret files, where TLS ends in this stack with certificate files.
     tls_files = ["tls_cert", "tls_key"] if f.tls == "files" else []
+    # The environments that run PostgreSQL with CloudNativePG, and its object store's credentials there.
+    cloudnative_envs = cloudnative_environments(answers, f.environments)
+    store_secrets = list(STORE_KEYS.values())
     envs = {}
     for env in f.environments:
         profile = PROFILES[env]
@@ -786,7 +789,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             # The services of this environment, and those defined whole in compose.<env>.yaml.
             services=[s.name for s in services if s.runs_in(env)],
             own_services=[s.name for s in services if s.only_in and env in s.only_in],
-            secrets=list(reads) + tls_secrets,
+            secrets=list(reads) + tls_secrets + (store_secrets if env in cloudnative_envs else []),
             # Internal ports dev publishes on 127.0.0.1: service -> env file key, port, mapping.
             published={s.name: dict(key=published_port(f, s.name)[0], port=f.host_ports(env)[s.name],
                                     container_port=published_port(f, s.name)[1], mapping=s.ports[env][0])
@@ -856,7 +859,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "monitored": f.monitored,
         "with_logs": f.with_logs,
         "alert_receiver": f.alert_receiver,
-        "operator_secrets": [name for name in OPERATOR_SECRETS if name in reads],
+        # Secret files only the operator can fill in -> what does not work while they hold a placeholder.
+        "operator_secrets": {name: effect for name, effect in OPERATOR_SECRETS.items()
+                             if name in reads or (cloudnative_envs and name in store_secrets)},
         # Environments with scheduled backups, and whose TLS certificate Prometheus watches.
         "backup_environments": [env for env in f.environments if PROFILES[env]["scheduled_backups"]] if f.db else [],
         "audit_environments": [env for env in f.environments if PROFILES[env]["scheduled_audit"]],
@@ -917,7 +922,14 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             options={"ingress_class": answers.get("kubernetes_ingress_class") or "nginx",
                      "ingress_namespace": answers.get("kubernetes_ingress_namespace") or "ingress-nginx",
                      "monitoring_namespace": answers.get("kubernetes_monitoring_namespace") or "monitoring",
-                     "cluster_issuer": answers.get("kubernetes_cluster_issuer") if f.acme else None},
+                     "cluster_issuer": answers.get("kubernetes_cluster_issuer") if f.acme else None,
+                     "cloudnative_pg": cloudnative_envs,
+                     "cnpg_namespace": answers.get("kubernetes_cnpg_namespace") or "cnpg-system",
+                     "backup_destination": answers.get("kubernetes_backup_destination") or f"s3://{f.slug}-backups",
+                     "backup_endpoint": answers.get("kubernetes_backup_endpoint") or "",
+                     "backup_time": tuple(int(x) for x in (answers.get("backup_time") or "03:00").split(":")),
+                     # CloudNativePG's retention counts whole days, at least one.
+                     "backup_keep_days": max(1, int(answers.get("backup_keep_days", 14)))},
             tls_files=tls_files)
         if "kubernetes" in f.orchestrators else None,
     }

@@ -31,7 +31,8 @@ VARIANTS: dict[str, dict] = {
     "node-postgres-traefik-files": dict(
         runtime="node", environments=["dev", "production"], database="postgres", cache="none",
         monitoring="prometheus-loki", proxy="traefik", tls="files", deploy_strategy="blue-green", grafana_public=True,
-        orchestrators=["kubernetes"], app_max_replicas=5,
+        orchestrators=["kubernetes"], app_max_replicas=5, kubernetes_postgres="cloudnative-pg",
+        kubernetes_backup_destination="s3://node-backups/shop", kubernetes_backup_endpoint="https://minio.example.org:9000",
     ),
     "node-mariadb-nginx-existing": dict(
         runtime="node", environments=["staging"], database="mariadb", cache="redis", monitoring="none",

@@ -50,6 +50,9 @@ ANSWER_SETS = [
     dict(BASE, orchestrators=["kubernetes", "swarm"], runtime="node", database="mariadb", cache="none", proxy="caddy", tls="acme",
          acme_email="a@b.example", monitoring="none", migrate_command="", kubernetes_cluster_issuer="le"),
     dict(BASE, orchestrators=["kubernetes"], database="none", cache="none", tls="none", metrics_path=""),
+    dict(BASE, orchestrators=["kubernetes"], environments=["dev", "staging", "production"], domain_staging="s.example.com",
+         kubernetes_postgres="cloudnative-pg", kubernetes_backup_endpoint="https://minio.example.org:9000", backup_keep_days=0),
+    dict(BASE, orchestrators=["kubernetes"], kubernetes_postgres="cloudnative-pg", kubernetes_backup_destination="gs://shop-backups"),
 ]
 
 

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.slow  # every variant rendered and built: the slow tier
 
 K8S_VARIANTS = [name for name, extra in VARIANTS.items() if "kubernetes" in extra.get("orchestrators", [])]
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
+# API groups of the operators' custom resources: validated against their CRDs, not Kubernetes' own schemas.
+CUSTOM_GROUPS = ("monitoring.coreos.com/", "postgresql.cnpg.io/", "barmancloud.cnpg.io/")
+OBJECT_STORE_CRD = ROOT / "tests" / "k8s" / "crds" / "barmancloud.cnpg.io_objectstores.yaml"
 
 
 def build(project: Path, env: str) -> list[dict]:
@@ -66,6 +69,16 @@ def pod_templates(docs: list[dict]) -> list[tuple[dict, dict]]:
     return [(d, d["spec"]["template"]) for d in docs if d["kind"] in WORKLOADS]
 
 
+def pod_labels(docs: list[dict]) -> dict[str, dict]:
+    """Workload name -> its pods' labels; a CloudNativePG Cluster's primary carries its inherited
+    labels and those the operator sets (cnpg.io/cluster, cnpg.io/instanceRole)."""
+    pods = {w["metadata"]["name"]: t["metadata"]["labels"] for w, t in pod_templates(docs)}
+    for cluster in of_kind(docs, "Cluster"):
+        name = cluster["metadata"]["name"]
+        pods[name] = {**cluster["spec"]["inheritedMetadata"]["labels"], "cnpg.io/cluster": name, "cnpg.io/instanceRole": "primary"}
+    return pods
+
+
 def selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -82,7 +95,7 @@ def test_the_variants_cover_the_kubernetes_branches():
 def test_every_overlay_passes_the_api_schemas_strictly(built, tmp_path):
     validator = require_tool("kubernetes-validate")
     for name, project, env, docs in each_build(built):
-        core = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")]
+        core = [d for d in docs if not d["apiVersion"].startswith(CUSTOM_GROUPS)]
         path = tmp_path / f"{name}-{env}.yaml"
         path.write_text(yaml.safe_dump_all(core))
         proc = run(validator, "--strict", "--kubernetes-version", KUBERNETES_VERSION, "--quiet", path, check=False)
@@ -128,6 +141,92 @@ def test_prometheus_operator_objects_pass_their_crd_schemas(built):
     assert validate_custom_resources(broken).returncode != 0
 
 
+def cloudnative_builds(built):
+    return [(name, project, env, docs) for name, project, env, docs in each_build(built) if of_kind(docs, "Cluster")]
+
+
+def test_cloudnative_pg_objects_pass_their_crd_schemas(built):
+    """Cluster and ScheduledBackup against CloudNativePG's models (npm), ObjectStore against the
+    Barman Cloud plugin's CRD (vendored: tests/k8s/crds/); a wrong type is refused by each."""
+    import jsonschema
+
+    store_schema = yaml.safe_load(OBJECT_STORE_CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    builds = cloudnative_builds(built)
+    assert builds, "no variant runs CloudNativePG"
+    for name, _, env, docs in builds:
+        operator = [d for d in docs if d["apiVersion"].startswith("postgresql.cnpg.io/")]
+        assert {d["kind"] for d in operator} == {"Cluster", "ScheduledBackup"}, f"{name}/{env}"
+        proc = validate_custom_resources(operator)
+        assert proc.returncode == 0, f"{name}/{env}: {proc.stderr}"
+        for store in of_kind(docs, "ObjectStore"):
+            jsonschema.validate(store, store_schema)
+    _, _, _, docs = builds[0]
+    cluster = json.loads(json.dumps(named(docs, "Cluster", "db")))
+    cluster["spec"]["instances"] = "3"
+    assert validate_custom_resources([cluster]).returncode != 0
+    store = json.loads(json.dumps(of_kind(docs, "ObjectStore")[0]))
+    store["spec"]["retentionPolicy"] = "14 days"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(store, store_schema)
+
+
+def test_cloudnative_pg_takes_the_statefulsets_place(built):
+    """Where an environment runs CloudNativePG: no StatefulSet; the Service db reaches the primary
+    only; the administrator the db-roles Job logs in as is the Cluster's (same name and password
+    file); backups go to ENV's path with the credentials' keys the Secret has; the daily backup is
+    at backup_time; the image is Compose's PostgreSQL release; the operator's paths are open."""
+    for name, project, env, docs in cloudnative_builds(built):
+        a = answers(project)
+        where = f"{name}/{env}"
+        assert env in ("staging", "production") and a["kubernetes_postgres"] == "cloudnative-pg"
+        assert not of_kind(docs, "StatefulSet") or {s["metadata"]["name"] for s in of_kind(docs, "StatefulSet")} == {"cache"}
+        cluster = named(docs, "Cluster", "db")["spec"]
+        service = named(docs, "Service", "db")["spec"]
+        assert service["selector"]["cnpg.io/instanceRole"] == "primary" and service["selector"]["cnpg.io/cluster"] == "db"
+        assert "clusterIP" not in service, "a virtual IP: a failover does not wait for DNS caches"
+        admin = named(docs, "Secret", "db-admin")
+        assert admin["type"] == "kubernetes.io/basic-auth"
+        username = base64.b64decode(admin["data"]["username"]).decode()
+        password = base64.b64decode(admin["data"]["password"]).decode()
+        assert cluster["bootstrap"]["initdb"] == {"database": "app", "owner": username, "secret": {"name": "db-admin"}}
+        assert [r["name"] for r in cluster["managed"]["roles"] if r["superuser"]] == [username]
+        roles_job = named(docs, "Job", "db-roles")["spec"]["template"]["spec"]["containers"][0]
+        roles_script = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("db-roles"))
+        assert f"PGUSER={username} " in roles_script["data"]["roles.sh"], "db-roles logs in as the Cluster's administrator"
+        assert password.strip() == (project / "secrets" / env / "db_password").read_text().strip()
+        assert any(m["mountPath"] == "/run/secrets" for m in roles_job["volumeMounts"])
+        assert cluster["enableSuperuserAccess"] is False
+        plugin = cluster["plugins"][0]
+        assert plugin["isWALArchiver"] is True
+        store = named(docs, "ObjectStore", plugin["parameters"]["barmanObjectName"])["spec"]
+        assert store["configuration"]["destinationPath"] == f"{a['kubernetes_backup_destination'].rstrip('/')}/{env}"
+        assert store["retentionPolicy"] == f"{max(1, a['backup_keep_days'])}d"
+        credentials = store["configuration"]["s3Credentials"]
+        secret = named(docs, "Secret", credentials["accessKeyId"]["name"])
+        assert {credentials["accessKeyId"]["key"], credentials["secretAccessKey"]["key"]} <= set(secret["data"]), where
+        for key, file in (("ACCESS_KEY_ID", "backup_store_access_key_id"), ("ACCESS_SECRET_KEY", "backup_store_secret_access_key")):
+            assert base64.b64decode(secret["data"][key]).decode() == (project / "secrets" / env / file).read_text()
+        backup = named(docs, "ScheduledBackup", "db-daily")["spec"]
+        hour, minute = (int(x) for x in a["backup_time"].split(":"))
+        assert backup["schedule"] == f"0 {minute} {hour} * * *"
+        assert backup["cluster"]["name"] == "db" and backup["method"] == "plugin"
+        assert backup["pluginConfiguration"]["name"] == plugin["name"]
+        compose_image = compose_config(project, env)["services"]["db"]["image"]
+        assert cluster["imageName"].rsplit(":", 1)[1].split("-")[0] == compose_image.rsplit(":", 1)[1].split("-")[0], where
+        compose_limits = compose_config(project, env)["services"]["db"]["deploy"]["resources"]["limits"]
+        assert float(cluster["resources"]["limits"]["cpu"].removesuffix("m")) / 1000 == float(compose_limits["cpus"])
+        assert cluster["instances"] == {"staging": 2, "production": 3}[env]
+        policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
+        operator = policies["db-from-operator"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
+        assert operator == {"kubernetes.io/metadata.name": a["kubernetes_cnpg_namespace"]}
+        replication = policies["db-replication"]
+        assert replication["ingress"][0]["from"] == replication["egress"][0]["to"] == [{"podSelector": {"matchLabels": cluster["inheritedMetadata"]["labels"]}}]
+    # The environments without it keep the StatefulSet.
+    for name, project, env, docs in each_build(built):
+        if answers(project).get("database") == "postgres" and env == "dev":
+            assert named(docs, "StatefulSet", "db") and not of_kind(docs, "Cluster")
+
+
 # --- policies on the built objects -----------------------------------------------------------------------
 
 def test_every_pod_meets_the_restricted_pod_security_standard(built):
@@ -153,7 +252,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(built):
 
 def test_selectors_match_the_pods_they_mean(built):
     for name, _, env, docs in each_build(built):
-        pods = {w["metadata"]["name"]: t["metadata"]["labels"] for w, t in pod_templates(docs)}
+        pods = pod_labels(docs)
         services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
         for svc_name, svc in services.items():
             # A Service is named after the workload whose pods it reaches (DATABASE_HOST=db, ...).

@@ -215,7 +215,8 @@ def test_answers_file_records_every_question(render):
     # Asked only when tls is "acme", alert_receiver is "email", or orchestrators has kubernetes.
     not_asked = {"acme_email", "alert_email_to", "alert_email_from", "alert_smtp_smarthost", "alert_smtp_username",
                  "app_max_replicas", "kubernetes_ingress_class", "kubernetes_ingress_namespace",
-                 "kubernetes_monitoring_namespace", "kubernetes_cluster_issuer"}
+                 "kubernetes_monitoring_namespace", "kubernetes_cluster_issuer", "kubernetes_postgres",
+                 "kubernetes_cnpg_namespace", "kubernetes_backup_destination", "kubernetes_backup_endpoint"}
     assert recorded["_src_path"]
     assert sorted(key for key in recorded if not key.startswith("_")) == sorted(set(questions) - not_asked)
     assert recorded["project_slug"] == "my-service"

@@ -548,7 +548,19 @@ def kubernetes_project(render, tmp_path):
                           "DEPLOY_TARGET=kubernetes\nKUBERNETES_CONTEXT=no-such-cluster\n")
     # The scripts' settings stay out of the app's environment (the Kubernetes ConfigMap).
     assert "KUBERNETES_" not in (copy / "env/production.app.env").read_text()
+    for name in ("backup_store_access_key_id", "backup_store_secret_access_key"):  # CloudNativePG's object store
+        (copy / "secrets/production" / name).write_text(f"{name}-value\n")
     return copy
+
+
+def test_kubernetes_deploy_refuses_an_object_store_key_left_a_placeholder(kubernetes_project):
+    """Before anything (no cluster asked, nothing built): CloudNativePG would archive to nowhere."""
+    (kubernetes_project / "secrets/production/backup_store_secret_access_key").write_text("REPLACE-ME\n")
+    proc = run(kubernetes_project / "scripts/deploy.sh", "production", "v1", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert ("secrets/production/backup_store_secret_access_key holds no real value: put the object store's "
+            "credentials there") in proc.stderr
+    assert not (kubernetes_project / ".deploy/production/kubernetes").exists()
 
 
 def test_kubernetes_deploy_names_the_cluster_it_cannot_reach(kubernetes_project):

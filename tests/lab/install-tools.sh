@@ -88,7 +88,8 @@ install_lab_engine
 # resources' schemas from npm (tests/k8s/package-lock.json).
 command -v kubectl >/dev/null 2>&1 ||
 	log "warning: kubectl is not installed: the Kubernetes checks will fail (https://kubernetes.io/docs/tasks/tools/)"
-if [[ ! -d "$root/tests/k8s/node_modules/@kubernetes-models/prometheus-operator" ]]; then
+if [[ ! -d "$root/tests/k8s/node_modules/@kubernetes-models/prometheus-operator" ||
+	! -d "$root/tests/k8s/node_modules/@kubernetes-models/cloudnative-pg" ]]; then
 	command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 	log "npm ci (tests/k8s)"
 	npm ci --prefix "$root/tests/k8s" --no-audit --no-fund --loglevel=error >/dev/null

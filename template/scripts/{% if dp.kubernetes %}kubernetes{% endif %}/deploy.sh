@@ -10,14 +10,17 @@
 # 2. kubernetes/overlays/ENV is built with that digest and version (.deploy/ENV/kubernetes/), and
 #    everything but the app and the Jobs is applied: namespace, settings, secrets, database, cache,
 #    network policies, ingress.
-# 3. The Jobs run to their end, in order (database roles, then this version's migrations).
+# 3. What an operator makes (a CloudNativePG Cluster) is awaited until Ready, then the Jobs run to
+#    their end, in order (database roles, then this version's migrations).
 # 4. The app's Deployment is applied and its rollout awaited: each new pod ready before an old one
 #    stops. A rollout that does not complete is undone (kubectl rollout undo) and nothing recorded.
 # 5. The release (time, version, digest) is appended to .deploy/ENV/releases.tsv and env/ENV.env
 #    names the new version.
 #
 # Settings (env/ENV.env or the environment): KUBERNETES_CONTEXT (kubectl's context) [current],
-# KUBERNETES_DEPLOY_TIMEOUT (seconds for a Job or the rollout) [300].
+# KUBERNETES_DEPLOY_TIMEOUT (seconds for a Job, an operator's object or the rollout) [300].
+# Refused before anything changes: an operator's secret file holding its placeholder, an
+# operator's API (CloudNativePG) that the cluster does not serve.
 set -Eeuo pipefail
 here=$(dirname -- "${BASH_SOURCE[0]}")
 # shellcheck source=../lib/common.sh
@@ -33,7 +36,9 @@ require_env "$env"
 release_version "${2:-}"
 version=$RELEASE_VERSION
 release_init "$env"
+kubernetes_require_operator_secrets "$env"
 kubernetes_init "$env"
+kubernetes_require_operator_apis "$env"
 image=$(image_of "$version")
 previous=$(current_version)
 release_ref "$image"
@@ -41,6 +46,7 @@ ref=$RELEASE_REF
 
 manifests=$(kubernetes_build "$env" "$ref" "$version")
 kubernetes_apply "$manifests" "$COMPONENT_LABEL notin (app,$(IFS=,; echo "${KUBERNETES_JOBS[*]:-none}"))"
+kubernetes_wait_ready "$env"
 for job in "${KUBERNETES_JOBS[@]}"; do
 	log "deploy $version to $env: running the $job Job"
 	kubernetes_run_job "$manifests" "$job"

@@ -269,11 +269,12 @@ bcrypt_of() {
 	echo "$hash"
 }
 
-# operator_secret ENV NAME: a value only the operator has (webhook URL, SMTP password). A
-# placeholder is written so that the stack starts; alerts are not delivered until it is replaced.
+# operator_secret ENV NAME EFFECT: a value only the operator has (webhook URL, SMTP password, an
+# object store's key). A placeholder is written so that the stack starts; EFFECT says what does not
+# work until it is replaced.
 operator_secret() {
 	write_secret "$1" "$2" <<<"REPLACE-ME"
-	log "warning: secrets/$1/$2 is a placeholder: put the real value there (alerts are not delivered until then)"
+	log "warning: secrets/$1/$2 is a placeholder: put the real value there ($3)"
 }
 
 # ensure_backup_metrics ENV: metrics/ENV/ for node exporter's textfile collector. An environment
@@ -312,7 +313,7 @@ ensure_env_ready() {
 		[[ -s "$PROJECT_ROOT/secrets/$env/$name" ]] && continue
 		case $name in
 		tls_cert | tls_key) new_tls_pair "$env" "$(domain_of "$env")" ;;
-		alert_webhook_url) operator_secret "$env" "$name" ;;
+		alert_webhook_url) operator_secret "$env" "$name" "alerts are not delivered until then" ;;
 		*) new_secret "$env" "$name" ;;
 		esac
 	done

@@ -29,7 +29,7 @@ db_use_service() { # ENV
 		# shellcheck source=kubernetes.sh
 		source "$PROJECT_ROOT/scripts/lib/kubernetes.sh"
 		kubernetes_init "$1"
-		DB_EXEC=("${KUBECTL[@]}" --namespace "$NAMESPACE" exec -i db-0 --container db --)
+		kubernetes_db_exec "$1"
 		return 0
 	fi
 	compose_cmd "$1"

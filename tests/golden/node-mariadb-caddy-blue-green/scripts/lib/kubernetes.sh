@@ -13,6 +13,16 @@ COMPONENT_LABEL=app.kubernetes.io/component
 # replaces it, as in compose.yaml.
 declare -gA KUBERNETES_IMAGE_PINS=([MARIADB_IMAGE]=docker.io/library/mariadb:11.4)
 
+# ENV -> the API groups its overlay needs beyond Kubernetes' own (an operator's), and the secret
+# files only the operator can fill in (a placeholder would deploy a database that cannot archive).
+declare -gA KUBERNETES_API_GROUPS=([production]="")
+declare -gA KUBERNETES_OPERATOR_SECRETS=([production]="")
+# ENV -> objects an operator makes ready that the Jobs need (e.g. a CloudNativePG Cluster's primary).
+declare -gA KUBERNETES_READY_BEFORE_JOBS=([production]="")
+# ENV -> the label selector of the pod that takes the database's writes, and its container.
+declare -gA KUBERNETES_DB_SELECTOR=([production]="app.kubernetes.io/component=db")
+declare -gA KUBERNETES_DB_CONTAINER=([production]=db)
+
 # kubernetes_init ENV: NAMESPACE, KUBECTL (kubectl for KUBERNETES_CONTEXT of env/ENV.env, or the
 # current context) and KUBERNETES_DEPLOY_TIMEOUT [300 s]. Dies if the cluster does not answer.
 kubernetes_init() {
@@ -28,6 +38,46 @@ kubernetes_init() {
 		die "KUBERNETES_DEPLOY_TIMEOUT=$KUBERNETES_DEPLOY_TIMEOUT: use a number of seconds, e.g. 300"
 	out=$("${KUBECTL[@]}" version --request-timeout=10s 2>&1 >/dev/null) ||
 		die "no Kubernetes cluster answers at ${context:-the current kubectl context} ($(tail -n 1 <<<"$out")): set KUBERNETES_CONTEXT in env/$env.env"
+}
+
+# kubernetes_require_operator_secrets ENV: the secret files only the operator can fill in (an object
+# store's key) hold real values: a placeholder would deploy a database that cannot archive.
+kubernetes_require_operator_secrets() {
+	local env=$1 name
+	for name in ${KUBERNETES_OPERATOR_SECRETS[$env]}; do
+		[[ -s $PROJECT_ROOT/secrets/$env/$name && $(<"$PROJECT_ROOT/secrets/$env/$name") != REPLACE-ME ]] ||
+			die "secrets/$env/$name holds no real value: put the object store's credentials there (docs/kubernetes.md)"
+	done
+}
+
+# kubernetes_require_operator_apis ENV: the cluster serves the API groups of the operators ENV's
+# overlay needs (CloudNativePG and its Barman Cloud plugin).
+kubernetes_require_operator_apis() {
+	local group
+	for group in ${KUBERNETES_API_GROUPS[$1]}; do
+		[[ -n $("${KUBECTL[@]}" api-resources --api-group "$group" --output name 2>/dev/null) ]] ||
+			die "the cluster serves no $group API: install its operator first (docs/kubernetes.md)"
+	done
+}
+
+# kubernetes_wait_ready ENV: the objects ENV's Jobs need are Ready, or this dies naming the one that
+# is not within KUBERNETES_DEPLOY_TIMEOUT.
+kubernetes_wait_ready() {
+	local object
+	for object in ${KUBERNETES_READY_BEFORE_JOBS[$1]}; do
+		"${KUBECTL[@]}" --namespace "$NAMESPACE" wait --for=condition=Ready "$object" --timeout "${KUBERNETES_DEPLOY_TIMEOUT}s" >&2 ||
+			die "$object is not Ready within $KUBERNETES_DEPLOY_TIMEOUT s (kubectl --namespace $NAMESPACE describe $object)"
+	done
+}
+
+# kubernetes_db_exec ENV: DB_EXEC, the command prefix that runs a command in ENV's database (the
+# pod that takes writes: the StatefulSet's, or CloudNativePG's primary).
+kubernetes_db_exec() {
+	local pod
+	pod=$("${KUBECTL[@]}" --namespace "$NAMESPACE" get pod --selector "${KUBERNETES_DB_SELECTOR[$1]}" \
+		--output 'jsonpath={.items[0].metadata.name}' 2>/dev/null) || pod=
+	[[ -n $pod ]] || die "no database pod in $NAMESPACE (${KUBERNETES_DB_SELECTOR[$1]}): deploy $1 first"
+	DB_EXEC=("${KUBECTL[@]}" --namespace "$NAMESPACE" exec -i "$pod" --container "${KUBERNETES_DB_CONTAINER[$1]}" --)
 }
 
 # kubernetes_build ENV REF VERSION: the overlay of ENV with the app's image REF (repository@digest)
