@@ -801,7 +801,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             https_port=f.host_ports(env)["https"],
         )
 
-    rotation = rotation_plan(f, reads, by_name, tls_files)
+    rotation = rotation_plan(f, reads, by_name, tls_files, store_secrets if cloudnative_envs else [])
     db = f.db
     if db:
         db = dict(db, exporter_ref=image_ref(db["exporter"]), throwaway=throwaway_args(by_name["db"]))

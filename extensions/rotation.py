@@ -13,7 +13,7 @@ READ_WHEN_USED = {"db", "alertmanager", "cache"}
 
 
 def rotation_plan(f: Any, reads: dict[str, list[str]], services: dict[str, Any],
-                  tls_files: list[str]) -> dict[str, dict[str, Any]]:
+                  tls_files: list[str], store_files: list[str]) -> dict[str, dict[str, Any]]:
     """secret name -> {value: random|operator, server: db-roles|cache|"", app: bool,
     restart: [services recreated afterwards], remake: web config made from it, swarm_db: whether
     a Swarm's database task restarts for it, refused: why it cannot be rotated by the script}."""
@@ -47,4 +47,8 @@ def rotation_plan(f: Any, reads: dict[str, list[str]], services: dict[str, Any],
         plan[name] = {"value": "operator", "server": "", "app": False, "remake": "", "swarm_db": False, "restart": [],
                       "refused": "a certificate and its key change together: replace tls_cert and tls_key, then "
                                  "scripts/compose.sh ENV up --detach --force-recreate proxy"}
+    for name in store_files:
+        plan[name] = {"value": "operator", "server": "", "app": False, "remake": "", "swarm_db": False, "restart": [],
+                      "refused": "CloudNativePG reads it from its Kubernetes Secret: make a new key in the object store, "
+                                 "write it to the file, then scripts/deploy.sh ENV (the operator reloads the Secret)"}
     return plan
