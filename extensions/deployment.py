@@ -59,11 +59,30 @@ def comment(text: str, indent: int = 0) -> str:
     return "\n".join(" " * indent + ("# " + line).rstrip() for line in text.splitlines())
 
 
+def _compiled_once(environment):
+    """environment.compile, once per source. Copier compiles every part of every path, and every
+    file, afresh: rendering the defaults made 1,560 compilations of 366 distinct sources, a third of
+    the render's time. The same source compiles to the same code, which Jinja runs in a fresh
+    namespace for each template object (as its own bytecode cache does). The extensions'
+    preprocess hooks still run for each compilation (Copier's yield tag resets its state there)."""
+    compile_source = environment.compile
+    cached = functools.lru_cache(maxsize=4096)(compile_source)
+
+    def compile_(source, name=None, filename=None, raw=False, defer_init=False):
+        if not isinstance(source, str):
+            return compile_source(source, name, filename, raw, defer_init)
+        environment.preprocess(source, name, filename)
+        return cached(source, name, filename, raw, defer_init)
+
+    return compile_
+
+
 class DeploymentExtension(Extension):
     """Filters for validators and templates, and the per-runtime defaults copier.yml reads."""
 
     def __init__(self, environment):
         super().__init__(environment)
+        environment.compile = _compiled_once(environment)
         environment.filters.update(
             slugify=answers.slugify,
             slug_error=answers.slug_error,

@@ -505,3 +505,29 @@ def test_every_secret_has_a_rotation_plan_and_the_refused_ones_say_why():
         for name in ("alert_webhook_url", "alert_smtp_password"):
             assert name not in plan or plan[name]["value"] == "operator", name
     assert not model.derive(dict(BASE, database="none", cache="none", monitoring="none", tls="none"))["rotatable"]
+
+
+def test_each_source_is_compiled_once_and_each_template_renders_on_its_own():
+    """The compile cache (deployment._compiled_once): the same source compiles once; the templates
+    made from it keep their own globals; another source compiles anew; preprocess hooks still run."""
+    from jinja2 import Environment
+    from jinja2.ext import Extension
+
+    class Counting(Extension):
+        calls = 0
+
+        def preprocess(self, source, name, filename=None):
+            Counting.calls += 1
+            return source
+
+    env = Environment(extensions=[Counting])
+    compiled = []
+    real = env.compile
+    env.compile = lambda *args, **kwargs: compiled.append(args[0]) or real(*args, **kwargs)
+    env.compile = deployment._compiled_once(env)
+    first = env.from_string("{{ who }} at {{ where }}", globals={"where": "home"})
+    second = env.from_string("{{ who }} at {{ where }}", globals={"where": "work"})
+    assert (first.render(who="a"), second.render(who="b")) == ("a at home", "b at work")
+    env.from_string("{{ who }}!")
+    assert compiled == ["{{ who }} at {{ where }}", "{{ who }}!"]
+    assert Counting.calls >= 3

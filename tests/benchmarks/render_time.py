@@ -2,14 +2,19 @@
 template rendered in the same run (the overhead ratio says what this template costs beyond Copier).
 
     python3 tests/benchmarks/render_time.py [--runs 7]
+    python3 tests/benchmarks/render_time.py --cli [--runs 9] [--before COMMIT]
 
 Prints a Markdown table for docs/performance.md. Both templates are rendered in-process from a
-git checkout at HEAD, so Python start-up and the git clone Copier makes are in both figures.
+git checkout at HEAD, so the git clone Copier makes is in both figures. With --cli, what a user
+runs: `copier copy --defaults` in a new process (Python's start-up and Copier's import included),
+this template and the trivial one alternately; with --before, also the template at COMMIT (a
+worktree), in the same rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import subprocess
@@ -48,10 +53,52 @@ def median_render(template: Path, data: dict, runs: int, scratch: Path) -> tuple
     return statistics.median(times), files
 
 
+def cli_render(template: Path, scratch: Path) -> float:
+    """Seconds of one `copier copy --defaults` of `template` in a new process."""
+    destination = scratch / f"cli-{time.monotonic_ns()}"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "copier", "copy", "--defaults", "--quiet", "--trust", "--vcs-ref", "HEAD",
+                    str(template), str(destination)], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def cli_main(runs: int, before: str | None) -> None:
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        templates = {"trivial one-file template": trivial_template(scratch), "this template (HEAD)": ROOT}
+        if before:
+            worktree = scratch / "before"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), before], check=True)
+            templates[f"this template ({before})"] = worktree
+        times: dict[str, list[float]] = {name: [] for name in templates}
+        try:
+            for name, template in templates.items():
+                cli_render(template, scratch)  # warm the page cache; not counted
+            for _ in range(runs):
+                for name, template in templates.items():
+                    times[name].append(cli_render(template, scratch))
+        finally:
+            if before:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
+        baseline = statistics.median(times["trivial one-file template"])
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+              f"{platform.python_version()}; `copier copy --defaults` in a new process, {runs} rounds (median)\n")
+        print("| template | median (s) | ratio to the trivial template | each run (s) |")
+        print("|---|---|---|---|")
+        for name, values in times.items():
+            median = statistics.median(values)
+            print(f"| {name} | {median:.2f} | {median / baseline:.2f}x | {' '.join(f'{v:.2f}' for v in values)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--cli", action="store_true", help="through the CLI, in a new process per render")
+    parser.add_argument("--before", help="with --cli: also the template at this commit")
     args = parser.parse_args()
+    if args.cli:
+        cli_main(args.runs, args.before)
+        return
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         baseline, _ = median_render(trivial_template(scratch), {}, args.runs, scratch)
