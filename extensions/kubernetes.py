@@ -31,6 +31,13 @@ from .catalogue import APP_UID, SIZES, image_location, image_var
 from .environments import limits
 from .services import Service
 
+# The in-cluster backup scripts (a ConfigMap of the StatefulSet's component): key -> file, relative to
+# kubernetes/components/db-statefulset/, and where the CronJobs mount them.
+BACKUP_SCRIPTS = {"backup.sh": "../../../scripts/kubernetes/in-cluster/backup.sh",
+                  "verify-backup.sh": "../../../scripts/kubernetes/in-cluster/verify-backup.sh",
+                  "core.sh": "../../../scripts/lib/core.sh", "db.sh": "../../../scripts/lib/db.sh",
+                  "backups.sh": "../../../scripts/lib/backups.sh"}
+BACKUP_SCRIPTS_DIR = "/opt/db-backup"
 # The object store's credentials: the key CloudNativePG reads -> the secret file (secrets/ENV/).
 STORE_KEYS = {"ACCESS_KEY_ID": "backup_store_access_key_id", "ACCESS_SECRET_KEY": "backup_store_secret_access_key"}
 # Roles that run on Kubernetes, and the workload kind of each.
@@ -101,7 +108,7 @@ class KubernetesTarget:
         for s in services:
             if s.role in KINDS and (s.role != "app" or s.colour == "blue"):
                 self.by_role[s.role] = s
-        self.secret_keys = sorted({name for s in self.by_role.values() for name in s.secrets})
+        self.secret_keys = sorted({name for s in self.by_role.values() for name in s.secrets} | set(self.backup_secrets()))
 
     # --- labels and names -----------------------------------------------------------------------------
     def labels(self, role: str) -> dict[str, str]:
@@ -298,11 +305,13 @@ class KubernetesTarget:
         """Component name -> its description and objects (components/NAME/resources.yaml)."""
         if "db" not in self.by_role:
             return {}
-        found = {"db-statefulset": {"about": "the database as one pod with its volume claim (a StatefulSet)",
-                                    "objects": self.stateful("db"), "image_fields": []}}
+        found = {"db-statefulset": {"about": "the database as one pod with its volume claim (a StatefulSet)"
+                                             + (", its daily backup and the backup's verification (CronJobs)" if self.backup_jobs() else ""),
+                                    "objects": self.stateful("db") + self.backup_jobs(), "image_fields": [],
+                                    "configmaps": [{"name": "db-backup-scripts", "files": BACKUP_SCRIPTS}] if self.backup_jobs() else []}}
         if any(self.cloudnative(env) for env in self.envs):
             found["db-cloudnative-pg"] = {"about": "the database as a CloudNativePG Cluster, its backups and its network paths",
-                                          "objects": self.cloudnative_pg(),
+                                          "objects": self.cloudnative_pg(), "configmaps": [],
                                           "image_fields": [{"path": "spec/imageName", "kind": "Cluster"}]}
         return found
 
@@ -359,6 +368,73 @@ class KubernetesTarget:
             self.policy("db-to-api-server-and-object-store", "db",
                         egress=[{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
                                  "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}]),
+        ]
+
+    # --- backups of the StatefulSet's database (PostgreSQL): CronJobs ------------------------------------
+    def backup_secrets(self) -> list[str]:
+        """The secret files the backup CronJobs read: the backup role's password, the signing key."""
+        if not self.db or self.db["name"] != "postgres":
+            return []
+        return [self.db["passwords"]["backup"], "backup_signing_key"]
+
+    def backup_pod(self, role: str, script: str, secrets: list[str], scratch: list[str]) -> dict[str, Any]:
+        """A CronJob's pod: the database's image, as its user, running one of scripts/kubernetes/in-cluster/."""
+        db = self.by_role["db"]
+        uid, gid = self.user(db)
+        mounts = [{"name": "scripts", "mountPath": BACKUP_SCRIPTS_DIR, "readOnly": True},
+                  {"name": "secrets", "mountPath": "/run/secrets", "readOnly": True},
+                  {"name": "backups", "mountPath": "/backups"}]
+        mounts += [{"name": self.volume_name(path), "mountPath": path} for path in scratch]
+        container = {
+            "name": role, "image": self.image(db), "imagePullPolicy": "IfNotPresent",
+            "command": ["bash", f"{BACKUP_SCRIPTS_DIR}/{script}"],
+            "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    {"name": "BACKUP_KEEP_LAST", "value": str(self.options["backup_keep_last"])},
+                    {"name": "BACKUP_KEEP_DAYS", "value": str(self.options["backup_keep_days_any"])}],
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+            "resources": {},  # per environment (the overlay's patch)
+            "volumeMounts": mounts,
+        }
+        volumes = [{"name": "scripts", "configMap": {"name": "db-backup-scripts", "defaultMode": 0o444}},
+                   {"name": "secrets", "secret": {"secretName": "secrets", "defaultMode": 0o440,
+                                                  "items": [{"key": k, "path": k} for k in secrets]}},
+                   {"name": "backups", "persistentVolumeClaim": {"claimName": "db-backups"}}]
+        for path in scratch:
+            volumes.append({"name": self.volume_name(path), "emptyDir": {"sizeLimit": "10Gi" if path == self.db["data_dir"] else "64Mi"}})
+        return {"metadata": {"labels": self.labels(role)},
+                "spec": {"serviceAccountName": "db-backup", "automountServiceAccountToken": False, "restartPolicy": "Never",
+                         "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid,
+                                             "seccompProfile": {"type": "RuntimeDefault"}},
+                         "containers": [container], "volumes": volumes}}
+
+    def cron_job(self, role: str, schedule: str, pod: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": self.meta(role, role),
+                # One at a time; a run missed by more than an hour waits for the next day.
+                "spec": {"schedule": schedule, "timeZone": "Etc/UTC", "concurrencyPolicy": "Forbid",
+                         "startingDeadlineSeconds": 3600, "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+                         "jobTemplate": {"metadata": {"labels": self.labels(role)},
+                                         "spec": {"backoffLimit": 1, "activeDeadlineSeconds": 3 * 3600, "template": pod}}}}
+
+    def backup_jobs(self) -> list[dict[str, Any]]:
+        """PostgreSQL in a StatefulSet: a backup each day at backup_time into the volume claim
+        db-backups, and its verification an hour later (scripts/kubernetes/in-cluster/)."""
+        if not self.backup_secrets():
+            return []
+        hour, minute = self.options["backup_time"]
+        port = self.db["port"]
+        return [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": self.meta("db-backup", "db-backup"),
+             "automountServiceAccountToken": False},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": self.meta("db-backups", "db-backup"),
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}}},
+            self.cron_job("db-backup", f"{minute} {hour} * * *",
+                          self.backup_pod("db-backup", "backup.sh", self.backup_secrets(), ["/tmp"])),
+            self.cron_job("db-verify-backup", f"{minute} {(hour + 1) % 24} * * *",
+                          self.backup_pod("db-verify-backup", "verify-backup.sh", ["backup_signing_key"],
+                                          ["/tmp", self.db["data_dir"], self.db["run_dir"]])),
+            self.policy("db-from-backup", "db", ingress=[{"from": self.pods_of("db-backup"), "ports": [{"protocol": "TCP", "port": port}]}]),
+            self.policy("db-backup-to-db", "db-backup", egress=[{"to": self.pods_of("db"), "ports": [{"protocol": "TCP", "port": port}]}]),
         ]
 
     def db_workload(self, env: str) -> dict[str, str]:
@@ -438,6 +514,11 @@ class KubernetesTarget:
             template = {"spec": {"containers": [{"name": role, "resources": resources(size, e["scale"])}]}}
             patches.append({"apiVersion": "batch/v1" if kind == "Job" else "apps/v1", "kind": kind,
                             "metadata": {"name": role}, "spec": {"template": template}})
+        if self.backup_jobs() and not self.cloudnative(env):
+            for role, size in (("db-backup", SIZES["db-backup"]), ("db-verify-backup", SIZES["db"])):
+                template = {"spec": {"containers": [{"name": role, "resources": resources(size, e["scale"])}]}}
+                patches.append({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": role},
+                                "spec": {"jobTemplate": {"spec": {"template": template}}}})
         patches.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "app"},
                         "spec": {"minReplicas": low, "maxReplicas": high}})
         return patches

@@ -66,6 +66,10 @@ class Facts:
         self.proxy = answers["proxy"]
         self.database = answers["database"]
         self.db = dict(DATABASES[self.database], name=self.database) if self.database != "none" else None
+        if self.database == "postgres" and "kubernetes" in (answers.get("orchestrators") or []):
+            # Kubernetes' backup CronJob dumps over the network: the backup role gets a password there
+            # (on Compose it logs in over the db container's socket, and no container reads the file).
+            self.db["passwords"] = dict(self.db["passwords"], backup="db_backup_password")
         self.cache = answers["cache"] == "redis"
         self.monitored = answers["monitoring"] != "none"
         self.with_logs = answers["monitoring"] == "prometheus-loki"
@@ -146,8 +150,9 @@ def secret_readers(f: Facts) -> dict[str, list[str]]:
         # One password per role (catalogue.DATABASES "passwords"); db-roles sets them all.
         readers = {"admin": ["db"], "owner": ["migrate"] if f.migrate else [], "app": ["app"],
                    "exporter": ["db-exporter"] if f.monitored else [],
-                   # Backups run in the db container, or in the dump's client (scripts/lib/db.sh).
-                   "backup": ["db"] + ([f.db["dump_client"]] if f.db.get("dump_client") else []),
+                   # Backups run in the db container, or in the dump's client (scripts/lib/db.sh);
+                   # PostgreSQL's on the db container's socket, without the password.
+                   "backup": [] if f.database == "postgres" else ["db"] + ([f.db["dump_client"]] if f.db.get("dump_client") else []),
                    "archive": ["db-archive"]}  # MariaDB's binary log archiver (Compose target)
         if f.database == "mariadb":
             readers["owner"].append("db")  # the image creates the owner `app` on a new volume
@@ -929,7 +934,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                      "backup_endpoint": answers.get("kubernetes_backup_endpoint") or "",
                      "backup_time": tuple(int(x) for x in (answers.get("backup_time") or "03:00").split(":")),
                      # CloudNativePG's retention counts whole days, at least one.
-                     "backup_keep_days": max(1, int(answers.get("backup_keep_days", 14)))},
+                     "backup_keep_days": max(1, int(answers.get("backup_keep_days", 14))),
+                     "backup_keep_days_any": int(answers.get("backup_keep_days", 14)),
+                     "backup_keep_last": int(answers.get("backup_keep_last", 7))},
             tls_files=tls_files)
         if "kubernetes" in f.orchestrators else None,
     }

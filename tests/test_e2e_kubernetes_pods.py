@@ -71,9 +71,13 @@ class Pods:
                f"mkdir -p /v/lost+found && chmod 0700 /v/lost+found && chown 0:{gid} /v && chmod 2775 /v")
         return volume
 
+    def pod_template(self, kind: str, name: str) -> dict:
+        workload = self.object(kind, name)
+        return workload["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else workload["spec"]["template"]
+
     def start(self, kind: str, name: str, attempt: int = 0) -> str:
         workload = self.object(kind, name)
-        pod = workload["spec"]["template"]["spec"]
+        pod = self.pod_template(kind, name)["spec"]
         security = pod["securityContext"]
         uid, gid, fs_group = security["runAsUser"], security["runAsGroup"], security["fsGroup"]
         (c,) = pod["containers"]
@@ -86,12 +90,21 @@ class Pods:
             for key, value in self.object("ConfigMap", source["configMapRef"]["name"])["data"].items():
                 args += ["--env", f"{key}={value}"]
         for entry in c.get("env", []):
-            args += ["--env", f"{entry['name']}={entry['value']}"]
+            if "valueFrom" in entry:  # the downward API: the pod's namespace only
+                assert entry["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}, entry
+                args += ["--env", f"{entry['name']}={workload['metadata']['namespace']}"]
+            else:
+                args += ["--env", f"{entry['name']}={entry['value']}"]
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         for mount in c.get("volumeMounts", []):
             volume = volumes.get(mount["name"])
             if volume is None:  # a volume claim template
                 args += ["--volume", f"{self.claim(name, fs_group)}:{mount['mountPath']}"]
+            elif "persistentVolumeClaim" in volume:  # a claim of its own, shared by the pods that name it
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                if f"{self.prefix}-{claim}-data" not in self.volumes:
+                    self.claim(claim, fs_group)
+                args += ["--volume", f"{self.prefix}-{claim}-data:{mount['mountPath']}"]
             elif "emptyDir" in volume:
                 args += ["--tmpfs", f"{mount['mountPath']}:mode=0777"]
             elif "secret" in volume:
@@ -149,6 +162,17 @@ class Pods:
         logs = docker("logs", "--tail", "40", container, check=False)
         pytest.fail(f"{kind} {name} never became ready:\n{logs.stdout[-3000:]}\n{logs.stderr[-3000:]}", pytrace=False)
 
+    def run_once(self, kind: str, name: str, attempt: int = 0) -> tuple[int, str, str]:
+        """One pod of a Job or CronJob to its end: exit code, stdout and stderr."""
+        container = self.start(kind, name, attempt)
+        code = int(docker("wait", container, timeout=600).stdout.strip())
+        logs = docker("logs", container, check=False)
+        return code, logs.stdout, logs.stderr
+
+    def claim_files(self, claim: str, command: str) -> str:
+        """A shell command run as root on a volume claim's files (mounted at /v)."""
+        return docker("run", "--rm", "-v", f"{self.prefix}-{claim}-data:/v", HELPER_IMAGE, "sh", "-c", command).stdout
+
     def job(self, name: str) -> None:
         """A Job: its pod again until it exits 0, at most backoffLimit + 1 times (the database may still start)."""
         job = self.object("Job", name)
@@ -197,6 +221,8 @@ def test_the_pods_of_an_overlay_run_as_specified(copie_session, lab, tmp_path, d
             assert answer.status == 201
         with urllib.request.urlopen(f"{app}/items", timeout=10) as answer:
             assert "from a pod" in answer.read().decode()
+        if database == "postgres":
+            the_backup_cron_jobs_back_up_and_verify(pods)
         # The database's files are its own, under the volume's root (PostgreSQL: pgdata/ beside lost+found).
         listing = docker("exec", db, "ls", "-A", "/var/lib/postgresql/data" if database == "postgres" else "/var/lib/mysql").stdout.split()
         assert "lost+found" in listing
@@ -205,3 +231,25 @@ def test_the_pods_of_an_overlay_run_as_specified(copie_session, lab, tmp_path, d
     finally:
         pods.remove()
         docker("image", "rm", "--force", f"{image}:dev", f"{image}:v1", check=False)
+
+
+def the_backup_cron_jobs_back_up_and_verify(pods: Pods) -> None:
+    """PostgreSQL's CronJobs (scripts/kubernetes/in-cluster/): a signed backup in the volume claim
+    db-backups as the backup role over the network, verified by a restore in a throwaway server of
+    the verification pod; a tampered dump is refused, marked, and fails the Job."""
+    code, out, err = pods.run_once("CronJob", "db-backup")
+    assert code == 0, err[-3000:]
+    backup = out.strip().splitlines()[-1]
+    assert backup.endswith("Z") and len(backup) == 16, out
+    code, out, err = pods.run_once("CronJob", "db-verify-backup")
+    assert code == 0, err[-3000:]
+    assert f"backup {backup} of production verified" in err
+    files = pods.claim_files("db-backups", f"ls -A /v/production/{backup}; readlink /v/production/latest; cat /v/production/{backup}/counts.tsv").split()
+    assert {"dump.sql.gz", "counts.tsv", "meta.env", "SHA256SUMS", "SHA256SUMS.sig", "verified"} <= set(files), files
+    assert files.count(backup) == 1, "latest points to the backup"
+    assert "items" in files and files[files.index("items") + 1] == "1", "the app's row is in the backup's counts"
+    pods.claim_files("db-backups", f"printf x >>/v/production/{backup}/dump.sql.gz")
+    code, out, err = pods.run_once("CronJob", "db-verify-backup", attempt=1)
+    assert code != 0 and f"backup {backup} FAILED verification" in err and "checksum" in err, err[-2000:]
+    files = pods.claim_files("db-backups", f"ls -A /v/production/{backup}").split()
+    assert "verify-failed" in files and "verified" not in files, files

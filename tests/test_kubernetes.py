@@ -19,7 +19,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, VARIANTS, answers, compose_config, require_tool, run
-from extensions.kubernetes import KUBERNETES_VERSION
+from extensions.catalogue import SIZES
+from extensions.environments import PROFILES
+from extensions.kubernetes import KUBERNETES_VERSION, resources
 
 pytestmark = pytest.mark.slow  # every variant rendered and built: the slow tier (tests/run.sh)
 
@@ -66,7 +68,15 @@ def named(docs: list[dict], kind: str, name: str) -> dict:
 
 
 def pod_templates(docs: list[dict]) -> list[tuple[dict, dict]]:
-    return [(d, d["spec"]["template"]) for d in docs if d["kind"] in WORKLOADS]
+    """(workload, its pod template) of every Deployment, StatefulSet, Job and CronJob."""
+    return [(d, d["spec"]["template"]) for d in docs if d["kind"] in WORKLOADS] + \
+        [(d, d["spec"]["jobTemplate"]["spec"]["template"]) for d in docs if d["kind"] == "CronJob"]
+
+
+def compose_service_of(container: dict) -> str:
+    """The Compose service a container's size and image come from: the backup CronJobs run the
+    database's image with the sizes of Compose's dump client and of the database."""
+    return {"app": "app-blue", "db-backup": "db", "db-verify-backup": "db"}.get(container["name"], container["name"])
 
 
 def pod_labels(docs: list[dict]) -> dict[str, dict]:
@@ -317,8 +327,10 @@ def test_containers_have_probes_and_the_compose_sizes(built):
                     assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(c), where
                 limits = c["resources"]["limits"]
                 assert set(c["resources"]["requests"]) == {"cpu", "memory"}, where
-                service = "app-blue" if c["name"] == "app" else c["name"]
-                expected = compose[service]["deploy"]["resources"]["limits"]
+                if c["name"] == "db-backup":  # the dump client's size (catalogue.SIZES), not a Compose service here
+                    assert c["resources"] == resources(SIZES["db-backup"], PROFILES[env]["scale"]), where
+                    continue
+                expected = compose[compose_service_of(c)]["deploy"]["resources"]["limits"]
                 assert float(limits["cpu"].removesuffix("m")) / 1000 == float(expected["cpus"]), where
                 assert int(limits["memory"].removesuffix("Mi")) * 1024 * 1024 == int(expected["memory"]), where
 
@@ -332,7 +344,7 @@ def test_images_are_the_compose_images(built):
                 if c["name"] in ("app", "migrate"):
                     assert c["image"] == f"{app_image}:dev"  # the deploy script sets the digest
                 else:
-                    assert c["image"] == compose[c["name"]]["image"], f"{name}/{env}/{c['name']}"
+                    assert c["image"] == compose[compose_service_of(c)]["image"], f"{name}/{env}/{c['name']}"
 
 
 def test_no_secret_value_outside_secrets(built):
@@ -393,6 +405,46 @@ def test_ingress_has_the_host_and_tls_of_each_environment(built):
             else:
                 tls = named(docs, "Secret", secret)
                 assert tls["type"] == "kubernetes.io/tls"
+
+
+def test_postgresql_statefulsets_are_backed_up_and_verified_by_cron_jobs(built):
+    """PostgreSQL in a StatefulSet: a daily backup CronJob at backup_time and its verification an
+    hour later, one run at a time, bounded history; both in the database's image, the backup's
+    scripts from the project's own scripts/ (ConfigMap), the volume claim db-backups; the backup
+    pod alone reaches the database with the backup role's password, the verification reaches
+    nothing and holds only the signing key."""
+    checked = 0
+    for name, project, env, docs in each_build(built):
+        a = answers(project)
+        jobs = {j["metadata"]["name"]: j for j in of_kind(docs, "CronJob")}
+        if a["database"] != "postgres" or of_kind(docs, "Cluster"):
+            assert not jobs, f"{name}/{env}: {list(jobs)}"
+            continue
+        assert set(jobs) == {"db-backup", "db-verify-backup"}, f"{name}/{env}"
+        hour, minute = (int(x) for x in a["backup_time"].split(":"))
+        assert jobs["db-backup"]["spec"]["schedule"] == f"{minute} {hour} * * *"
+        assert jobs["db-verify-backup"]["spec"]["schedule"] == f"{minute} {(hour + 1) % 24} * * *"
+        scripts = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("db-backup-scripts"))
+        for job in jobs.values():
+            spec = job["spec"]
+            assert spec["concurrencyPolicy"] == "Forbid" and spec["timeZone"] == "Etc/UTC"
+            assert spec["successfulJobsHistoryLimit"] <= 3 and spec["failedJobsHistoryLimit"] <= 3
+            pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+            (c,) = pod["containers"]
+            script = c["command"][-1].rsplit("/", 1)[1]
+            assert (project / "scripts/kubernetes/in-cluster" / script).read_text() == scripts["data"][script]
+            assert scripts["data"]["db.sh"] == (project / "scripts/lib/db.sh").read_text()
+            claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+            assert claims == ["db-backups"] and named(docs, "PersistentVolumeClaim", "db-backups")
+        mounted = {job: {i["key"] for v in jobs[job]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+                         if "secret" in v for i in v["secret"]["items"]} for job in jobs}
+        assert mounted == {"db-backup": {"db_backup_password", "backup_signing_key"}, "db-verify-backup": {"backup_signing_key"}}
+        policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
+        assert policies["db-backup-to-db"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+        reaching_out = [p for p in policies.values() if p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == "db-verify-backup"]
+        assert not reaching_out, "the verification needs no network"
+        checked += 1
+    assert checked
 
 
 # --- the alert rules -------------------------------------------------------------------------------------
@@ -519,7 +571,7 @@ def test_the_release_build_overrides_images_as_compose_does(built, tmp_path):
     for _, template in pod_templates(docs):
         for c in template["spec"]["containers"]:
             if c["name"] not in ("app", "migrate"):
-                assert c["image"] == compose[c["name"]]["image"], f"{name}: {c['name']}"
+                assert c["image"] == compose[compose_service_of(c)]["image"], f"{name}: {c['name']}"
                 assert "example" in c["image"]
                 compared += 1
     assert compared >= 2

@@ -38,28 +38,7 @@ key_file=$(backup_key_file "$env")
 [[ -z $key_file ]] || require_cmd gpg "needed to encrypt backups (BACKUP_KEY_FILE is set)"
 db_use_service "$env"
 "${DB_EXEC[@]}" true 2>/dev/null || die "the $env database is not running: start it with scripts/compose.sh $env up -d --wait"
-begin_backup "$BACKUP_DIR" "$id"
-work=$WORK
-
-dump=dump.sql.gz
-[[ -z $key_file ]] || dump=$dump.gpg
-log "backup $id of $env: dumping $DB_ENGINE"
-db_dump_counted "$work" | store_to "$work/$dump" "$key_file" ||
-	die "$(cat "$work/.dump-error" 2>/dev/null || echo "the dump failed"): no backup was made"
-
-cat >"$work/meta.env" <<META
-ID=$id
-ENVIRONMENT=$env
-DATABASE=$DB_ENGINE
-CREATED=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)
-ENCRYPTED=$([[ -n $key_file ]] && echo yes || echo no)
-DUMP=$dump
-SCHEMA_VERSION=$(cat "$work/schema_version")
-META
-rm -f "$work/schema_version"
-publish_backup "$BACKUP_DIR" "$id" "$env" "$dump" counts.tsv meta.env
-size=$(du -sh "$BACKUP_DIR/$id/$dump" | cut -f1)
-log "backup $id of $env complete: $size, $(wc -l <"$BACKUP_DIR/$id/counts.tsv") tables"
+make_backup "$env" "$id" "$now" "$key_file"
 record_metric "$env" backup_last_success_timestamp_seconds "$now"
 
 apply_retention "$now"

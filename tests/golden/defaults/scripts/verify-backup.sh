@@ -44,18 +44,8 @@ docker run --detach --name "$container" "${DB_THROWAWAY_ARGS[@]}" "${DB_SECRET_M
 	die "cannot start a throwaway $image container"
 db_use_container "$container"
 db_wait_ready || fail "the throwaway database did not start"
-db_exists "$DB_NAME" || db_create "$DB_NAME" >/dev/null
-(open_backup "$dir" "$env" | db_load "$DB_NAME") 2>"$BACKUP_DIR/.verify-error" ||
-	fail "the dump does not load: $(tail -n 1 "$BACKUP_DIR/.verify-error")"
-rm -f "$BACKUP_DIR/.verify-error"
-
-restored=$(db_counts "$DB_NAME")
-[[ -n $restored ]] || fail "no tables after the restore"
-if [[ $restored != "$(cat "$dir/counts.tsv")" ]]; then
-	fail "row counts differ from the backup's: $(diff <(cat "$dir/counts.tsv") <(echo "$restored") | grep '^[<>]' | head -n 3 | tr '\n' ' ')"
-fi
-version=$(db_schema_version "$DB_NAME")
-[[ $version == "$(meta "$dir" SCHEMA_VERSION)" ]] || fail "schema version $version, expected $(meta "$dir" SCHEMA_VERSION)"
+problem=$(restore_differs "$dir" "$env") || fail "$problem"
+version=$(meta "$dir" SCHEMA_VERSION)
 
 date -u +%Y-%m-%dT%H:%M:%SZ >"$dir/verified"
 rm -f "$dir/verify-failed"

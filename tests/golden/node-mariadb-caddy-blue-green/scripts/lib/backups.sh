@@ -133,6 +133,59 @@ publish_backup() {
 	ln -sfn "$id" "$dir/.latest.tmp" && mv -Tf "$dir/.latest.tmp" "$dir/latest"
 }
 
+# make_backup ENV ID NOW KEY_FILE: a backup of ENV's database (where DB_EXEC and DB_DUMP_EXEC reach
+# it) as BACKUP_DIR/ID: the dump (gzip; gpg when KEY_FILE is set), the row counts and schema version
+# in its snapshot, meta.env, SHA256SUMS and its signature; BACKUP_DIR/latest points to it once it
+# is complete. Dies, leaving no backup, if the dump fails.
+make_backup() {
+	local env=$1 id=$2 now=$3 key_file=$4 work dump=dump.sql.gz
+	begin_backup "$BACKUP_DIR" "$id"
+	work=$WORK
+	[[ -z $key_file ]] || dump=$dump.gpg
+	log "backup $id of $env: dumping $DB_ENGINE"
+	db_dump_counted "$work" | store_to "$work/$dump" "$key_file" ||
+		die "$(cat "$work/.dump-error" 2>/dev/null || echo "the dump failed"): no backup was made"
+	cat >"$work/meta.env" <<META
+ID=$id
+ENVIRONMENT=$env
+DATABASE=$DB_ENGINE
+CREATED=$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)
+ENCRYPTED=$([[ -n $key_file ]] && echo yes || echo no)
+DUMP=$dump
+SCHEMA_VERSION=$(cat "$work/schema_version")
+META
+	rm -f "$work/schema_version"
+	publish_backup "$BACKUP_DIR" "$id" "$env" "$dump" counts.tsv meta.env
+	log "backup $id of $env complete: $(du -sh "$BACKUP_DIR/$id/$dump" | cut -f1), $(wc -l <"$BACKUP_DIR/$id/counts.tsv") tables"
+}
+
+# restore_differs DIR ENV: DIR's dump loaded into the database DB_NAME (made if missing) of the
+# server DB_EXEC reaches, then its row counts and schema version compared with the backup's. Prints
+# what differs and returns 1; prints nothing if the restore matches.
+restore_differs() {
+	local dir=$1 env=$2 restored version
+	db_exists "$DB_NAME" || db_create "$DB_NAME" >/dev/null
+	if ! (open_backup "$dir" "$env" | db_load "$DB_NAME") 2>"$BACKUP_DIR/.verify-error"; then
+		echo "the dump does not load: $(tail -n 1 "$BACKUP_DIR/.verify-error")"
+		return 1
+	fi
+	rm -f "$BACKUP_DIR/.verify-error"
+	restored=$(db_counts "$DB_NAME")
+	if [[ -z $restored ]]; then
+		echo "no tables after the restore"
+		return 1
+	fi
+	if [[ $restored != "$(cat "$dir/counts.tsv")" ]]; then
+		echo "row counts differ from the backup's: $(diff <(cat "$dir/counts.tsv") <(echo "$restored") | grep '^[<>]' | head -n 3 | tr '\n' ' ')"
+		return 1
+	fi
+	version=$(db_schema_version "$DB_NAME")
+	if [[ $version != "$(meta "$dir" SCHEMA_VERSION)" ]]; then
+		echo "schema version $version, expected $(meta "$dir" SCHEMA_VERSION)"
+		return 1
+	fi
+}
+
 meta() { sed -n "s/^$2=//p" "$1/meta.env"; }
 
 sync_dir() { sync -f "$1" 2>/dev/null || sync; }

@@ -7,7 +7,6 @@ PROJECT_SLUG=golden-node
 ENVIRONMENTS=(production)
 # Group that may read secret files; every container that reads a secret runs with it.
 SECRETS_GID=${SECRETS_GID:-10001}
-SCRIPT_NAME=$(basename -- "$0" .sh)
 # Keys of env/ENV.env that the scripts read (scripts/deploy.sh), not Compose.
 SCRIPT_SETTINGS=(SIGNING_IDENTITY SIGNING_ISSUER DEPLOY_TARGET SWARM_HOST SWARM_NODE_HOST KUBERNETES_CONTEXT KUBERNETES_DEPLOY_TIMEOUT)
 # Per-environment policy (the template's extensions/environments.py): where a data change
@@ -30,27 +29,8 @@ declare -A REPLICAS_VAR=([blue]=APP_BLUE_REPLICAS [green]=APP_GREEN_REPLICAS)
 # shellcheck disable=SC2034
 APP_PORT=3000
 
-# What the scripts create is the operator's only (backups, secrets, release records: 0600 files,
-# 0700 directories), whatever the caller's umask; what a container reads is opened up explicitly
-# (seal_secret, write_atomically, shared_dir).
-umask 077
-
-log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SCRIPT_NAME" "$*" >&2; }
-
-# An unexpected failure (not one a script reports with die) names the file, line and command.
-on_error() {
-	local status=$?
-	# Only the script's own shell reports: a subshell's failure reaches it as its exit status (and a
-	# background job's expected failure, e.g. an incomplete dump, is the script's to word).
-	[[ -z ${ERROR_REPORTED:-} && $BASHPID == "$$" ]] || return "$status"
-	ERROR_REPORTED=1
-	log "error: ${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}: '$BASH_COMMAND' exited $status"
-}
-trap on_error ERR
-die() {
-	log "error: $*"
-	exit 1
-}
+# shellcheck source=core.sh
+source "$PROJECT_ROOT/scripts/lib/core.sh"
 
 # is_one_of WORD LIST...: WORD is one of LIST.
 is_one_of() {
@@ -69,10 +49,6 @@ confirmation_flag() {
 require_version() {
 	[[ $1 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
 		die "version '$1' is not a valid image tag: use letters, digits, '_', '.' and '-', e.g. 1.4.2"
-}
-
-require_cmd() {
-	command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"
 }
 
 # env_value ENV KEY: KEY's value in env/ENV.env (its last line; empty if unset or no file yet).
@@ -342,23 +318,6 @@ new_app_env() {
 	done < <(cat "$PROJECT_ROOT/env/$env.env" 2>/dev/null || true)
 	mv -f "$file.tmp" "$file"
 	log "created env/$env.app.env from env/$env.app.env.example${carried[*]:+, with ${carried[*]} from env/$env.env (edit them in env/$env.app.env from now on)}"
-}
-
-# shared_dir DIR: DIR exists and is 0755, for a container that reads it through a bind mount (its
-# user is not the operator).
-shared_dir() {
-	mkdir -p "$1"
-	chmod 0755 "$1"
-}
-
-# write_atomically FILE: standard input becomes FILE's content in one rename (readers see the old
-# or the new file, never a partial one).
-write_atomically() {
-	local tmp
-	tmp=$(mktemp "$1.XXXXXX")
-	cat >"$tmp"
-	chmod 0644 "$tmp"
-	mv -f "$tmp" "$1"
 }
 
 # proxy_container ENV: the ID of ENV's running proxy container.
