@@ -6,6 +6,10 @@ the time from start to healthy. Also a single-stage baseline in the style of `do
 same run: the issue's measure of a cold build.
 
     python3 tests/benchmarks/go_image.py [--before COMMIT]   # needs tests/lab/prepare.sh first
+    python3 tests/benchmarks/go_image.py --runtime node [--before COMMIT]
+
+With --runtime node: the Node example's runtime image, now against the earlier version (size, cold
+build, start to healthy); no single-stage baseline.
 """
 
 from __future__ import annotations
@@ -30,37 +34,37 @@ def sh(*cmd: str, **kwargs) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs).stdout
 
 
-def go_image(project: Path) -> str:
+def go_image(project: Path, runtime: str = "go") -> str:
     return next(line.split("=", 1)[1] for line in (project / "Dockerfile").read_text().splitlines()
-                if line.startswith("ARG GO_IMAGE="))
+                if line.startswith(f"ARG {runtime.upper()}_IMAGE="))
 
 
-def alias_go_image(project: Path) -> None:
-    """An earlier commit pins an earlier Go image; where this host lacks it (no registry), the lab's
-    image of the current pin is tagged under that name, and the output says so."""
-    wanted = go_image(project)
+def alias_go_image(project: Path, runtime: str = "go") -> None:
+    """An earlier commit pins an earlier base image; where this host lacks it (no registry), the
+    lab's image of the current pin is tagged under that name, and the output says so."""
+    wanted = go_image(project, runtime)
     if subprocess.run(["docker", "image", "inspect", wanted], capture_output=True).returncode == 0:
         return
     sys.path.insert(0, str(ROOT))
     from extensions.catalogue import IMAGES
-    sh("docker", "tag", IMAGES["go"], wanted)
-    print(f"note: {wanted} is not on this host: tagged {IMAGES['go']} as it (the same stand-in)", file=sys.stderr)
+    sh("docker", "tag", IMAGES[runtime], wanted)
+    print(f"note: {wanted} is not on this host: tagged {IMAGES[runtime]} as it (the same stand-in)", file=sys.stderr)
 
 
-def measure(ref: str | None, name: str, scratch: Path) -> dict:
+def measure(ref: str | None, name: str, scratch: Path, runtime: str = "go") -> dict:
     project = scratch / name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_copy(str(ROOT), str(project), vcs_ref=ref, defaults=True, unsafe=True, quiet=True,
-                 data={"project_name": f"Bench go {name}", "runtime": "go", "database": "none", "cache": "none"})
-    tag = f"bench-go-{name}:dev"
-    alias_go_image(project)
+                 data={"project_name": f"Bench {runtime} {name}", "runtime": runtime, "database": "none", "cache": "none"})
+    tag = f"bench-{runtime}-{name}:dev"
+    alias_go_image(project, runtime)
     sh("docker", "builder", "prune", "--all", "--force")
     started = time.perf_counter()
     sh("docker", "build", "--quiet", "--target", "runtime", "--tag", tag, str(project))
     build = time.perf_counter() - started
     size = int(json.loads(sh("docker", "image", "inspect", tag))[0]["Size"])
-    container = f"bench-go-{name}"
+    container = f"bench-{runtime}-{name}"
     sh("docker", "run", "-d", "--name", container, "--read-only", "--tmpfs", "/tmp", "--user", "10001:10001", tag)
     started = time.perf_counter()
     try:
@@ -104,7 +108,20 @@ def baseline(scratch: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=BEFORE, help="the template commit to compare with (default: v0.3.0)")
+    parser.add_argument("--runtime", default="go", choices=["go", "node"])
     args = parser.parse_args()
+    if args.runtime != "go":
+        with tempfile.TemporaryDirectory() as scratch:
+            before = measure(args.before, "before", Path(scratch), args.runtime)
+            now = measure(None, "now", Path(scratch), args.runtime)
+        print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; {args.runtime} image: the catalogue pin "
+              f"(STAND-IN where no registry answers); {time.strftime('%Y-%m-%d')}.\n")
+        print("| image | size (MB) | vs before | cold build (s) | vs before | start to healthy (s) |")
+        print("|---|---|---|---|---|---|")
+        for label, m in ((f"before ({args.before[:7]})", before), ("now", now)):
+            print(f"| {label} | {m['size']:.1f} | {m['size'] / before['size']:.2f}x | {m['build']:.1f} | "
+                  f"{m['build'] / before['build']:.2f}x | {m['healthy']:.1f} |")
+        return
     with tempfile.TemporaryDirectory() as scratch:
         before = measure(args.before, "before", Path(scratch))
         now = measure(None, "now", Path(scratch))
