@@ -155,6 +155,7 @@ RUNTIMES = {
 
 DATABASES = {
     "postgres": {
+        "title": "PostgreSQL", "dump_tool": "pg_dump",
         "image": "postgres",
         "port": 5432,
         "scheme": "postgresql",
@@ -182,6 +183,7 @@ DATABASES = {
                       "exporter": "db_exporter_password"},
     },
     "mariadb": {
+        "title": "MariaDB", "dump_tool": "mariadb-dump",
         "image": "mariadb",
         "port": 3306,
         "scheme": "mysql",

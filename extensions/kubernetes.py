@@ -370,10 +370,10 @@ class KubernetesTarget:
                                  "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}]),
         ]
 
-    # --- backups of the StatefulSet's database (PostgreSQL): CronJobs ------------------------------------
+    # --- backups of the StatefulSet's database: CronJobs ---------------------------------------------------
     def backup_secrets(self) -> list[str]:
         """The secret files the backup CronJobs read: the backup role's password, the signing key."""
-        if not self.db or self.db["name"] != "postgres":
+        if not self.db:
             return []
         return [self.db["passwords"]["backup"], "backup_signing_key"]
 
@@ -417,7 +417,7 @@ class KubernetesTarget:
                                          "spec": {"backoffLimit": 1, "activeDeadlineSeconds": 3 * 3600, "template": pod}}}}
 
     def backup_jobs(self) -> list[dict[str, Any]]:
-        """PostgreSQL in a StatefulSet: a backup each day at backup_time into the volume claim
+        """The database in a StatefulSet: a backup each day at backup_time into the volume claim
         db-backups, and its verification an hour later (scripts/kubernetes/in-cluster/)."""
         if not self.backup_secrets():
             return []

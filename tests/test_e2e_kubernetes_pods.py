@@ -71,6 +71,15 @@ class Pods:
                f"mkdir -p /v/lost+found && chmod 0700 /v/lost+found && chown 0:{gid} /v && chmod 2775 /v")
         return volume
 
+    def empty_dir(self, name: str, gid: int) -> str:
+        """An emptyDir as the kubelet makes one: empty, mode 0777, then group fsGroup with setgid. (Docker's
+        --tmpfs would copy the mode of the image's directory at that path, e.g. 0755 root.)"""
+        volume = f"{self.prefix}-{name}-empty"
+        docker("volume", "create", volume)
+        self.volumes.append(volume)
+        docker("run", "--rm", "-v", f"{volume}:/v", HELPER_IMAGE, "sh", "-c", f"chown 0:{gid} /v && chmod 2777 /v")
+        return volume
+
     def pod_template(self, kind: str, name: str) -> dict:
         workload = self.object(kind, name)
         return workload["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else workload["spec"]["template"]
@@ -106,7 +115,8 @@ class Pods:
                     self.claim(claim, fs_group)
                 args += ["--volume", f"{self.prefix}-{claim}-data:{mount['mountPath']}"]
             elif "emptyDir" in volume:
-                args += ["--tmpfs", f"{mount['mountPath']}:mode=0777"]
+                empty = self.empty_dir(f"{name}-{attempt}-{mount['name']}", fs_group)
+                args += ["--mount", f"type=volume,src={empty},dst={mount['mountPath']},volume-nocopy"]
             elif "secret" in volume:
                 secret = self.object("Secret", volume["secret"]["secretName"])
                 data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
@@ -221,8 +231,7 @@ def test_the_pods_of_an_overlay_run_as_specified(copie_session, lab, tmp_path, d
             assert answer.status == 201
         with urllib.request.urlopen(f"{app}/items", timeout=10) as answer:
             assert "from a pod" in answer.read().decode()
-        if database == "postgres":
-            the_backup_cron_jobs_back_up_and_verify(pods)
+        the_backup_cron_jobs_back_up_and_verify(pods)
         # The database's files are its own, under the volume's root (PostgreSQL: pgdata/ beside lost+found).
         listing = docker("exec", db, "ls", "-A", "/var/lib/postgresql/data" if database == "postgres" else "/var/lib/mysql").stdout.split()
         assert "lost+found" in listing
@@ -234,7 +243,7 @@ def test_the_pods_of_an_overlay_run_as_specified(copie_session, lab, tmp_path, d
 
 
 def the_backup_cron_jobs_back_up_and_verify(pods: Pods) -> None:
-    """PostgreSQL's CronJobs (scripts/kubernetes/in-cluster/): a signed backup in the volume claim
+    """The database's CronJobs (scripts/kubernetes/in-cluster/): a signed backup in the volume claim
     db-backups as the backup role over the network, verified by a restore in a throwaway server of
     the verification pod; a tampered dump is refused, marked, and fails the Job."""
     code, out, err = pods.run_once("CronJob", "db-backup")
@@ -248,6 +257,9 @@ def the_backup_cron_jobs_back_up_and_verify(pods: Pods) -> None:
     assert {"dump.sql.gz", "counts.tsv", "meta.env", "SHA256SUMS", "SHA256SUMS.sig", "verified"} <= set(files), files
     assert files.count(backup) == 1, "latest points to the backup"
     assert "items" in files and files[files.index("items") + 1] == "1", "the app's row is in the backup's counts"
+    # The migrations' version, read by the backup role in the pod (none would mean it could not).
+    meta = pods.claim_files("db-backups", f"cat /v/production/{backup}/meta.env")
+    assert "SCHEMA_VERSION=" in meta and "SCHEMA_VERSION=none" not in meta, meta
     pods.claim_files("db-backups", f"printf x >>/v/production/{backup}/dump.sql.gz")
     code, out, err = pods.run_once("CronJob", "db-verify-backup", attempt=1)
     assert code != 0 and f"backup {backup} FAILED verification" in err and "checksum" in err, err[-2000:]

@@ -407,17 +407,17 @@ def test_ingress_has_the_host_and_tls_of_each_environment(built):
                 assert tls["type"] == "kubernetes.io/tls"
 
 
-def test_postgresql_statefulsets_are_backed_up_and_verified_by_cron_jobs(built):
-    """PostgreSQL in a StatefulSet: a daily backup CronJob at backup_time and its verification an
+def test_statefulset_databases_are_backed_up_and_verified_by_cron_jobs(built):
+    """PostgreSQL or MariaDB in a StatefulSet: a daily backup CronJob at backup_time and its verification an
     hour later, one run at a time, bounded history; both in the database's image, the backup's
     scripts from the project's own scripts/ (ConfigMap), the volume claim db-backups; the backup
     pod alone reaches the database with the backup role's password, the verification reaches
     nothing and holds only the signing key."""
-    checked = 0
+    checked = set()
     for name, project, env, docs in each_build(built):
         a = answers(project)
         jobs = {j["metadata"]["name"]: j for j in of_kind(docs, "CronJob")}
-        if a["database"] != "postgres" or of_kind(docs, "Cluster"):
+        if a["database"] == "none" or of_kind(docs, "Cluster"):
             assert not jobs, f"{name}/{env}: {list(jobs)}"
             continue
         assert set(jobs) == {"db-backup", "db-verify-backup"}, f"{name}/{env}"
@@ -440,11 +440,13 @@ def test_postgresql_statefulsets_are_backed_up_and_verified_by_cron_jobs(built):
                          if "secret" in v for i in v["secret"]["items"]} for job in jobs}
         assert mounted == {"db-backup": {"db_backup_password", "backup_signing_key"}, "db-verify-backup": {"backup_signing_key"}}
         policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
-        assert policies["db-backup-to-db"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+        port = {"postgres": 5432, "mariadb": 3306}[a["database"]]
+        assert policies["db-backup-to-db"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": port}]
+        assert policies["db-from-backup"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": port}]
         reaching_out = [p for p in policies.values() if p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == "db-verify-backup"]
         assert not reaching_out, "the verification needs no network"
-        checked += 1
-    assert checked
+        checked.add(a["database"])
+    assert checked == {"postgres", "mariadb"}
 
 
 # --- the alert rules -------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ DB_BACKUP_USER=app_backup
 # an anonymous volume, no network; DB_SECRETS are the secret files it reads (mounted per environment).
 DB_THROWAWAY_ARGS=(--user=999:999 --group-add=10001 --read-only --cap-drop=ALL --security-opt=no-new-privileges:true --network=none --pids-limit=512 --cpus=1 --memory=1024m --tmpfs=/tmp --tmpfs=/run/mysqld --volume=/var/lib/mysql --env=MARIADB_USER=app --env=MARIADB_DATABASE=app --env=MARIADB_PASSWORD_FILE=/run/secrets/db_password --env=MARIADB_ROOT_PASSWORD_FILE=/run/secrets/db_root_password --env=MARIADB_AUTO_UPGRADE=1)
 DB_SECRETS=(db_root_password db_password db_backup_password)
-# Where the backup's dump runs (db_dump_counted): empty, in the db container on its socket; on
-# Compose, in the one-off db-backup client (db_use_service) over the network.
+# Where the backup's dump runs (db_dump_counted): empty, where DB_EXEC runs (the db container, on its
+# socket); on Compose, in the one-off db-backup client (db_use_service). DB_DUMP_CONNECTION:
+# the dump's options to reach the server over the network, empty on the socket.
 DB_DUMP_EXEC=()
+DB_DUMP_CONNECTION=()
 
 db_use_service() { # ENV
 	if [[ $(deploy_target "$1") == swarm ]]; then
@@ -35,6 +37,7 @@ db_use_service() { # ENV
 	compose_cmd "$1"
 	DB_EXEC=("${COMPOSE[@]}" exec -T db)
 	DB_DUMP_EXEC=("${COMPOSE[@]}" run --rm -T --no-deps db-backup)
+	DB_DUMP_CONNECTION=(--host=db --port=3306)
 }
 
 # db_app_stop ENV, db_app_start ENV: the app's replicas stop while its database is swapped
@@ -92,18 +95,23 @@ db_secret_mounts() {
 	done
 }
 
-# db_root CMD...: runs CMD in the container with root's password in MYSQL_PWD (from the secret
-# file, or from MARIADB_ROOT_PASSWORD in a throwaway container), never on a command line.
+# Who db_sql is: root on the socket, its password in DB_PASSWORD_FILE where DB_EXEC runs
+# (MARIADB_ROOT_PASSWORD wins where it is set: a throwaway server); db_use_network changes both.
+DB_SQL_LOGIN=(-uroot)
+DB_PASSWORD_FILE=/run/secrets/db_root_password
+
+# db_root CMD...: runs CMD where DB_EXEC runs with that password in MYSQL_PWD (from the file, or
+# MARIADB_ROOT_PASSWORD), never on a command line.
 db_root() {
-	# shellcheck disable=SC2016  # expanded by the shell inside the container
-	"${DB_EXEC[@]}" sh -c 'MYSQL_PWD="${MARIADB_ROOT_PASSWORD:-$(cat /run/secrets/db_root_password)}" exec "$@"' db-root "$@"
+	# shellcheck disable=SC2016  # expanded by the shell inside the container; $0 is the file
+	"${DB_EXEC[@]}" sh -c 'MYSQL_PWD="${MARIADB_ROOT_PASSWORD:-$(cat "$0")}" exec "$@"' "$DB_PASSWORD_FILE" "$@"
 }
 
-# db_sql DB ARGS...: the mariadb client on the socket as root.
+# db_sql DB ARGS...: the mariadb client as DB_SQL_LOGIN (root on the socket).
 db_sql() {
 	local db=$1
 	shift
-	db_root mariadb -uroot --batch --skip-column-names "$db" "$@"
+	db_root mariadb "${DB_SQL_LOGIN[@]}" --batch --skip-column-names "$db" "$@"
 }
 
 # db_dump_counted WORK: a consistent plain-SQL dump (InnoDB snapshot), gzipped on stdout;
@@ -114,14 +122,11 @@ db_sql() {
 # table in one transaction would hold its binary log cache until the end); no USE statement, so
 # it loads into any database. As the backup user (reads the app's database, changes nothing).
 db_dump_counted() {
-	local work=$1 status=0 exec=("${DB_EXEC[@]}") connection=()
-	if [[ -n ${DB_DUMP_EXEC[*]:-} ]]; then
-		exec=("${DB_DUMP_EXEC[@]}")
-		connection=(--host=db --port=3306)
-	fi
+	local work=$1 status=0 exec=("${DB_EXEC[@]}")
+	[[ -z ${DB_DUMP_EXEC[*]:-} ]] || exec=("${DB_DUMP_EXEC[@]}")
 	db_schema_version "$DB_NAME" >"$work/schema_version"
 	"${exec[@]}" bash -c "$DB_DUMP_PIPELINE" db-dump "$DB_DUMP_COUNTER" "$DB_DUMP_TRAILER" \
-		mariadb-dump "${connection[@]}" -u"$DB_BACKUP_USER" --single-transaction --quick --routines --triggers --events "$DB_NAME" \
+		mariadb-dump "${DB_DUMP_CONNECTION[@]}" -u"$DB_BACKUP_USER" --single-transaction --quick --routines --triggers --events "$DB_NAME" \
 		2>"$work/.dump-log" || status=$?
 	sed -n 's/^dp-rows\t//p' "$work/.dump-log" | LC_ALL=C sort >"$work/counts.tsv"
 	case $status in
@@ -225,6 +230,26 @@ db_swap() {
 	done
 	[[ -z ${renames[*]:-} ]] || db_sql mysql -e "RENAME TABLE $(IFS=,; echo "${renames[*]}")"
 	db_sql mysql -e "DROP DATABASE \`$1\`"
+}
+
+# db_use_network: the dump runs here and reaches the db service over the network as the backup
+# role, with its password (/run/secrets/db_backup_password); so does db_sql, which only reads
+# the schema version there (Kubernetes' backup CronJob: it holds no other password).
+db_use_network() {
+	DB_EXEC=()
+	DB_DUMP_CONNECTION=(--host=db --port=3306)
+	DB_SQL_LOGIN=(--host=db --port=3306 -u"$DB_BACKUP_USER")
+	DB_PASSWORD_FILE=/run/secrets/db_backup_password
+}
+
+# db_start_local: a throwaway server of this image in this container (its own entrypoint, data in
+# the image's data directory, loopback only), root with a password only this process knows; the
+# tools run here on its socket (Kubernetes' backup verification CronJob). It ends with the pod.
+db_start_local() {
+	DB_EXEC=()
+	MARIADB_ROOT_PASSWORD=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+	export MARIADB_ROOT_PASSWORD
+	bash /usr/local/bin/docker-entrypoint.sh mariadbd --bind-address=127.0.0.1 >/tmp/db-server.log 2>&1 &
 }
 
 # db_wait_ready: the final server accepts connections. Over TCP on loopback: the image's

@@ -19,7 +19,7 @@ source "$here/db.sh"
 source "$here/backups.sh"
 
 namespace=${POD_NAMESPACE:?set POD_NAMESPACE to the namespace (downward API: metadata.namespace)}
-env=${namespace#{{ project_slug }}-}
+env=${namespace#golden-node-}
 PROJECT_ROOT=/nonexistent
 export BACKUP_SIGNING_KEY_FILE=${BACKUP_SIGNING_KEY_FILE:-/run/secrets/backup_signing_key}
 BACKUP_DIR=${BACKUP_ROOT:-/backups}/$env
@@ -38,7 +38,8 @@ log "verify $id of $env: signature and checksums"
 problem=$(check_backup "$dir" "$env" 2>&1 >/dev/null) || fail "${problem##*error: }"
 log "verify $id of $env: restoring into a throwaway server in this pod"
 db_start_local
-db_wait_ready || fail "the throwaway database did not start: $(tail -n 1 /tmp/db-server.log 2>/dev/null)"
+# The server's first error says why (its last line is only "Aborting").
+db_wait_ready || fail "the throwaway database did not start: $(grep -m 1 -E 'ERROR|FATAL' /tmp/db-server.log 2>/dev/null || tail -n 1 /tmp/db-server.log 2>/dev/null)"
 problem=$(restore_differs "$dir" "$env") || fail "$problem"
 date -u +%Y-%m-%dT%H:%M:%SZ >"$dir/verified"
 rm -f "$dir/verify-failed"
