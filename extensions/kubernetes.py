@@ -35,6 +35,7 @@ from .services import Service
 # kubernetes/components/db-statefulset/, and where the CronJobs mount them.
 BACKUP_SCRIPTS = {"backup.sh": "../../../scripts/kubernetes/in-cluster/backup.sh",
                   "verify-backup.sh": "../../../scripts/kubernetes/in-cluster/verify-backup.sh",
+                  "setup.sh": "../../../scripts/kubernetes/in-cluster/setup.sh",
                   "core.sh": "../../../scripts/lib/core.sh", "db.sh": "../../../scripts/lib/db.sh",
                   "backups.sh": "../../../scripts/lib/backups.sh"}
 BACKUP_SCRIPTS_DIR = "/opt/db-backup"

@@ -13,20 +13,8 @@
 #   BACKUP_KEEP_LAST, BACKUP_KEEP_DAYS   retention [7, 14]
 #   BACKUP_SIGNING_KEY_FILE  the environment's signing key [/run/secrets/backup_signing_key]
 set -Eeuo pipefail
-here=$(dirname -- "${BASH_SOURCE[0]}")
-# shellcheck source=../../lib/core.sh
-source "$here/core.sh"
-# shellcheck source=../../lib/db.sh
-source "$here/db.sh"
-# shellcheck source=../../lib/backups.sh
-source "$here/backups.sh"
-
-namespace=${POD_NAMESPACE:?set POD_NAMESPACE to the namespace (downward API: metadata.namespace)}
-env=${namespace#golden-node-}
-# No project checkout here: no encryption key file; the signing key is a mounted secret.
-PROJECT_ROOT=/nonexistent
-export BACKUP_SIGNING_KEY_FILE=${BACKUP_SIGNING_KEY_FILE:-/run/secrets/backup_signing_key}
-BACKUP_DIR=${BACKUP_ROOT:-/backups}/$env
+# shellcheck source=setup.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/setup.sh"
 backups_init "$env"
 now=$(date -u +%s)
 id=$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)

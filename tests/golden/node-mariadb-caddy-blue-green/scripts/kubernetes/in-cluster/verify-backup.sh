@@ -10,19 +10,8 @@
 # Settings (the CronJob's environment): POD_NAMESPACE, BACKUP_ROOT [/backups],
 # BACKUP_SIGNING_KEY_FILE [/run/secrets/backup_signing_key], BACKUP_ID [latest].
 set -Eeuo pipefail
-here=$(dirname -- "${BASH_SOURCE[0]}")
-# shellcheck source=../../lib/core.sh
-source "$here/core.sh"
-# shellcheck source=../../lib/db.sh
-source "$here/db.sh"
-# shellcheck source=../../lib/backups.sh
-source "$here/backups.sh"
-
-namespace=${POD_NAMESPACE:?set POD_NAMESPACE to the namespace (downward API: metadata.namespace)}
-env=${namespace#golden-node-}
-PROJECT_ROOT=/nonexistent
-export BACKUP_SIGNING_KEY_FILE=${BACKUP_SIGNING_KEY_FILE:-/run/secrets/backup_signing_key}
-BACKUP_DIR=${BACKUP_ROOT:-/backups}/$env
+# shellcheck source=setup.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/setup.sh"
 require_backup_id "${BACKUP_ID:-latest}"
 backups_init "$env"
 dir=$(resolve_backup "${BACKUP_ID:-latest}")
