@@ -563,6 +563,29 @@ def test_kubernetes_deploy_refuses_an_object_store_key_left_a_placeholder(kubern
     assert not (kubernetes_project / ".deploy/production/kubernetes").exists()
 
 
+def test_the_in_cluster_backup_without_openssl_stops_before_the_dump(kubernetes_project, tmp_path):
+    """The backup CronJob's image must have openssl (the manifest's signature; the official
+    PostgreSQL and MariaDB images have it): without it, one line saying so, before the dump and
+    before any connection, and no backup becomes latest."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("bash", "date", "dirname", "basename", "mkdir", "chmod", "cat", "sed", "rm", "find", "od", "tr"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    mounted = tmp_path / "opt"  # the ConfigMap db-backup-scripts: the scripts and the libraries side by side
+    mounted.mkdir()
+    for script in [*(kubernetes_project / "scripts/kubernetes/in-cluster").iterdir(),
+                   *(kubernetes_project / "scripts/lib" / name for name in ("core.sh", "db.sh", "backups.sh"))]:
+        shutil.copy(script, mounted)
+    claim = tmp_path / "claim"
+    slug = yaml.safe_load((kubernetes_project / ".copier-answers.yml").read_text())["project_slug"]
+    proc = subprocess.run(["bash", mounted / "backup.sh"], capture_output=True, text=True,
+                          env={"PATH": str(tools), "POD_NAMESPACE": f"{slug}-production", "BACKUP_ROOT": str(claim),
+                               "BACKUP_SIGNING_KEY_FILE": str(kubernetes_project / "secrets/production/backup_signing_key")})
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "openssl is not installed: needed to sign and check backups" in proc.stderr
+    assert not (claim / "production" / "latest").exists() and not list((claim / "production").glob("*Z"))
+
+
 def test_kubernetes_deploy_names_the_cluster_it_cannot_reach(kubernetes_project):
     require_tool("kubectl")
     proc = run(kubernetes_project / "scripts/deploy.sh", "production", "v1", check=False)
