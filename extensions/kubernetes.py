@@ -625,6 +625,8 @@ def kubernetes_model(slug: str, image_name: str, envs: dict[str, dict[str, Any]]
         "base_kustomization": target.base_kustomization(),
         "components": target.components(),
         "cloudnative_envs": [env for env in envs if target.cloudnative(env)],
+        # The environments whose database is the StatefulSet (and its backup CronJobs).
+        "statefulset_envs": [env for env in envs if not target.cloudnative(env)] if db else [],
         "cnpg_instances": CNPG_INSTANCES,
         "monitoring": target.monitoring() if app["monitored"] and app["metrics_path"] else None,
         "overlays": {env: {"kustomization": target.overlay(env, bool(tls_files)), "namespace": target.namespace(env),
