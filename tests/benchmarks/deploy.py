@@ -2,18 +2,27 @@
 (rolling and blue-green), against the same load in steady state just before (the baseline), plus
 wall times.
 
-    python3 tests/benchmarks/deploy.py [--proxy nginx ...] [--strategy blue-green ...] [--before COMMIT]
+    python3 tests/benchmarks/deploy.py [--proxy nginx ...] [--strategy blue-green ...] [--before COMMIT] [--rounds N]
     # needs tests/lab/prepare.sh; --before: the same, rendered from COMMIT, measured in the same run
 
 Each proxy: a production stack (Python example, PostgreSQL, 2 replicas) deployed as v1; then 20 s
-of steady load, a deploy of v2 under the same load, and a rollback to v1 under load. Prints Markdown.
+of steady load, a deploy of v2 under the same load, and a rollback to v1 under load (N times,
+pooled). Prints Markdown.
+
+"During" is the whole operation (the backup, the migration job and the new replicas' start
+included) and 5 s after it. "Switch" is the part from the script's "switching the proxy" line
+(the new replicas are healthy) to 2 s after the script's exit: the proxy's switch, its
+confirmation, rolling the old colour's stop, and the new replicas' first requests (Caddy reads
+the switch on its next request). A template without that line has no switch figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -26,26 +35,64 @@ from conftest import run  # noqa: E402
 from e2e_support import Load, Stack, deploy_release, docker, percentile  # noqa: E402
 
 
+SWITCH_LINE = "switching the proxy to"
+SWITCH_TAIL = 2.0  # seconds after the script's exit still counted as the switch
+
+
+def timed_run(*cmd, cwd: Path) -> dict[str, float]:
+    """Runs a script; returns when each of its stderr lines of interest arrived (time.monotonic)."""
+    marks: dict[str, float] = {}
+    lines: list[str] = []
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = threading.Thread(target=proc.stdout.read, daemon=True)
+    out.start()
+    for line in proc.stderr:
+        lines.append(line)
+        if SWITCH_LINE in line:
+            marks.setdefault("switch", time.monotonic())
+    if proc.wait(timeout=900) != 0:
+        sys.exit(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{''.join(lines)}")
+    marks["end"] = time.monotonic()
+    return marks
+
+
 def measure(stack: Stack, action) -> dict:
     with Load(stack.ports["HTTP_PORT"], "/", threads=4, pause=0.02) as load:
         time.sleep(20)
         steady_end = time.monotonic()
         started = time.perf_counter()
-        action()
+        marks = action()
         wall = time.perf_counter() - started
         time.sleep(5)
-    steady = load.latencies(end=steady_end)
-    during = load.latencies(start=steady_end)
+    switch = load.latencies(start=marks["switch"], end=marks["end"] + SWITCH_TAIL) if "switch" in marks else []
     return {
         "requests": sum(1 for r in load.results if r[0] >= steady_end),
         "failed": len(load.failures(since=steady_end)),
-        "steady": (percentile(steady, 50), percentile(steady, 99)),
-        "during": (percentile(during, 50), percentile(during, 99)),
+        "steady": load.latencies(end=steady_end),
+        "during": load.latencies(start=steady_end),
+        "switch": switch,
+        "switch_seconds": marks["end"] + SWITCH_TAIL - marks["switch"] if "switch" in marks else float("nan"),
         "wall": wall,
     }
 
 
-def bench(proxy: str, strategy: str, scratch: Path, ref: str = "HEAD") -> list[str]:
+def pooled(rounds: list[dict]) -> dict:
+    """The rounds of one operation as one sample: latencies pooled, counts summed, times' medians."""
+    joined = {key: sorted(v for m in rounds for v in m[key]) for key in ("steady", "during", "switch")}
+    joined.update({key: sum(m[key] for m in rounds) for key in ("requests", "failed")})
+    joined.update({key: sorted(m[key] for m in rounds)[len(rounds) // 2] for key in ("wall", "switch_seconds")})
+    return joined
+
+
+def ms(values: list[float], p: float) -> str:
+    return f"{percentile(values, p) * 1000:.1f}" if values else "-"
+
+
+def ratio(values: list[float], baseline: list[float]) -> str:
+    return f"{percentile(values, 99) / percentile(baseline, 99):.2f}x" if values else "-"
+
+
+def bench(proxy: str, strategy: str, scratch: Path, ref: str = "HEAD", rounds: int = 1) -> list[str]:
     project = scratch / f"{proxy}-{strategy}-{ref}"
     run_copy(str(ROOT), str(project), defaults=True, unsafe=True, vcs_ref=ref, quiet=True,
              data={"project_name": f"Bench deploy {proxy} {strategy} {ref}", "proxy": proxy, "environments": ["production"],
@@ -58,14 +105,21 @@ def bench(proxy: str, strategy: str, scratch: Path, ref: str = "HEAD") -> list[s
     try:
         deploy_release(project, "production", "v1")
         run(project / "scripts" / "build.sh", "production", "v2", cwd=project, timeout=900)  # the figures are the switch's
-        for name, action in (
-            ("deploy v1 -> v2", lambda: run(deploy, "production", "v2", cwd=project, timeout=900)),
-            ("rollback v2 -> v1", lambda: run(project / "scripts" / "rollback.sh", "production", cwd=project, timeout=900)),
-        ):
-            m = measure(stack, action)
+        operations = (
+            ("deploy v1 -> v2", lambda: timed_run(deploy, "production", "v2", cwd=project)),
+            ("rollback v2 -> v1", lambda: timed_run(project / "scripts" / "rollback.sh", "production", cwd=project)),
+        )
+        measured: dict[str, list[dict]] = {name: [] for name, _ in operations}
+        for _ in range(rounds):
+            for name, action in operations:
+                measured[name].append(measure(stack, action))
+        for name, _ in operations:
+            m = pooled(measured[name])
             rows.append(
-                f"| {proxy} | {strategy} | {'now' if ref == 'HEAD' else ref} | {name} | {m['requests']} | {m['failed']} | {m['steady'][0] * 1000:.1f} / {m['steady'][1] * 1000:.1f} | "
-                f"{m['during'][0] * 1000:.1f} / {m['during'][1] * 1000:.1f} | {m['during'][1] / m['steady'][1]:.1f}x | {m['wall']:.1f} |"
+                f"| {proxy} | {strategy} | {'now' if ref == 'HEAD' else ref} | {name} | {m['requests']} | {m['failed']} | "
+                f"{ms(m['steady'], 50)} / {ms(m['steady'], 99)} | {ms(m['during'], 50)} / {ms(m['during'], 99)} | "
+                f"{ratio(m['during'], m['steady'])} | {len(m['switch'])} in {m['switch_seconds']:.1f} s | {ms(m['switch'], 50)} / {ms(m['switch'], 99)} | "
+                f"{ratio(m['switch'], m['steady'])} | {m['wall']:.1f} |"
             )
     finally:
         stack.down()
@@ -79,17 +133,19 @@ def main() -> None:
     parser.add_argument("--proxy", choices=["nginx", "caddy", "traefik"], action="append")
     parser.add_argument("--strategy", choices=["rolling", "blue-green"], action="append")
     parser.add_argument("--before", help="a commit to measure too, side by side (the previous figures)")
+    parser.add_argument("--rounds", type=int, default=1, help="deploy and roll back this many times, pooled [1]")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for proxy in args.proxy or ["nginx", "caddy", "traefik"]:
             for strategy in args.strategy or ["rolling", "blue-green"]:
                 for ref in ([args.before] if args.before else []) + ["HEAD"]:
-                    rows += bench(proxy, strategy, Path(scratch), ref)
+                    rows += bench(proxy, strategy, Path(scratch), ref, args.rounds)
     print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; load: 4 clients, a new connection per request, "
-          f"20 ms pause; {time.strftime('%Y-%m-%d')}.\n")
-    print("| proxy | strategy | template | operation | requests during it | failed | steady p50 / p99 (ms) | during p50 / p99 (ms) | p99 ratio | wall time (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"20 ms pause; {args.rounds} round(s) pooled; {time.strftime('%Y-%m-%d')}.\n")
+    print("| proxy | strategy | template | operation | requests during it | failed | steady p50 / p99 (ms) | during p50 / p99 (ms) | "
+          "p99 ratio | requests in the switch (median window) | switch p50 / p99 (ms) | switch p99 ratio | wall time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

@@ -328,6 +328,7 @@ refresh_app() {
 # proxy_switch IDLE ACTIVE: the proxy routes to IDLE (confirmed); if it does not, traffic stays on
 # ACTIVE and this is non-zero.
 proxy_switch() {
+	log "switching the proxy to ${APP_SERVICE[$1]} (its replicas are healthy)"
 	proxy_route "$RELEASE_ENV" "$1" && return 0
 	log "the proxy did not switch to ${APP_SERVICE[$1]}; traffic stays on ${APP_SERVICE[$2]}"
 	proxy_route "$RELEASE_ENV" "$2" || true
