@@ -693,6 +693,8 @@ def per_environment(f: Facts, services: list[Service]) -> None:
         for service in services:
             size = f.app_limits if service.role in ("app", "migrate") else SIZES[service.role]
             service.limits[env] = limits(*size, profile["scale"])
+            if f.monitored:
+                service.cgroup_parent[env] = container_slice(f.slug, env, service.name)
             if service.role == "app":
                 # Each colour's own count once deployed; before that APP_REPLICAS for the first, none for the other.
                 default = shared if service.colour == COLOURS[0] else "0"
@@ -726,6 +728,12 @@ def per_environment(f: Facts, services: list[Service]) -> None:
                 # The backup scripts' results (scripts/backup.sh, verify-backup.sh) for the backup alerts,
                 # and the filesystem that holds the project (DiskFilling).
                 service.env_volumes[env] = [f"./metrics/{env}:/textfile:ro"]
+
+
+def container_slice(slug: str, env: str, service: str) -> str:
+    """The cgroup slice of a service's containers: scripts/container-metrics.sh finds them by this
+    name (SLUG-ENV-SERVICE.slice) under /sys/fs/cgroup, whatever the cgroup driver and version."""
+    return f"{slug}-{env}-{service}.slice"
 
 
 def published_port(f: Facts, name: str) -> tuple[str, int] | None:
@@ -870,6 +878,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # Environments with scheduled backups, and whose TLS certificate Prometheus watches.
         "backup_environments": [env for env in f.environments if PROFILES[env]["scheduled_backups"]] if f.db else [],
         "audit_environments": [env for env in f.environments if PROFILES[env]["scheduled_audit"]],
+        # Where a host unit writes each container's CPU and memory for Prometheus (scripts/container-metrics.sh).
+        "container_metrics_environments": f.environments if f.monitored else [],
         "probe_environments": [env for env in f.environments if f.probed(env)],
         # Environments where the blackbox exporter runs (certificates, or an app without metrics).
         "blackbox_environments": [env for env in f.environments if f.blackbox_in(env)],

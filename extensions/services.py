@@ -18,7 +18,7 @@ KEY_ORDER = (
     "security_opt", "pid", "tmpfs", "shm_size", "stop_grace_period", "init", "entrypoint", "command", "expose",
     "environment", "secrets", "volumes", "devices", "healthcheck", "depends_on", "networks", "deploy",
 )
-ENV_KEY_ORDER = ("restart", "logging", "env_file", "deploy", "ports", "volumes", "secrets", "environment", "networks")
+ENV_KEY_ORDER = ("restart", "logging", "cgroup_parent", "env_file", "deploy", "ports", "volumes", "secrets", "environment", "networks")
 
 
 class Alias(str):
@@ -85,6 +85,9 @@ class Service:
     env_environment: dict[str, dict[str, str]] = field(default_factory=dict)
     env_networks: dict[str, dict[str, dict]] = field(default_factory=dict)  # e.g. an alias in one environment
     env_notes: dict[str, str] = field(default_factory=dict)
+    # Per environment: the cgroup slice its containers run in (model.container_slice), whose counters
+    # scripts/container-metrics.sh reads without the Docker socket.
+    cgroup_parent: dict[str, str] = field(default_factory=dict)
     # What only the Compose target adds to `command` and `volumes` (PostgreSQL's WAL archive: Swarm and
     # Kubernetes render the service without it).
     compose_only: dict[str, list[str]] = field(default_factory=dict)
@@ -116,6 +119,8 @@ class Service:
             "restart": "no" if self.one_off else profile["restart"],
             "logging": {"driver": "none"} if self.unlogged else LOGGING,
         }
+        if env in self.cgroup_parent:
+            spec["cgroup_parent"] = self.cgroup_parent[env]
         if self.env_file:
             spec["env_file"] = [f"env/{env}.app.env"]
         deploy: dict[str, Any] = {}

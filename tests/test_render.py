@@ -51,8 +51,27 @@ def test_files_follow_the_answers(render, variant):
     proxy_dir = {"nginx": "nginx", "caddy": "caddy", "traefik": "traefik"}[a["proxy"]]
     assert sorted(p.name for p in (project / "config" / proxy_dir).iterdir()) == sorted(envs)
     assert (project / "config/loki").exists() == (a["monitoring"] == "prometheus-loki")
-    units = sorted(p.name for p in project.glob("deploy/systemd/*.service") if not p.name.endswith(("-backup.service", "-audit.service")))
+    units = sorted(p.name for p in project.glob("deploy/systemd/*.service")
+                   if not p.name.endswith(("-backup.service", "-audit.service", "-container-metrics.service")))
     assert units == (sorted(f"{a['project_slug']}-{e}.service" for e in envs) if a["process_manager"] == "systemd" else [])
+    # Each container's CPU and memory (scripts/container-metrics.sh), by whatever runs the host's jobs.
+    monitored = a["monitoring"] != "none"
+    assert (project / "scripts/container-metrics.sh").exists() == monitored
+    metrics_units = sorted(p.name for p in project.glob("deploy/systemd/*-container-metrics.service"))
+    assert metrics_units == sorted(f"{a['project_slug']}-{e}-container-metrics.service" for e in envs
+                                   if monitored and a["process_manager"] == "systemd")
+    cron_metrics = project / "deploy/cron" / f"{a['project_slug']}-container-metrics"
+    assert cron_metrics.exists() == (monitored and a["process_manager"] == "none")
+    if cron_metrics.exists():
+        assert [line.split()[-2:] for line in cron_metrics.read_text().splitlines() if "container-metrics.sh" in line
+                and not line.startswith("#")] == [[e, "--once"] for e in envs]
+    if a["process_manager"] == "supervisor":
+        supervisor = (project / "deploy/supervisor" / f"{a['project_slug']}.conf").read_text()
+        assert ("-container-metrics]" in supervisor) == monitored
+    for env in envs:
+        compose_env = yaml.safe_load((project / f"compose.{env}.yaml").read_text())
+        parents = {name: spec.get("cgroup_parent") for name, spec in compose_env["services"].items()}
+        assert parents == {name: f"{a['project_slug']}-{env}-{name}.slice" if monitored else None for name in parents}
     data_scripts = {"backup.sh", "restore.sh", "verify-backup.sh", "migrate.sh", "scheduled-backup.sh", "db-roles.sh", "lib/db.sh",
                     "lib/backups.sh"}
     for script in data_scripts:

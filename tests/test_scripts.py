@@ -238,6 +238,9 @@ def test_entrypoint_refuses_a_password_set_twice(project, tmp_path):
     ("restore.sh", ["production", "--to", "latest"], "run again with --confirm-production"),
     ("verify-backup.sh", ["dev", "yesterday"], "'yesterday' is not a backup id"),
     ("audit.sh", ["qa"], "unknown environment 'qa'"),
+    ("container-metrics.sh", ["qa", "--once"], "unknown environment 'qa'"),
+    ("container-metrics.sh", ["production", "--twice"], "usage: scripts/container-metrics.sh ENV [--once]"),
+    ("container-metrics.sh", ["production", "--once"], "metrics/production does not exist: start production once"),
     ("ci/release.sh", ["ghcr.io/acme/App:latest", "v1"], "REPOSITORY is an image repository without tag or digest"),
     ("ci/release.sh", ["ghcr.io/acme/app", "v1 2"], "version 'v1 2' is not a valid image tag"),
     ("ci/scan.sh", ["ghcr.io/acme/app:v1"], "usage: scripts/ci/scan.sh IMAGE@DIGEST"),
@@ -640,3 +643,91 @@ def test_mariadb_dump_rows_are_counted_outside_string_literals(render, dump, cou
     db_sh = render("node-mariadb-nginx-existing") / "scripts/lib/db.sh"
     proc = subprocess.run(["bash", "-c", f'set -Eeuo pipefail; source "{db_sh}"; count_dump_rows'], input=dump, capture_output=True, text=True)
     assert (proc.stdout, proc.returncode) == (counts, status), proc.stderr
+
+
+# --- scripts/container-metrics.sh against cgroup trees laid out as each driver lays them out ------
+
+CONTAINER_A = "a" * 64
+CONTAINER_B = "b" * 64
+
+
+def write_files(directory: Path, files: dict[str, str]) -> None:
+    directory.mkdir(parents=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+def container_metrics(project: Path, cgroups: Path, env: str = "production") -> dict[str, float]:
+    out = project / "metrics" / env
+    out.mkdir(parents=True)
+    run(project / "scripts/container-metrics.sh", env, "--once", env={**os.environ, "CGROUP_ROOT": str(cgroups)})
+    assert mode(out / "containers.prom") == 0o644, "node-exporter (another user) reads it"
+    samples = {}
+    for line in (out / "containers.prom").read_text().splitlines():
+        if not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_container_metrics_from_cgroup_v1_cgroupfs(project, tmp_path):
+    """cgroupfs driver, cgroup v1: a slice per service under the runtime's own cgroup (here nested,
+    as in this lab's memory hierarchy); other environments and projects are left out."""
+    cgroups = tmp_path / "cgroup"
+    (cgroups / "unified").mkdir(parents=True)  # a hybrid host: v2 mounted beside, without controllers
+    write_files(cgroups / f"cpuacct/my-service-production-app-blue.slice/{CONTAINER_A}", {"cpuacct.usage": "2500000000\n"})
+    write_files(cgroups / f"cpuacct/my-service-production-proxy.slice/{CONTAINER_B}", {"cpuacct.usage": "7\n"})
+    write_files(cgroups / f"cpuacct/my-service-staging-app-blue.slice/{'c' * 64}", {"cpuacct.usage": "1\n"})
+    write_files(cgroups / f"cpuacct/other-production-app.slice/{'d' * 64}", {"cpuacct.usage": "1\n"})
+    memory = cgroups / "memory/runtime/abc"
+    write_files(memory / f"my-service-production-app-blue.slice/{CONTAINER_A}", {
+        "memory.usage_in_bytes": "50000000\n", "memory.stat": "cache 1\ntotal_inactive_file 10000000\n",
+        "memory.limit_in_bytes": "268435456\n", "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"})
+    write_files(memory / f"my-service-production-proxy.slice/{CONTAINER_B}", {
+        "memory.usage_in_bytes": "1000\n", "memory.stat": "total_inactive_file 4000\n",
+        "memory.limit_in_bytes": "9223372036854771712\n", "memory.oom_control": "oom_kill_disable 0\n"})
+    samples = container_metrics(project, cgroups)
+    blue = 'environment="production",service="app-blue",container_id="aaaaaaaaaaaa"'
+    proxy = 'environment="production",service="proxy",container_id="bbbbbbbbbbbb"'
+    assert samples == {
+        f"compose_container_cpu_seconds_total{{{blue}}}": 2.5,
+        f"compose_container_cpu_seconds_total{{{proxy}}}": 7e-9,
+        f"compose_container_memory_working_set_bytes{{{blue}}}": 40000000,
+        f"compose_container_memory_working_set_bytes{{{proxy}}}": 0,  # inactive cache above usage: none
+        f"compose_container_memory_limit_bytes{{{blue}}}": 268435456,  # the proxy's: no limit, no sample
+        f"compose_container_oom_kills_total{{{blue}}}": 2,
+        f"compose_container_oom_kills_total{{{proxy}}}": 0,
+        'compose_container_metrics_containers{environment="production"}': 2,
+        'compose_container_metrics_timestamp_seconds{environment="production"}':
+            samples['compose_container_metrics_timestamp_seconds{environment="production"}'],
+    }
+    assert abs(samples['compose_container_metrics_timestamp_seconds{environment="production"}'] - time.time()) < 60
+
+
+def test_container_metrics_from_cgroup_v2_systemd(project, tmp_path):
+    """systemd driver, cgroup v2: the slice's name nests it (my.slice/my-service.slice/...), each
+    container a docker-ID.scope."""
+    cgroups = tmp_path / "cgroup"
+    write_files(cgroups, {"cgroup.controllers": "cpu memory pids\n"})
+    slices = cgroups / "my.slice/my-service.slice/my-service-production.slice"
+    write_files(slices / f"my-service-production-db.slice/docker-{CONTAINER_A}.scope", {
+        "cpu.stat": "usage_usec 1500000\nuser_usec 1000000\n", "memory.current": "300000000\n",
+        "memory.stat": "anon 1\ninactive_file 100000000\n", "memory.max": "max\n",
+        "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"})
+    write_files(slices / "my-service-production-db.slice/docker-not-a-container.mount", {"cpu.stat": "usage_usec 9\n"})
+    samples = container_metrics(project, cgroups)
+    db = 'environment="production",service="db",container_id="aaaaaaaaaaaa"'
+    assert {k: v for k, v in samples.items() if "timestamp" not in k} == {
+        f"compose_container_cpu_seconds_total{{{db}}}": 1.5,
+        f"compose_container_memory_working_set_bytes{{{db}}}": 200000000,
+        f"compose_container_oom_kills_total{{{db}}}": 1,
+        'compose_container_metrics_containers{environment="production"}': 1,
+    }
+
+
+def test_container_metrics_without_containers_still_writes_the_file(project, tmp_path):
+    """A stack not started yet (or started before it had slices): zero containers, said so."""
+    (tmp_path / "cgroup/cpuacct").mkdir(parents=True)
+    samples = container_metrics(project, tmp_path / "cgroup", env="staging")
+    assert samples['compose_container_metrics_containers{environment="staging"}'] == 0
+
