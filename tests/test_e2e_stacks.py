@@ -174,6 +174,13 @@ def curl(stack: Stack, path: str, *extra: str, host: str | None = None, secure: 
     return int(lines[0].split()[1]), headers
 
 
+def tls_handshake(stack: Stack, version: str) -> bool:
+    """Whether the proxy completes a handshake in one protocol version (openssl s_client -VERSION)."""
+    proc = run("openssl", "s_client", "-connect", f"127.0.0.1:{stack.ports['HTTPS_PORT']}", "-servername", stack.domain,
+               f"-{version}", "-cipher", "DEFAULT@SECLEVEL=0", input="", check=False, timeout=30)
+    return proc.returncode == 0 and "Cipher is (NONE)" not in proc.stdout
+
+
 def check_security_headers_and_tls(stack: Stack) -> None:
     health = stack.answers["health_path"]
     status, headers = curl(stack, health)
@@ -191,6 +198,11 @@ def check_security_headers_and_tls(stack: Stack) -> None:
     cbc = "ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA256"
     assert curl(stack, health, "--tlsv1.2", "--tls-max", "1.2", "--ciphers", aead)[0] == 200
     assert curl(stack, health, "--tlsv1.2", "--tls-max", "1.2", "--ciphers", cbc)[0] == 0, "a CBC suite was accepted"
+    # TLS 1.0 and 1.1 refused: openssl offers them at security level 0 (its default would refuse
+    # them itself), and the same client's TLS 1.2 handshake shows that it can connect.
+    assert tls_handshake(stack, "tls1_2"), "no TLS 1.2 handshake"
+    for version in ("tls1", "tls1_1"):
+        assert not tls_handshake(stack, version), f"{version} was accepted"
     # Another host name: no certificate for it over HTTPS, no answer (or 404) over plain HTTP.
     assert curl(stack, health, host="unknown.deployment-patterns.dev")[0] == 0, "HTTPS answered an unknown host"
     plain = curl(stack, health, host="unknown.deployment-patterns.dev", secure=False)[0]
