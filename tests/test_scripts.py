@@ -715,13 +715,23 @@ def test_container_metrics_from_cgroup_v2_systemd(project, tmp_path):
         "memory.stat": "anon 1\ninactive_file 100000000\n", "memory.max": "max\n",
         "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"})
     write_files(slices / "my-service-production-db.slice/docker-not-a-container.mount", {"cpu.stat": "usage_usec 9\n"})
+    # A kernel without memory.stat and memory.events: what they give counts as 0.
+    write_files(slices / f"my-service-production-cache.slice/docker-{CONTAINER_B}.scope", {
+        "cpu.stat": "usage_usec 2\n", "memory.current": "4096\n", "memory.max": "1048576\n"})
+    # A container that exited while it was read: its counters gone, it is left out.
+    write_files(slices / f"my-service-production-cache.slice/docker-{'c' * 64}.scope", {"cpu.stat": "usage_usec 1\n"})
     samples = container_metrics(project, cgroups)
     db = 'environment="production",service="db",container_id="aaaaaaaaaaaa"'
+    cache = 'environment="production",service="cache",container_id="bbbbbbbbbbbb"'
     assert {k: v for k, v in samples.items() if "timestamp" not in k} == {
         f"compose_container_cpu_seconds_total{{{db}}}": 1.5,
         f"compose_container_memory_working_set_bytes{{{db}}}": 200000000,
         f"compose_container_oom_kills_total{{{db}}}": 1,
-        'compose_container_metrics_containers{environment="production"}': 1,
+        f"compose_container_cpu_seconds_total{{{cache}}}": 2e-6,
+        f"compose_container_memory_working_set_bytes{{{cache}}}": 4096,
+        f"compose_container_memory_limit_bytes{{{cache}}}": 1048576,
+        f"compose_container_oom_kills_total{{{cache}}}": 0,
+        'compose_container_metrics_containers{environment="production"}': 2,
     }
 
 

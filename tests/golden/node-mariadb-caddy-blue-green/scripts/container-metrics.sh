@@ -40,22 +40,27 @@ labels() {
 	printf 'environment="%s",service="%s",container_id="%s"' "$env" "$service" "${id:0:12}"
 }
 
-# stat_value FILE KEY: KEY's value in a cgroup "key value" file (0 when absent).
+# stat_value FILE KEY: KEY's value in a cgroup "key value" file (0 when it or the file is absent).
 stat_value() {
 	local key value
+	[[ -r $1 ]] || {
+		echo 0
+		return 0
+	}
 	while read -r key value; do
 		[[ $key == "$2" ]] && {
 			echo "$value"
 			return 0
 		}
-	done <"$1"
+	done 2>/dev/null <"$1" || true
 	echo 0
 }
 
 # seconds NANOSECONDS: as a decimal number of seconds.
 seconds() { printf '%d.%09d' $(($1 / 1000000000)) $(($1 % 1000000000)); }
 
-# sample_v2: one line per metric and container, cgroup v2 (one unified hierarchy).
+# sample_v2: one line per metric and container, cgroup v2 (one unified hierarchy). A container
+# that exits while it is read (its files vanish) is left out, never written with an empty value.
 sample_v2() {
 	local slice dir label usage inactive limit
 	while IFS= read -r slice; do
@@ -63,10 +68,10 @@ sample_v2() {
 			[[ -r $dir/memory.current ]] || continue
 			label=$(labels "$dir" "$slice")
 			echo "compose_container_cpu_seconds_total{$label} $(seconds $(($(stat_value "$dir/cpu.stat" usage_usec) * 1000)))"
-			read -r usage <"$dir/memory.current"
+			read -r usage 2>/dev/null <"$dir/memory.current" || continue
 			inactive=$(stat_value "$dir/memory.stat" inactive_file)
 			echo "compose_container_memory_working_set_bytes{$label} $((usage > inactive ? usage - inactive : 0))"
-			read -r limit <"$dir/memory.max"
+			read -r limit 2>/dev/null <"$dir/memory.max" || limit=max
 			[[ $limit == max ]] || echo "compose_container_memory_limit_bytes{$label} $limit"
 			echo "compose_container_oom_kills_total{$label} $(stat_value "$dir/memory.events" oom_kill)"
 		done < <(container_dirs "$slice")
@@ -79,7 +84,7 @@ sample_v1() {
 	while IFS= read -r slice; do
 		while IFS= read -r dir; do
 			[[ -r $dir/cpuacct.usage ]] || continue
-			read -r usage <"$dir/cpuacct.usage"
+			read -r usage 2>/dev/null <"$dir/cpuacct.usage" || continue
 			echo "compose_container_cpu_seconds_total{$(labels "$dir" "$slice")} $(seconds "$usage")"
 		done < <(container_dirs "$slice")
 	done < <(slice_dirs "$CGROUP_ROOT/cpuacct")
@@ -87,10 +92,10 @@ sample_v1() {
 		while IFS= read -r dir; do
 			[[ -r $dir/memory.usage_in_bytes ]] || continue
 			label=$(labels "$dir" "$slice")
-			read -r usage <"$dir/memory.usage_in_bytes"
+			read -r usage 2>/dev/null <"$dir/memory.usage_in_bytes" || continue
 			inactive=$(stat_value "$dir/memory.stat" total_inactive_file)
 			echo "compose_container_memory_working_set_bytes{$label} $((usage > inactive ? usage - inactive : 0))"
-			read -r limit <"$dir/memory.limit_in_bytes"
+			read -r limit 2>/dev/null <"$dir/memory.limit_in_bytes" || limit=$UNLIMITED
 			((limit >= UNLIMITED)) || echo "compose_container_memory_limit_bytes{$label} $limit"
 			echo "compose_container_oom_kills_total{$label} $(stat_value "$dir/memory.oom_control" oom_kill)"
 		done < <(container_dirs "$slice")
