@@ -59,48 +59,59 @@ stat_value() {
 # seconds NANOSECONDS: as a decimal number of seconds.
 seconds() { printf '%d.%09d' $(($1 / 1000000000)) $(($1 % 1000000000)); }
 
-# sample_v2: one line per metric and container, cgroup v2 (one unified hierarchy). A container
-# that exits while it is read (its files vanish) is left out, never written with an empty value.
-sample_v2() {
-	local slice dir label usage inactive limit
+# each_container HIERARCHY FUNCTION: FUNCTION DIR LABELS for each container of this environment's
+# slices in one cgroup hierarchy.
+each_container() {
+	local slice dir
 	while IFS= read -r slice; do
 		while IFS= read -r dir; do
-			[[ -r $dir/memory.current ]] || continue
-			label=$(labels "$dir" "$slice")
-			echo "compose_container_cpu_seconds_total{$label} $(seconds $(($(stat_value "$dir/cpu.stat" usage_usec) * 1000)))"
-			read -r usage 2>/dev/null <"$dir/memory.current" || continue
-			inactive=$(stat_value "$dir/memory.stat" inactive_file)
-			echo "compose_container_memory_working_set_bytes{$label} $((usage > inactive ? usage - inactive : 0))"
-			read -r limit 2>/dev/null <"$dir/memory.max" || limit=max
-			[[ $limit == max ]] || echo "compose_container_memory_limit_bytes{$label} $limit"
-			echo "compose_container_oom_kills_total{$label} $(stat_value "$dir/memory.events" oom_kill)"
+			"$2" "$dir" "$(labels "$dir" "$slice")"
 		done < <(container_dirs "$slice")
-	done < <(slice_dirs "$CGROUP_ROOT")
+	done < <(slice_dirs "$1")
 }
 
-# sample_v1: the same from cgroup v1, where CPU (cpuacct) and memory are separate hierarchies.
-sample_v1() {
-	local slice dir label usage inactive limit
-	while IFS= read -r slice; do
-		while IFS= read -r dir; do
-			[[ -r $dir/cpuacct.usage ]] || continue
-			read -r usage 2>/dev/null <"$dir/cpuacct.usage" || continue
-			echo "compose_container_cpu_seconds_total{$(labels "$dir" "$slice")} $(seconds "$usage")"
-		done < <(container_dirs "$slice")
-	done < <(slice_dirs "$CGROUP_ROOT/cpuacct")
-	while IFS= read -r slice; do
-		while IFS= read -r dir; do
-			[[ -r $dir/memory.usage_in_bytes ]] || continue
-			label=$(labels "$dir" "$slice")
-			read -r usage 2>/dev/null <"$dir/memory.usage_in_bytes" || continue
-			inactive=$(stat_value "$dir/memory.stat" total_inactive_file)
-			echo "compose_container_memory_working_set_bytes{$label} $((usage > inactive ? usage - inactive : 0))"
-			read -r limit 2>/dev/null <"$dir/memory.limit_in_bytes" || limit=$UNLIMITED
-			((limit >= UNLIMITED)) || echo "compose_container_memory_limit_bytes{$label} $limit"
-			echo "compose_container_oom_kills_total{$label} $(stat_value "$dir/memory.oom_control" oom_kill)"
-		done < <(container_dirs "$slice")
-	done < <(slice_dirs "$CGROUP_ROOT/memory")
+# memory_samples LABELS USAGE INACTIVE_FILE LIMIT OOM_KILLS: a container's memory lines (the working
+# set is what its limit counts; LIMIT empty: no limit, no line).
+memory_samples() {
+	echo "compose_container_memory_working_set_bytes{$1} $(($2 > $3 ? $2 - $3 : 0))"
+	[[ -z $4 ]] || echo "compose_container_memory_limit_bytes{$1} $4"
+	echo "compose_container_oom_kills_total{$1} $5"
 }
+
+# A container that exits while it is read (its files vanish) is left out, never written with an
+# empty value.
+
+# container_v2 DIR LABELS: cgroup v2, one unified hierarchy: CPU and memory in one directory.
+container_v2() {
+	local usage limit
+	read -r usage 2>/dev/null <"$1/memory.current" || return 0
+	echo "compose_container_cpu_seconds_total{$2} $(seconds $(($(stat_value "$1/cpu.stat" usage_usec) * 1000)))"
+	read -r limit 2>/dev/null <"$1/memory.max" || limit=max
+	[[ $limit != max ]] || limit=
+	memory_samples "$2" "$usage" "$(stat_value "$1/memory.stat" inactive_file)" "$limit" "$(stat_value "$1/memory.events" oom_kill)"
+}
+
+# cpu_v1, memory_v1 DIR LABELS: cgroup v1, where CPU (cpuacct) and memory are separate hierarchies.
+cpu_v1() {
+	local usage
+	read -r usage 2>/dev/null <"$1/cpuacct.usage" || return 0
+	echo "compose_container_cpu_seconds_total{$2} $(seconds "$usage")"
+}
+
+memory_v1() {
+	local usage limit
+	read -r usage 2>/dev/null <"$1/memory.usage_in_bytes" || return 0
+	read -r limit 2>/dev/null <"$1/memory.limit_in_bytes" || limit=$UNLIMITED
+	((limit < UNLIMITED)) || limit=
+	memory_samples "$2" "$usage" "$(stat_value "$1/memory.stat" total_inactive_file)" "$limit" "$(stat_value "$1/memory.oom_control" oom_kill)"
+}
+
+sample_v1() {
+	each_container "$CGROUP_ROOT/cpuacct" cpu_v1
+	each_container "$CGROUP_ROOT/memory" memory_v1
+}
+
+sample_v2() { each_container "$CGROUP_ROOT" container_v2; }
 
 # Each metric: name, type, help.
 METRICS=(
