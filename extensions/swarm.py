@@ -166,10 +166,11 @@ class SwarmStack:
             return [(f"db-{name}", f"config/db/{name}", f"/etc/db-roles/{name}") for name in self.db_config_files]
         if s.role == "proxy":
             control = PROXIES[self.proxy]
+            route = control["swarm_route"]
             files = [(f"proxy-{name}", f"{control['config_dir']}/{self.env}/{name}", f"{control['mount']}/{name}")
-                     for name in control["files"]]
+                     for name in control["files"] if f"{control['mount']}/{name}" != route]
             # The name the proxy resolves: the app service, fixed (no colours on a Swarm).
-            files.append(("proxy-upstream", "swarm/proxy-upstream", f"{control['active']}/{control['upstream_file']}"))
+            files.append(("proxy-upstream", "swarm/proxy-upstream", route))
             return files
         return []
 

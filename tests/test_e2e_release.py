@@ -23,8 +23,9 @@ from e2e_support import TRAFFIC, Load, Stack, add_slow_route, address_seen_from,
 pytestmark = pytest.mark.e2e
 
 # Both strategies start the new version in the idle colour and switch the proxy to it (nginx: a
-# reload; Caddy: a name read at every request; Traefik: its watched file provider); rolling then
-# stops the old colour, blue-green keeps it.
+# marker file looked for at every request, a reload only when its configuration changed; Caddy: a
+# name read at every request; Traefik: its watched file provider); rolling then stops the old
+# colour, blue-green keeps it.
 VARIANTS = {
     # With the cache: its password is rotated too (the example app asks it at every GET /).
     "rolling-nginx-postgres": dict(proxy="nginx", database="postgres", deploy_strategy="rolling", cache="redis"),
@@ -103,14 +104,24 @@ def no_failures(load: Load) -> None:
     assert load.failed == [], f"{len(load.failed)} failed of {len(load.results)}: {load.failed[:10]}"
 
 
+def proxy_workers(stack: Stack) -> set[str]:
+    """Host PIDs of the proxy's nginx workers (a reload replaces them)."""
+    top = docker("top", stack.container("proxy"), "-eo", "pid,args").stdout.splitlines()[1:]
+    return {line.split()[0] for line in top if "worker process" in line and "shutting down" not in line}
+
+
 def test_first_deploy_then_a_new_version_without_failed_requests(stack):
     deploy(stack, "v1")
     assert serving(stack) == {"v1"}
     proxy_before = inspect(stack.container("proxy"))
+    workers_before = proxy_workers(stack) if stack.answers["proxy"] == "nginx" else set()
     _, load = under_load(stack, lambda: deploy(stack, "v2"))
     proxy_after = inspect(stack.container("proxy"))
     # The proxy was reconfigured, never restarted or recreated.
     assert (proxy_after["Id"], proxy_after["State"]["StartedAt"]) == (proxy_before["Id"], proxy_before["State"]["StartedAt"])
+    if stack.answers["proxy"] == "nginx":
+        # Its configuration unchanged since it started: the switch was a marker file, no reload.
+        assert workers_before and proxy_workers(stack) == workers_before
     no_failures(load)
     assert load.versions() == {"v1", "v2"}
     assert serving(stack) == {"v2"}
@@ -222,6 +233,27 @@ def test_rollback_with_restore_db_brings_back_the_data_before_the_deploy(stack):
     assert "data restored from" in proc.stderr
     assert serving(stack) == {"v2"}
     assert stack.get_json("/items")["items"] == before
+
+
+def test_a_changed_nginx_configuration_is_applied_at_the_next_switch(stack):
+    """An edited file of config/nginx/ENV/ (or one a copier update wrote) reaches the running nginx
+    with the next switch: a reload, confirmed, under load."""
+    if stack.answers["proxy"] != "nginx":
+        pytest.skip("Caddy and Traefik read no configuration at a switch: only nginx reloads with one")
+    headers = stack.project / "config" / "nginx" / "production" / "security-headers.conf"
+    original = headers.read_text()
+    curl = ["curl", "-sS", "-o", "/dev/null", "-D", "-", f"http://127.0.0.1:{stack.ports['HTTP_PORT']}/"]
+    headers.write_text(original + 'add_header X-Config-Check "applied" always;\n')
+    try:
+        workers_before = proxy_workers(stack)
+        assert "x-config-check" not in run(*curl).stdout.lower(), "nginx read the file before the switch"
+        proc, load = under_load(stack, lambda: rollback(stack))
+        no_failures(load)
+        assert "changed since nginx loaded it: reloading it with the switch" in proc.stderr, proc.stderr
+        assert "x-config-check: applied" in run(*curl).stdout.lower()
+        assert proxy_workers(stack).isdisjoint(workers_before), "the workers of the old configuration are gone"
+    finally:
+        headers.write_text(original)
 
 
 # --- secret rotation (scripts/rotate-secret.sh) -----------------------------------------------------------

@@ -249,6 +249,39 @@ def test_caddyfile_adapts_and_validates(render, variant):
         shutil.rmtree(project / ".deploy")  # the render is shared with other checks
 
 
+def test_nginx_routes_by_a_marker_per_colour(render, variant):
+    """nginx picks the colour at every request from marker files (app-route.conf, server context);
+    proxy_write leaves exactly the active colour's marker, proxy_init makes one only if none exists."""
+    project = render(variant)
+    a = answers(project)
+    if a["proxy"] != "nginx":
+        return
+    for env in a["environments"]:
+        config = project / "config" / "nginx" / env
+        assert "include /etc/nginx/deploy/app-route.conf;" in (config / "locations.conf").read_text().splitlines()[1]
+        route = (config / "app-route.conf").read_text()
+        assert f"set $app_upstream http://app-blue:{a['app_port']};" in route
+        assert f"if (-f /etc/nginx/active/route-app-green) {{\n    set $app_upstream http://app-green:{a['app_port']};\n}}" in route
+        proxy = project / ".deploy" / env / "proxy"
+
+        def markers() -> list[str]:
+            return sorted(path.name for path in proxy.glob("route-*"))
+
+        def script(command: str) -> None:
+            run("bash", "-c", f"source scripts/lib/common.sh && {command}", cwd=project)
+
+        for colour in ("green", "blue", "blue", "green"):
+            script(f"proxy_write {env} {colour}")
+            assert markers() == [f"route-app-{colour}"]
+        (project / ".deploy" / env / "active-colour").write_text("blue\n")
+        script(f"proxy_init {env}")
+        assert markers() == ["route-app-green"], "an existing marker is never replaced by init"
+        shutil.rmtree(proxy)
+        script(f"proxy_init {env}")
+        assert markers() == ["route-app-blue"]
+    shutil.rmtree(project / ".deploy")  # the render is shared with other checks
+
+
 def test_cron_schedule(render, variant):
     """With supervisor or no process manager, backups are scheduled by a cron.d file."""
     project = render(variant)

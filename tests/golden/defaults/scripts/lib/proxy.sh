@@ -1,35 +1,73 @@
 # shellcheck shell=bash
-# How nginx is told which colour to route to. nginx includes .deploy/ENV/proxy/upstream.conf
-# (`set $app_upstream ...`); a configuration reload applies it: new workers route to the new
-# colour, the workers of the old configuration stop accepting and finish what they have.
-# Sourced by lib/common.sh, never run.
+# How nginx is told which colour to route to. config/nginx/ENV/app-route.conf has nginx look, at
+# every request, for a marker file in .deploy/ENV/proxy/ (route-SERVICE, one per colour; exactly one
+# exists): a switch is one file created or removed, no reload, so every request that starts after
+# it goes to the new colour. A configuration changed since nginx loaded it (an edit, a copier
+# update) is applied with the switch: nginx reloads, and the switch returns once no worker of the
+# previous configuration accepts requests. Sourced by lib/common.sh, never run.
 
-PROXY_CONTROL_FILE=upstream.conf
+PROXY_ROUTE_MARKER=route-
+PROXY_CONFIG_DIR=config/nginx
 PROXY_CONFIG_IN_CONTAINER=/etc/nginx/deploy/nginx.conf
+# .deploy/ENV/PROXY_LOADED_FILE: "CONTAINER EPOCH", the proxy container these scripts last had
+# reload its configuration, and when (before the reload: a change during it counts as after).
+PROXY_LOADED_FILE=proxy-loaded
 
-# proxy_init ENV: the control file names the active colour before the proxy starts.
+# proxy_init ENV: a marker names the active colour before the proxy starts.
 proxy_init() {
-	[[ -f "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE" ]] || proxy_write "$1" "$(active_colour "$1")"
+	local colour
+	for colour in "${COLOURS[@]}"; do
+		[[ ! -f "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_ROUTE_MARKER${APP_SERVICE[$colour]}" ]] || return 0
+	done
+	proxy_write "$1" "$(active_colour "$1")"
 }
 
-# proxy_write ENV COLOUR: the control file names COLOUR (read at the next reload).
+# proxy_write ENV COLOUR: COLOUR's marker is created, then the others removed: nginx routes to
+# COLOUR from the one of these steps that changes its answer.
 proxy_write() {
-	shared_dir "$PROJECT_ROOT/.deploy/$1/proxy"
-	# shellcheck disable=SC2016  # $app_upstream is nginx's variable, written as it is
-	printf 'set $app_upstream http://%s:%s;\n' "${APP_SERVICE[$2]}" "$APP_PORT" |
-		write_atomically "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE"
+	local dir="$PROJECT_ROOT/.deploy/$1/proxy" colour
+	shared_dir "$dir"
+	write_atomically "$dir/$PROXY_ROUTE_MARKER${APP_SERVICE[$2]}" </dev/null
+	for colour in "${COLOURS[@]}"; do
+		[[ $colour == "$2" ]] || rm -f "$dir/$PROXY_ROUTE_MARKER${APP_SERVICE[$colour]}"
+	done
 }
 
-# proxy_route ENV COLOUR: the running proxy sends every new request to COLOUR. Returns once no
-# worker of the previous configuration accepts requests; non-zero if nginx refused the change.
+# proxy_route ENV COLOUR: the running proxy sends every new request to COLOUR. Non-zero if the
+# proxy is not running, or nginx refused a changed configuration (then nothing was switched).
 proxy_route() {
-	nginx_apply "$1" proxy_write "$1" "$2"
+	local container
+	container=$(proxy_container "$1") || return 1
+	if proxy_config_loaded "$1" "$container"; then
+		proxy_write "$1" "$2"
+		return 0
+	fi
+	log "$PROXY_CONFIG_DIR/$1/ changed since nginx loaded it: reloading it with the switch"
+	nginx_apply "$1" "$container" proxy_write "$1" "$2"
+}
+
+# proxy_config_loaded ENV CONTAINER: whether CONTAINER's nginx runs config/nginx/ENV/ as it is: it
+# started, or these scripts reloaded it, after the newest change to a file there (in whole seconds;
+# a change in the same second counts as after).
+proxy_config_loaded() {
+	local env=$1 container=$2 changed loaded=0 started id at
+	changed=$(find "$PROJECT_ROOT/$PROXY_CONFIG_DIR/$env" -type f -printf '%Ts\n' | sort -n | tail -n 1) || return 1
+	started=$(docker inspect --format '{{.State.StartedAt}}' "$container") || return 1
+	started=$(date -d "$started" +%s) || return 1
+	if read -r id at <"$PROJECT_ROOT/.deploy/$env/$PROXY_LOADED_FILE" 2>/dev/null &&
+		[[ $id == "$container" && $at =~ ^[0-9]+$ ]]; then
+		loaded=$at
+	fi
+	((started < loaded)) || loaded=$started
+	((${changed:-0} < loaded))
 }
 
 # proxy_maintenance ENV on|off [PAGE]: every request but the health path answered 503 with
-# Retry-After and PAGE (an HTML file), or served again; applied like a switch of colour.
+# Retry-After and PAGE (an HTML file), or served again; nginx reloads (maintenance.conf is included).
 proxy_maintenance() {
-	nginx_apply "$1" maintenance_write "$@"
+	local container
+	container=$(proxy_container "$1") || return 1
+	nginx_apply "$1" "$container" maintenance_write "$@"
 }
 
 maintenance_write() {
@@ -43,17 +81,19 @@ maintenance_write() {
 	fi
 }
 
-# nginx_apply ENV COMMAND...: runs COMMAND (it writes the files nginx includes), then has nginx
-# reload them: returns once no worker of the previous configuration accepts requests.
-# Non-zero if nginx refused the change or its old workers still accept after PROXY_SWITCH_TIMEOUT.
+# nginx_apply ENV CONTAINER COMMAND...: runs COMMAND (it writes files nginx includes), then has
+# nginx reload its configuration: returns once no worker of the previous configuration accepts
+# requests. Non-zero if nginx refused the change or its old workers still accept after
+# PROXY_SWITCH_TIMEOUT.
 nginx_apply() {
-	local env=$1 container status=0
-	shift
-	container=$(proxy_container "$env") || return 1
+	local env=$1 container=$2 status=0 since
+	shift 2
+	since=$(date +%s)
 	"$@"
 	# One docker exec for the whole switch: each costs about 70 ms of CPU, taken from the requests.
 	docker exec "$container" sh -c "$NGINX_RELOAD" sh "$PROXY_CONFIG_IN_CONTAINER" "$PROXY_SWITCH_TIMEOUT" || status=$?
 	((status != 3)) || log "nginx did not retire the workers of its previous configuration within ${PROXY_SWITCH_TIMEOUT} s"
+	((status != 0)) || printf '%s %s\n' "$container" "$since" | write_atomically "$PROJECT_ROOT/.deploy/$env/$PROXY_LOADED_FILE"
 	return "$status"
 }
 
