@@ -3,8 +3,9 @@
 # every request, for a marker file in .deploy/ENV/proxy/ (route-SERVICE, one per colour; exactly one
 # exists): a switch is one file created or removed, no reload, so every request that starts after
 # it goes to the new colour. A configuration changed since nginx loaded it (an edit, a copier
-# update) is applied with the switch: nginx reloads, and the switch returns once no worker of the
-# previous configuration accepts requests. Sourced by lib/common.sh, never run.
+# update) is applied with the switch: the marker is written, nginx reloads, and the switch returns
+# once no worker of the previous configuration accepts requests (one step from the configuration
+# nginx runs, whatever it is, to the new one routing to COLOUR). Sourced by lib/common.sh, never run.
 
 PROXY_ROUTE_MARKER=route-
 PROXY_CONFIG_DIR=config/nginx
@@ -34,7 +35,7 @@ proxy_write() {
 }
 
 # proxy_route ENV COLOUR: the running proxy sends every new request to COLOUR. Non-zero if the
-# proxy is not running, or nginx refused a changed configuration (then nothing was switched).
+# proxy is not running, or nginx refused a changed configuration (lib/release.sh then routes back).
 proxy_route() {
 	local container
 	container=$(proxy_container "$1") || return 1
@@ -43,7 +44,8 @@ proxy_route() {
 		return 0
 	fi
 	log "$PROXY_CONFIG_DIR/$1/ changed since nginx loaded it: reloading it with the switch"
-	nginx_apply "$1" "$container" proxy_write "$1" "$2"
+	proxy_write "$1" "$2"
+	nginx_reload "$1" "$container"
 }
 
 # proxy_config_loaded ENV CONTAINER: whether CONTAINER's nginx runs config/nginx/ENV/ as it is: it
@@ -67,7 +69,8 @@ proxy_config_loaded() {
 proxy_maintenance() {
 	local container
 	container=$(proxy_container "$1") || return 1
-	nginx_apply "$1" "$container" maintenance_write "$@"
+	maintenance_write "$@"
+	nginx_reload "$1" "$container"
 }
 
 maintenance_write() {
@@ -81,15 +84,12 @@ maintenance_write() {
 	fi
 }
 
-# nginx_apply ENV CONTAINER COMMAND...: runs COMMAND (it writes files nginx includes), then has
-# nginx reload its configuration: returns once no worker of the previous configuration accepts
-# requests. Non-zero if nginx refused the change or its old workers still accept after
-# PROXY_SWITCH_TIMEOUT.
-nginx_apply() {
+# nginx_reload ENV CONTAINER: nginx reloads its configuration; returns once no worker of the
+# previous configuration accepts requests, and records when (PROXY_LOADED_FILE). Non-zero if nginx
+# refused the configuration or its old workers still accept after PROXY_SWITCH_TIMEOUT.
+nginx_reload() {
 	local env=$1 container=$2 status=0 since
-	shift 2
 	since=$(date +%s)
-	"$@"
 	# One docker exec for the whole switch: each costs about 70 ms of CPU, taken from the requests.
 	docker exec "$container" sh -c "$NGINX_RELOAD" sh "$PROXY_CONFIG_IN_CONTAINER" "$PROXY_SWITCH_TIMEOUT" || status=$?
 	((status != 3)) || log "nginx did not retire the workers of its previous configuration within ${PROXY_SWITCH_TIMEOUT} s"
