@@ -13,7 +13,9 @@ pooled). Prints Markdown.
 included) and 5 s after it. "Switch" is the part from the script's "switching the proxy" line
 (the new replicas are healthy) to 2 s after the script's exit: the proxy's switch, its
 confirmation, rolling the old colour's stop, and the new replicas' first requests (Caddy reads
-the switch on its next request). A template without that line has no switch figures.
+the switch on its next request). A template without that line has no switch figures. Rolling's
+switch is also split at the script's "stopping the replicas of" line: the switch and the drain
+before it, the old colour's `docker stop` / `docker rm` from it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from e2e_support import Load, Stack, deploy_release, docker, percentile  # noqa:
 
 SWITCH_LINE = "switching the proxy to"
 SWITCH_TAIL = 2.0  # seconds after the script's exit still counted as the switch
+RETIRE_LINE = "stopping the replicas of"  # rolling: the old colour's stop begins
 
 
 def timed_run(*cmd, cwd: Path) -> dict[str, float]:
@@ -50,6 +53,8 @@ def timed_run(*cmd, cwd: Path) -> dict[str, float]:
         lines.append(line)
         if SWITCH_LINE in line:
             marks.setdefault("switch", time.monotonic())
+        if RETIRE_LINE in line:
+            marks.setdefault("retire", time.monotonic())
     if proc.wait(timeout=900) != 0:
         sys.exit(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{''.join(lines)}")
     marks["end"] = time.monotonic()
@@ -65,12 +70,15 @@ def measure(stack: Stack, action) -> dict:
         wall = time.perf_counter() - started
         time.sleep(5)
     switch = load.latencies(start=marks["switch"], end=marks["end"] + SWITCH_TAIL) if "switch" in marks else []
+    split = "switch" in marks and "retire" in marks
     return {
         "requests": sum(1 for r in load.results if r[0] >= steady_end),
         "failed": len(load.failures(since=steady_end)),
         "steady": load.latencies(end=steady_end),
         "during": load.latencies(start=steady_end),
         "switch": switch,
+        "before_stop": load.latencies(start=marks["switch"], end=marks["retire"]) if split else [],
+        "from_stop": load.latencies(start=marks["retire"], end=marks["end"] + SWITCH_TAIL) if split else [],
         "switch_seconds": marks["end"] + SWITCH_TAIL - marks["switch"] if "switch" in marks else float("nan"),
         "wall": wall,
     }
@@ -78,7 +86,7 @@ def measure(stack: Stack, action) -> dict:
 
 def pooled(rounds: list[dict]) -> dict:
     """The rounds of one operation as one sample: latencies pooled, counts summed, times' medians."""
-    joined = {key: sorted(v for m in rounds for v in m[key]) for key in ("steady", "during", "switch")}
+    joined = {key: sorted(v for m in rounds for v in m[key]) for key in ("steady", "during", "switch", "before_stop", "from_stop")}
     joined.update({key: sum(m[key] for m in rounds) for key in ("requests", "failed")})
     joined.update({key: sorted(m[key] for m in rounds)[len(rounds) // 2] for key in ("wall", "switch_seconds")})
     return joined
@@ -119,7 +127,8 @@ def bench(proxy: str, strategy: str, scratch: Path, ref: str = "HEAD", rounds: i
                 f"| {proxy} | {strategy} | {'now' if ref == 'HEAD' else ref} | {name} | {m['requests']} | {m['failed']} | "
                 f"{ms(m['steady'], 50)} / {ms(m['steady'], 99)} | {ms(m['during'], 50)} / {ms(m['during'], 99)} | "
                 f"{ratio(m['during'], m['steady'])} | {len(m['switch'])} in {m['switch_seconds']:.1f} s | {ms(m['switch'], 50)} / {ms(m['switch'], 99)} | "
-                f"{ratio(m['switch'], m['steady'])} | {m['wall']:.1f} |"
+                f"{ratio(m['switch'], m['steady'])} | {ratio(m['before_stop'], m['steady'])} / {ratio(m['from_stop'], m['steady'])} | "
+                f"{m['wall']:.1f} |"
             )
     finally:
         stack.down()
@@ -144,8 +153,9 @@ def main() -> None:
     print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; load: 4 clients, a new connection per request, "
           f"20 ms pause; {args.rounds} round(s) pooled; {time.strftime('%Y-%m-%d')}.\n")
     print("| proxy | strategy | template | operation | requests during it | failed | steady p50 / p99 (ms) | during p50 / p99 (ms) | "
-          "p99 ratio | requests in the switch (median window) | switch p50 / p99 (ms) | switch p99 ratio | wall time (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "p99 ratio | requests in the switch (median window) | switch p50 / p99 (ms) | switch p99 ratio | "
+          "rolling: switch p99 ratio before / from the old colour's stop | wall time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

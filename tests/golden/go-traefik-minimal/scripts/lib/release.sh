@@ -267,6 +267,7 @@ retire_colour() {
 	sleep "$DEPLOY_DRAIN_SECONDS"
 	ids=$(project_containers "${APP_SERVICE[$1]}")
 	if [[ -n $ids ]]; then
+		log "stopping the replicas of ${APP_SERVICE[$1]} (no request has been routed to them for ${DEPLOY_DRAIN_SECONDS} s)"
 		# shellcheck disable=SC2086  # a list of IDs
 		docker stop --time "$DEPLOY_STOP_TIMEOUT" $ids >/dev/null
 		# shellcheck disable=SC2086
