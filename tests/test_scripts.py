@@ -267,6 +267,22 @@ def test_arguments_are_refused_before_anything_is_written(project, script, args,
         assert not (project / made).exists(), f"{script} wrote {made} before refusing"
 
 
+@pytest.mark.parametrize("script, args, setting, reason", [
+    ("deploy.sh", ["production", "v1"], {"DEPLOY_DRAIN_SECONDS": "1s"}, "DEPLOY_DRAIN_SECONDS '1s' must be a number of seconds"),
+    ("deploy.sh", ["production", "v1"], {"DEPLOY_HEALTH_TIMEOUT": "0"}, "DEPLOY_HEALTH_TIMEOUT '0' must be a whole number"),
+    ("deploy.sh", ["production", "v1"], {"PROXY_SWITCH_TIMEOUT": "soon"}, "PROXY_SWITCH_TIMEOUT 'soon' must be a whole number"),
+    ("rollback.sh", ["production"], {"DEPLOY_STOP_TIMEOUT": "-1"}, "DEPLOY_STOP_TIMEOUT '-1' must be a whole number"),
+    ("rollback.sh", ["production", "v1"], {"DEPLOY_DRAIN_SECONDS": ".5"}, "DEPLOY_DRAIN_SECONDS '.5' must be a number of seconds"),
+])
+def test_deploy_settings_are_refused_before_anything_is_written(project, script, args, setting, reason):
+    """A setting that is not a number stops the script at once, not after the switch."""
+    proc = run(project / "scripts" / script, *args, env={**os.environ, **setting}, check=False)
+    assert proc.returncode != 0 and reason in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, "one line"
+    for made in ("env/production.env", "secrets", ".deploy", "backups"):
+        assert not (project / made).exists(), f"{script} wrote {made} before refusing"
+
+
 @pytest.mark.parametrize("content, reason", [("", "the file is empty"), ("\nsecond\n", "its first line is empty"),
                                              ("REPLACE-ME\n", "that is the placeholder, not a value")])
 def test_a_rotation_value_from_a_file_must_be_a_value(project, tmp_path, content, reason):

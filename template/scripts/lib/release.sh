@@ -7,8 +7,10 @@
 # shellcheck source=strategy.sh
 source "$PROJECT_ROOT/scripts/lib/strategy.sh"
 
-# release_init ENV: RELEASE_DIR, the lock (held until the script exits), the compose command line.
+# release_init ENV: the settings checked, RELEASE_DIR, the lock (held until the script exits), the
+# compose command line.
 release_init() {
+	release_settings
 	RELEASE_ENV=$1
 	RELEASE_DIR=$PROJECT_ROOT/.deploy/$1
 	mkdir -p "$RELEASE_DIR"
@@ -18,9 +20,23 @@ release_init() {
 	ensure_env_ready "$1"
 	compose_cmd "$1"
 	release_config
+}
+
+# release_settings: the settings of deploy.sh, rollback.sh and rotate-secret.sh (documented in
+# scripts/deploy.sh) with their defaults; dies on one that is not a number before anything is
+# done, rather than after a switch (e.g. at the drain's sleep).
+release_settings() {
+	local name
 	DEPLOY_HEALTH_TIMEOUT=${DEPLOY_HEALTH_TIMEOUT:-180}
 	DEPLOY_STOP_TIMEOUT=${DEPLOY_STOP_TIMEOUT:-30}
 	DEPLOY_DRAIN_SECONDS=${DEPLOY_DRAIN_SECONDS:-1}
+	for name in DEPLOY_HEALTH_TIMEOUT PROXY_SWITCH_TIMEOUT; do
+		[[ ${!name} =~ ^[1-9][0-9]*$ ]] || die "$name '${!name}' must be a whole number of seconds, at least 1"
+	done
+	[[ $DEPLOY_STOP_TIMEOUT =~ ^[0-9]+$ ]] ||
+		die "DEPLOY_STOP_TIMEOUT '$DEPLOY_STOP_TIMEOUT' must be a whole number of seconds (0: no time to finish)"
+	[[ $DEPLOY_DRAIN_SECONDS =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+		die "DEPLOY_DRAIN_SECONDS '$DEPLOY_DRAIN_SECONDS' must be a number of seconds, e.g. 1 or 0.5"
 }
 
 VERSION_PLACEHOLDER='version-placeholder'
