@@ -89,3 +89,42 @@ def test_a_running_project_of_the_last_release_updates_and_deploys(released):
     # The history written by the old release still rolls back.
     run(stack.project / "scripts" / "rollback.sh", "production", "v1", cwd=stack.project, timeout=900)
     assert {stack.get_json("/")["version"] for _ in range(8)} == {"v1"}
+
+
+def test_a_blue_green_project_keeps_its_colour_through_the_update_and_a_proxy_restart(tmp_path, lab):
+    """A blue-green project of the last release serving from green is updated; its proxy restarts
+    before any script of the new version runs (Docker's restart policy, a reboot): nginx still
+    routes to green (its upstream.conf, until a marker exists), and the next deploy switches."""
+    version, commit = RELEASES[0]
+    project = tmp_path / "project"
+    answers = {**ANSWERS, "database": "none", "deploy_strategy": "blue-green", "project_name": "Update e2e colours"}
+    run_copy(str(ROOT), str(project), vcs_ref=commit, data=answers, defaults=True, unsafe=True, quiet=True)
+    add_slow_route(project)
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", f"rendered by {version}")
+    stack = Stack(project, "production")
+    stack.configure()
+    stack.alias_earlier_pins()
+    try:
+        deploy(stack, "v1")
+        deploy(stack, "v2")
+        assert (project / ".deploy/production/active-colour").read_text().strip() == "green"
+        assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}
+
+        run_update(str(project), vcs_ref="HEAD", defaults=True, overwrite=True, unsafe=True, quiet=True)
+        git(project, "add", "-A")
+        git(project, "commit", "-qm", "copier update")
+        docker("restart", stack.container("proxy"))
+        assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}, "the restarted proxy kept the colour"
+
+        with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC) as load:
+            deploy(stack, "v3")
+        assert load.failed == [] and len(load.results) > 50, load.failed[:10]
+        assert {stack.get_json("/")["version"] for _ in range(8)} == {"v3"}
+        assert sorted(p.name for p in (project / ".deploy/production/proxy").glob("route-*")) == ["route-app-blue"]
+    finally:
+        stack.down()
+        for tag in ("v1", "v2", "v3"):
+            docker("image", "rm", "--force", f"{stack.answers['image_name']}:{tag}", check=False)
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}

@@ -261,6 +261,8 @@ def test_nginx_routes_by_a_marker_per_colour(render, variant):
         assert "include /etc/nginx/deploy/app-route.conf;" in (config / "locations.conf").read_text().splitlines()[1]
         route = (config / "app-route.conf").read_text()
         assert f"set $app_upstream http://app-blue:{a['app_port']};" in route
+        # Until a marker exists, a project updated from a release before them routes by its upstream.conf.
+        assert route.index("include /etc/nginx/active/upstream*.conf;") < route.index("if (-f /etc/nginx/active/route-app-blue)")
         assert f"if (-f /etc/nginx/active/route-app-green) {{\n    set $app_upstream http://app-green:{a['app_port']};\n}}" in route
         proxy = project / ".deploy" / env / "proxy"
 
