@@ -111,11 +111,14 @@ def test_a_blue_green_project_keeps_its_colour_through_the_update_and_a_proxy_re
         deploy(stack, "v2")
         assert (project / ".deploy/production/active-colour").read_text().strip() == "green"
         assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}
+        proxy = stack.container("proxy")  # through the old release's scripts, before the update
 
         run_update(str(project), vcs_ref="HEAD", defaults=True, overwrite=True, unsafe=True, quiet=True)
         git(project, "add", "-A")
         git(project, "commit", "-qm", "copier update")
-        docker("restart", stack.container("proxy"))
+        # Restarted by Docker, not by the project's scripts (they would write the marker).
+        docker("restart", proxy)
+        assert not list((project / ".deploy/production/proxy").glob("route-*"))
         assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}, "the restarted proxy kept the colour"
 
         with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC) as load:
