@@ -6,6 +6,7 @@ request."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 
@@ -31,12 +32,13 @@ def deploy(stack: Stack, version: str) -> subprocess.CompletedProcess:
     return deploy_release(stack.project, "production", version)
 
 
-@pytest.fixture(params=["postgres", "mariadb"])
-def released(request, tmp_path, lab):
+@contextlib.contextmanager
+def last_release_stack(tmp_path, answers: dict):
+    """(version, stack): a project rendered by the last recorded release and committed, set up for
+    production; taken down afterwards, leaving nothing behind."""
     version, commit = RELEASES[0]
     project = tmp_path / "project"
-    answers = {**ANSWERS, "database": request.param, "project_name": f"Update e2e {request.param}"}
-    run_copy(str(ROOT), str(project), vcs_ref=commit, data=answers, defaults=True, unsafe=True, quiet=True)
+    run_copy(str(ROOT), str(project), vcs_ref=commit, data={**ANSWERS, **answers}, defaults=True, unsafe=True, quiet=True)
     add_slow_route(project)
     git(project, "init", "-q")
     git(project, "add", "-A")
@@ -45,11 +47,26 @@ def released(request, tmp_path, lab):
     stack.configure()
     for alias in stack.alias_earlier_pins():
         print(f"{version}'s pin served by the lab's image: {alias}")
-    yield version, stack
-    stack.down()
-    for tag in ("v1", "v2", "v3"):
-        docker("image", "rm", "--force", f"{stack.answers['image_name']}:{tag}", check=False)
+    try:
+        yield version, stack
+    finally:
+        stack.down()
+        for tag in ("v1", "v2", "v3"):
+            docker("image", "rm", "--force", f"{stack.answers['image_name']}:{tag}", check=False)
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def update_to_head(project) -> None:
+    """`copier update` to HEAD, committed as a user would."""
+    run_update(str(project), vcs_ref="HEAD", defaults=True, overwrite=True, unsafe=True, quiet=True)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "copier update")
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def released(request, tmp_path, lab):
+    with last_release_stack(tmp_path, {"database": request.param, "project_name": f"Update e2e {request.param}"}) as released:
+        yield released
 
 
 def test_a_running_project_of_the_last_release_updates_and_deploys(released):
@@ -60,9 +77,7 @@ def test_a_running_project_of_the_last_release_updates_and_deploys(released):
     before = stack.get_json("/items")["items"]
     services_before = {c["Service"] for c in stack.containers()}
 
-    run_update(str(stack.project), vcs_ref="HEAD", defaults=True, overwrite=True, unsafe=True, quiet=True)
-    git(stack.project, "add", "-A")
-    git(stack.project, "commit", "-qm", "copier update")
+    update_to_head(stack.project)
 
     proc = deploy(stack, "v2")
     services_after = {c["Service"] for c in stack.containers()}
@@ -95,27 +110,16 @@ def test_a_blue_green_project_keeps_its_colour_through_the_update_and_a_proxy_re
     """A blue-green project of the last release serving from green is updated; its proxy restarts
     before any script of the new version runs (Docker's restart policy, a reboot): nginx still
     routes to green (its upstream.conf, until a marker exists), and the next deploy switches."""
-    version, commit = RELEASES[0]
-    project = tmp_path / "project"
-    answers = {**ANSWERS, "database": "none", "deploy_strategy": "blue-green", "project_name": "Update e2e colours"}
-    run_copy(str(ROOT), str(project), vcs_ref=commit, data=answers, defaults=True, unsafe=True, quiet=True)
-    add_slow_route(project)
-    git(project, "init", "-q")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", f"rendered by {version}")
-    stack = Stack(project, "production")
-    stack.configure()
-    stack.alias_earlier_pins()
-    try:
+    answers = {"database": "none", "deploy_strategy": "blue-green", "project_name": "Update e2e colours"}
+    with last_release_stack(tmp_path, answers) as (_, stack):
+        project = stack.project
         deploy(stack, "v1")
         deploy(stack, "v2")
         assert (project / ".deploy/production/active-colour").read_text().strip() == "green"
         assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}
         proxy = stack.container("proxy")  # through the old release's scripts, before the update
 
-        run_update(str(project), vcs_ref="HEAD", defaults=True, overwrite=True, unsafe=True, quiet=True)
-        git(project, "add", "-A")
-        git(project, "commit", "-qm", "copier update")
+        update_to_head(project)
         # Restarted by Docker, not by the project's scripts (they would write the marker).
         docker("restart", proxy)
         assert not list((project / ".deploy/production/proxy").glob("route-*"))
@@ -126,8 +130,3 @@ def test_a_blue_green_project_keeps_its_colour_through_the_update_and_a_proxy_re
         assert load.failed == [] and len(load.results) > 50, load.failed[:10]
         assert {stack.get_json("/")["version"] for _ in range(8)} == {"v3"}
         assert sorted(p.name for p in (project / ".deploy/production/proxy").glob("route-*")) == ["route-app-blue"]
-    finally:
-        stack.down()
-        for tag in ("v1", "v2", "v3"):
-            docker("image", "rm", "--force", f"{stack.answers['image_name']}:{tag}", check=False)
-    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
