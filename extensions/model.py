@@ -27,6 +27,10 @@ from .swarm import swarm_model
 HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3, "start_period": "30s"}
 HEALTH_EVERY_15S = {"interval": "15s", "timeout": "5s", "retries": 3, "start_period": "30s"}
 START_INTERVAL = "250ms"
+# A host job that needs no privilege, started by root (cron, supervisord): util-linux's setpriv
+# empties the bounding and inheritable sets before the exec, so root keeps no capability and cannot
+# regain one (no_new_privs); nice 10 as the systemd units.
+CAPLESS_COMMAND = "setpriv --no-new-privs --bounding-set=-all --inh-caps=-all nice -n 10"
 
 
 def http_check(*argv: str, **timing: Any) -> dict[str, Any]:
@@ -880,6 +884,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "audit_environments": [env for env in f.environments if PROFILES[env]["scheduled_audit"]],
         # Where a host unit writes each container's CPU and memory for Prometheus (scripts/container-metrics.sh).
         "container_metrics_environments": f.environments if f.monitored else [],
+        # How cron and supervisord (both root) run it: root that cannot pass a file's permissions (no
+        # capability, none to regain), at low priority, as the systemd unit runs it.
+        "capless_command": CAPLESS_COMMAND,
         "probe_environments": [env for env in f.environments if f.probed(env)],
         # Environments where the blackbox exporter runs (certificates, or an app without metrics).
         "blackbox_environments": [env for env in f.environments if f.blackbox_in(env)],

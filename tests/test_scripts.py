@@ -757,3 +757,53 @@ def test_container_metrics_without_containers_still_writes_the_file(project, tmp
     samples = container_metrics(project, tmp_path / "cgroup", env="staging")
     assert samples['compose_container_metrics_containers{environment="staging"}'] == 0
 
+
+
+# --- container-metrics.sh as cron and supervisord run it: root without any capability -----------
+
+def host_job_commands(project: Path) -> list[list[str]]:
+    """The container-metrics commands of deploy/cron or deploy/supervisor, as argv, with --once."""
+    a = answers(project)
+    cron = project / "deploy/cron" / f"{a['project_slug']}-container-metrics"
+    if cron.exists():
+        # minute hour day month weekday user command...
+        return [line.split()[6:] for line in cron.read_text().splitlines()
+                if "container-metrics.sh" in line and not line.startswith("#")]
+    supervisor = (project / "deploy/supervisor" / f"{a['project_slug']}.conf").read_text()
+    return [line.removeprefix("command=").split() + ["--once"] for line in supervisor.splitlines()
+            if line.startswith("command=") and "container-metrics.sh" in line]
+
+
+@pytest.mark.parametrize("variant", ["go-postgres-traefik-acme-existing", "py-uv-mariadb-caddy-acme"])
+def test_host_jobs_run_container_metrics_as_root_without_capabilities(render, variant, tmp_path):
+    """cron (/etc/cron.d, as root) and supervisord (root) start it through setpriv: no capability to
+    pass a file's permissions, none to regain, as the systemd unit's empty CapabilityBoundingSet."""
+    if os.geteuid() != 0:
+        pytest.skip("cron and supervisord start it as root: run as root to check what root keeps")
+    require_tool("setpriv")
+    project = tmp_path / "project"
+    shutil.copytree(render(variant), project, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy", "backups", "metrics"))
+    install_dir = answers(project)["install_dir"]
+    commands = [[arg.replace(install_dir, str(project)) for arg in argv] for argv in host_job_commands(project)]
+    assert commands and all(argv[-2:] == [env, "--once"] for argv, env in zip(commands, answers(project)["environments"]))
+    for argv in commands:
+        script = argv.index(str(project / "scripts/container-metrics.sh"))
+        status = run(*argv[:script], "cat", "/proc/self/status").stdout
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        assert {k: fields[k].strip() for k in ("CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")} == {
+            "CapPrm": "0" * 16, "CapEff": "0" * 16, "CapBnd": "0" * 16, "CapAmb": "0" * 16, "NoNewPrivs": "1"}
+        assert fields["Uid"].split()[0] == "0"
+        cgroups = tmp_path / "cgroup"
+        (cgroups / "cpuacct").mkdir(parents=True, exist_ok=True)
+        out = project / "metrics" / argv[-2]
+        out.mkdir(parents=True)
+        job_env = {**os.environ, "CGROUP_ROOT": str(cgroups)}
+        # Another owner's directory: root with its capabilities would write there, this job cannot.
+        os.chown(out, 65534, 65534)
+        proc = run(*argv, env=job_env, check=False)
+        assert proc.returncode != 0 and not (out / "containers.prom").exists(), proc.stderr
+        assert proc.stderr.strip().endswith(
+            f"container-metrics.sh: error: {out} is not writable by user root (without capabilities root needs to own it: chown root {out})")
+        os.chown(out, 0, 0)
+        run(*argv, env=job_env)
+        assert "compose_container_metrics_containers" in (out / "containers.prom").read_text()
