@@ -803,7 +803,7 @@ def test_host_jobs_run_container_metrics_as_root_without_capabilities(render, va
         proc = run(*argv, env=job_env, check=False)
         assert proc.returncode != 0 and not (out / "containers.prom").exists(), proc.stderr
         assert proc.stderr.strip().endswith(
-            f"container-metrics.sh: error: {out} is not writable by user root (without capabilities root needs to own it: chown root {out})")
+            f"container-metrics: error: {out} is not writable by user root (without capabilities root needs to own it: chown root {out})")
         os.chown(out, 0, 0)
         run(*argv, env=job_env)
         assert "compose_container_metrics_containers" in (out / "containers.prom").read_text()

@@ -155,6 +155,8 @@ OUTPUT=${CONTAINER_METRICS_FILE:-$PROJECT_ROOT/metrics/$env/containers.prom}
 [[ $INTERVAL =~ ^[1-9][0-9]*$ ]] || die "CONTAINER_METRICS_INTERVAL is '$INTERVAL': give a whole number of seconds, e.g. 15"
 [[ -d $CGROUP_ROOT ]] || die "$CGROUP_ROOT is not a directory: set CGROUP_ROOT to where the host mounts its cgroups"
 [[ -d ${OUTPUT%/*} ]] || die "${OUTPUT%/*} does not exist: start $env once (scripts/compose.sh $env up -d) or set CONTAINER_METRICS_FILE"
+# cron and supervisor run it as root without capabilities: root must own the directory.
+[[ -w ${OUTPUT%/*} ]] || die "${OUTPUT%/*} is not writable by user $(id -un) (without capabilities root needs to own it: chown $(id -un) ${OUTPUT%/*})"
 SLICE_PREFIX="$PROJECT_SLUG-$env-"
 
 while true; do
