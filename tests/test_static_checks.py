@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import VARIANTS, answers, require_tool, run
+from extensions.model import CAPLESS_COMMAND
 
 pytestmark = pytest.mark.parametrize("variant", VARIANTS)
 
@@ -226,7 +227,8 @@ def test_supervisor_config_parses(render, variant, tmp_path):
         program = group.process_configs[0]
         if group.name.endswith("-container-metrics"):
             env = group.name[len(a["project_slug"]) + 1:-len("-container-metrics")]
-            assert program.command == f"{a['install_dir']}/scripts/container-metrics.sh {env}" and program.autorestart
+            # Root without capabilities (extensions/model.py CAPLESS_COMMAND; test_scripts runs it).
+            assert program.command == f"{CAPLESS_COMMAND} {a['install_dir']}/scripts/container-metrics.sh {env}" and program.autorestart
             continue
         assert program.command.startswith(a["install_dir"] + "/scripts/compose.sh ")
         assert program.stopsignal == 15 and program.stopasgroup
