@@ -758,7 +758,6 @@ def test_container_metrics_without_containers_still_writes_the_file(project, tmp
     assert samples['compose_container_metrics_containers{environment="staging"}'] == 0
 
 
-
 # --- container-metrics.sh as cron and supervisord run it: root without any capability -----------
 
 def host_job_commands(project: Path) -> list[list[str]]:
