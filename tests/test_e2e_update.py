@@ -14,7 +14,7 @@ import pytest
 from copier import run_copy, run_update
 
 from conftest import ROOT, run
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, deploy_release, docker
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, deploy_release, docker, healthy, wait_until
 from test_update import GIT, RELEASES
 
 pytestmark = pytest.mark.e2e
@@ -122,6 +122,9 @@ def test_a_blue_green_project_keeps_its_colour_through_the_update_and_a_proxy_re
         update_to_head(project)
         # Restarted by Docker, not by the project's scripts (they would write the marker).
         docker("restart", proxy)
+        # `docker restart` returns once the process started, before nginx listens: until then an
+        # empty reply (a restart is an outage, whatever the colour).
+        wait_until(lambda: healthy(proxy), 60, "the restarted proxy to be healthy", interval=0.25)
         assert not list((project / ".deploy/production/proxy").glob("route-*"))
         assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}, "the restarted proxy kept the colour"
 
