@@ -27,8 +27,15 @@ SHAPES = {
     "python-pyproject-without-lock": dict(runtime="python", python_installer="uv", app_port=5001,
                                           start_command="gunicorn --bind 0.0.0.0:5001 app:app"),
     "node-without-lock": dict(runtime="node", app_port=4000, start_command="node server.js"),
+    # TypeScript: `npm run build` (tsc, a development dependency) makes dist/, which the image runs.
+    "node-typescript-build": dict(runtime="node", app_port=4100, start_command="node dist/server.js"),
     "go-vendored": dict(runtime="go", app_port=7000, start_command="/app/server"),
 }
+
+
+# What each shape's app answers at / as "shape".
+SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-without-lock": "python",
+          "node-without-lock": "node", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored"}
 
 
 def rendered(copie_session, shape: str, answers: dict) -> Stack:
@@ -46,14 +53,33 @@ def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, sha
     try:
         stack.up()
         assert stack.get_json("/health")["path"] == "/health"
-        expected = {"python": "python", "node": "node", "go": "go-vendored"}[SHAPES[shape]["runtime"]]
-        assert stack.get_json("/")["shape"] == expected
+        assert stack.get_json("/")["shape"] == SERVES[shape]
         status, _, _ = stack.http("GET", "/metrics")
         assert status == 404, "the proxy hides /metrics whatever the app serves"
     finally:
         stack.down()
         docker("image", "rm", "--force", f"{stack.answers['image_name']}:dev", check=False)
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def test_a_node_app_with_a_build_script_runs_its_output_without_development_dependencies(copie_session, lab):
+    stack = rendered(copie_session, "node-typescript-build", SHAPES["node-typescript-build"])
+    image = f"{stack.answers['image_name']}:dev"
+    try:
+        stack.compose("build", "app-blue")
+        listing = docker("run", "--rm", "--entrypoint", "sh", image, "-c",
+                         "ls /app/node_modules; ls /app/dist").stdout.split()
+        assert "ms" in listing and "server.js" in listing, listing
+        assert "typescript" not in listing, "the build's development dependencies stay in the build stage"
+        # A build that fails (a type error) fails the image's build, with the compiler's message.
+        source = stack.project / "src" / "server.ts"
+        source.write_text(source.read_text().replace("const port: number = Number(", "const port: string = Number("))
+        proc = stack.compose("build", "app-blue", check=False)
+        assert proc.returncode != 0
+        assert "error TS2322" in proc.stdout + proc.stderr
+    finally:
+        docker("image", "rm", "--force", image, check=False)
+        run("rm", "-rf", stack.project)
 
 
 def test_an_app_locked_by_another_package_manager_is_refused_with_what_to_do(copie_session, lab):
