@@ -98,12 +98,14 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     project = render(variant)
     dockerfile = (project / "Dockerfile").read_text()
     assert "# syntax=" not in dockerfile
-    stages = re.findall(r"^FROM \$\{(\w+)\} AS (\w+)$", dockerfile, re.M)
-    # Go also lays out the runtime's few files (busybox and its links) in a stage of its own.
-    assert [name for _, name in stages] == (["rootfs"] if answers(project)["runtime"] == "go" else []) + ["build", "runtime"]
+    stages = re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.M)
+    # Go also lays out the runtime's few files (busybox and its links) in a stage of its own; Node
+    # installs the production dependencies (deps) apart from the app's build script (build).
+    assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["deps", "build", "runtime"],
+                                            "python": ["build", "runtime"]}[answers(project)["runtime"]]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
     head = dockerfile.split("\nFROM ", 1)[0]
-    for arg, _ in stages:
+    for arg in [re.fullmatch(r"\$\{(\w+)\}", base)[1] for base, name in stages if base != "deps"]:
         # A pinned image, or (Go's runtime) scratch: nothing but the static binary and busybox.
         assert re.search(rf"^ARG {arg}=([\w./-]+:[\w.-]+|scratch)$", head, re.M), arg
     runtime_stage = dockerfile.split(" AS runtime", 1)[1]
@@ -122,6 +124,10 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
         assert "COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/" in runtime_stage
     else:
         assert "wget" not in runtime_stage
+    if answers(project)["runtime"] == "node":
+        # The production dependencies, never the build stage's (development ones included).
+        assert "COPY --from=deps /build/node_modules ./node_modules" in runtime_stage
+        assert "rm -rf node_modules" in dockerfile.split(" AS build", 1)[1].split("\nFROM ", 1)[0]
     assert "org.opencontainers.image.version" in runtime_stage
     # No compiler or package-manager cache arrives in the runtime stage.
     assert "pip install" not in runtime_stage and "npm ci" not in runtime_stage and "BUILD_PACKAGES" not in runtime_stage
