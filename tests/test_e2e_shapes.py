@@ -26,6 +26,8 @@ SHAPES = {
                                                start_command="gunicorn --bind 0.0.0.0:5000 app:app"),
     "python-pyproject-without-lock": dict(runtime="python", python_installer="uv", app_port=5001,
                                           start_command="gunicorn --bind 0.0.0.0:5001 app:app"),
+    # A package (src layout, a console script, uv.lock): importable only once installed.
+    "python-src-package": dict(runtime="python", python_installer="uv", app_port=5002, start_command="shape-serve"),
     "node-without-lock": dict(runtime="node", app_port=4000, start_command="node server.js"),
     # TypeScript: `npm run build` (tsc, a development dependency) makes dist/, which the image runs.
     "node-typescript-build": dict(runtime="node", app_port=4100, start_command="node dist/server.js"),
@@ -35,6 +37,7 @@ SHAPES = {
 
 # What each shape's app answers at / as "shape".
 SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-without-lock": "python",
+          "python-src-package": "python-package",
           "node-without-lock": "node", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored"}
 
 
