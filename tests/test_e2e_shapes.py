@@ -8,6 +8,7 @@ here: the vendored shape builds without one)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -92,3 +93,21 @@ def test_an_app_locked_by_another_package_manager_is_refused_with_what_to_do(cop
     assert "found yarn.lock, but this image installs with npm" in proc.stdout + proc.stderr
     assert "npm install --package-lock-only" in proc.stdout + proc.stderr
     run("rm", "-rf", stack.project)
+
+
+def test_a_python_package_without_a_lock_is_installed_with_its_dependencies_resolved(copie_session, lab):
+    stack = rendered(copie_session, "python-src-package", SHAPES["python-src-package"])
+    (stack.project / "uv.lock").unlink()
+    image = f"{stack.answers['image_name']}:dev"
+    try:
+        proc = stack.compose("build", "app-blue")
+        assert "warning: no uv.lock" in proc.stdout + proc.stderr
+        # Installed, not editable: importable from anywhere, its console script on PATH.
+        check = docker("run", "--rm", "--workdir", "/tmp", "--entrypoint", "sh", image, "-c",
+                       "command -v shape-serve && python -c 'import shape_package.serve as s; print(s.__file__)'")
+        script, module = check.stdout.split()
+        assert script == "/opt/venv/bin/shape-serve"
+        assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages/shape_package/serve\.py", module), module
+    finally:
+        docker("image", "rm", "--force", image, check=False)
+        run("rm", "-rf", stack.project)
