@@ -100,12 +100,13 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     assert "# syntax=" not in dockerfile
     stages = re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.M)
     # Go also lays out the runtime's few files (busybox and its links) in a stage of its own; Node
-    # installs the production dependencies (deps) apart from the app's build script (build).
-    assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["deps", "build", "runtime"],
+    # installs the production dependencies (deps) beside the app's build script (build), both from
+    # the package files (base).
+    assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["base", "deps", "build", "runtime"],
                                             "python": ["build", "runtime"]}[answers(project)["runtime"]]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
     head = dockerfile.split("\nFROM ", 1)[0]
-    for arg in [re.fullmatch(r"\$\{(\w+)\}", base)[1] for base, name in stages if base != "deps"]:
+    for arg in [re.fullmatch(r"\$\{(\w+)\}", base)[1] for base, name in stages if base.startswith("${")]:
         # A pinned image, or (Go's runtime) scratch: nothing but the static binary and busybox.
         assert re.search(rf"^ARG {arg}=([\w./-]+:[\w.-]+|scratch)$", head, re.M), arg
     runtime_stage = dockerfile.split(" AS runtime", 1)[1]
