@@ -98,15 +98,17 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     project = render(variant)
     dockerfile = (project / "Dockerfile").read_text()
     assert "# syntax=" not in dockerfile
-    stages = re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.M)
+    runtime = answers(project)["runtime"]
+    # (base image argument, or "" for a stage that starts from another stage; stage name)
+    stages = re.findall(r"^FROM (?:\$\{(\w+)\}|\w+) AS (\w+)$", dockerfile, re.M)
     # Go also lays out the runtime's few files (busybox and its links) in a stage of its own; Node
     # installs the production dependencies (deps) beside the app's build script (build), both from
     # the package files (base).
     assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["base", "deps", "build", "runtime"],
-                                            "python": ["build", "runtime"]}[answers(project)["runtime"]]
+                                            "python": ["build", "runtime"]}[runtime]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
     head = dockerfile.split("\nFROM ", 1)[0]
-    for arg in [re.fullmatch(r"\$\{(\w+)\}", base)[1] for base, name in stages if base.startswith("${")]:
+    for arg in filter(None, (arg for arg, _ in stages)):
         # A pinned image, or (Go's runtime) scratch: nothing but the static binary and busybox.
         assert re.search(rf"^ARG {arg}=([\w./-]+:[\w.-]+|scratch)$", head, re.M), arg
     runtime_stage = dockerfile.split(" AS runtime", 1)[1]
@@ -116,7 +118,7 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     # No HTTP client installed for the health check: the runtime asks the app itself (Python,
     # Node.js), or, from scratch (Go), the static busybox copied in from the rootfs stage does.
     assert "curl" not in runtime_stage
-    if answers(project)["runtime"] == "go":
+    if runtime == "go":
         assert "COPY --from=rootfs /rootfs /" in runtime_stage and "busybox" in dockerfile
         # That stage downloads nothing (a cold build's cost is the Go build): busybox from its
         # image, the CA bundle from the build image.
@@ -125,7 +127,7 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
         assert "COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/" in runtime_stage
     else:
         assert "wget" not in runtime_stage
-    if answers(project)["runtime"] == "node":
+    if runtime == "node":
         # The production dependencies, never the build stage's (development ones included).
         assert "COPY --from=deps /build/node_modules ./node_modules" in runtime_stage
         assert "rm -rf node_modules" in dockerfile.split(" AS build", 1)[1].split("\nFROM ", 1)[0]
