@@ -12,6 +12,10 @@ SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 IMAGE_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 MEMORY_RE = re.compile(r"^([1-9][0-9]*)([MG])$")
+# What every consumer of a path takes as written: the proxies' configurations (nginx `location =`,
+# Caddy and Traefik matchers, which never see a query), Prometheus' relabelling ($ is a group),
+# shell and the health check's code (quotes).
+URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 
 
 def slugify(value: str) -> str:
@@ -55,6 +59,17 @@ def command_error(value: str, name: str, optional: bool = False) -> str:
         return (
             f"{name} uses shell syntax, but it runs in exec form without a shell: "
             "give a plain command, or put the shell logic in a script and name that script"
+        )
+    return ""
+
+
+def url_path_error(value: str, name: str, example: str, optional: bool = False) -> str:
+    if optional and not value:
+        return ""
+    if not URL_PATH_RE.match(value or ""):
+        return (
+            f"{name} {value!r} is not a plain URL path: use one starting with \"/\", of letters, digits "
+            f"and '/', '-', '.', '_', '~' (no query, spaces or quotes), e.g. {example}"
         )
     return ""
 

@@ -88,6 +88,7 @@ class DeploymentExtension(Extension):
             slug_error=answers.slug_error,
             port_error=answers.port_error,
             command_error=answers.command_error,
+            url_path_error=answers.url_path_error,
             image_error=answers.image_error,
             domain_error=answers.domain_error,
             k8s_name_error=answers.k8s_name_error,

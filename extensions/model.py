@@ -45,7 +45,8 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
     """A health check that needs no curl: the runtime itself asks the app."""
     url = f"http://127.0.0.1:{port}{path}"
     if runtime == "python":
-        code = f"import sys,urllib.request;sys.exit(urllib.request.urlopen('{url}',timeout=4).status!=200)"
+        # 200 or 204 pass in every runtime (busybox's wget takes no other 2xx; urlopen raises on 4xx/5xx).
+        code = f"import sys,urllib.request;sys.exit(urllib.request.urlopen('{url}',timeout=4).status//100!=2)"
         return ["CMD", "python", "-c", code]
     if runtime == "node":
         code = f"fetch('{url}').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"

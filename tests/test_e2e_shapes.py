@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import HEALTH_ANSWERS, free_port, run
 from e2e_support import Stack, docker
+from extensions.catalogue import IMAGES
+from extensions.model import app_healthcheck
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +113,15 @@ def test_a_python_package_without_a_lock_is_installed_with_its_dependencies_reso
     finally:
         docker("image", "rm", "--force", image, check=False)
         run("rm", "-rf", stack.project)
+
+
+def test_the_go_images_health_check_passes_on_200_or_204_and_fails_otherwise(lab, status_server):
+    """Go's image runs from scratch: its check is the busybox wget the Dockerfile copies in, run
+    here from that busybox image (Python's and Node's checks: tests/test_extension.py)."""
+    def healthy(port: int, path: str) -> bool:
+        check = app_healthcheck("go", port, path)[1:]
+        return docker("run", "--rm", "--network", "host", IMAGES["busybox"], *check, check=False).returncode == 0
+
+    answers = {path: healthy(status_server, path) for path in HEALTH_ANSWERS}
+    answers["refused"] = healthy(free_port(), "/s/200")
+    assert answers == {**HEALTH_ANSWERS, "refused": False}

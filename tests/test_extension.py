@@ -7,12 +7,13 @@ import importlib
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 
 import coverage
 import pytest
 
-from conftest import ROOT
+from conftest import HEALTH_ANSWERS, ROOT, free_port, require_tool
 from extensions import answers as a
 from extensions import deployment, model
 from extensions.catalogue import IMAGES
@@ -531,3 +532,17 @@ def test_each_source_is_compiled_once_and_each_template_renders_on_its_own():
     env.from_string("{{ who }}!")
     assert compiled == ["{{ who }} at {{ where }}", "{{ who }}!"]
     assert Counting.calls >= 3
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+def test_app_healthcheck_passes_on_200_or_204_and_fails_otherwise(status_server, runtime):
+    """The image's own check, run as Docker runs it (Go's is busybox's wget: tests/test_e2e_shapes.py)."""
+    interpreter = require_tool({"python": "python3", "node": "node"}[runtime])
+    healthy = {}
+    for path in HEALTH_ANSWERS:
+        _, _, code_flag, code = model.app_healthcheck(runtime, status_server, path)
+        healthy[path] = subprocess.run([interpreter, code_flag, code], capture_output=True, timeout=20).returncode == 0
+    closed = model.app_healthcheck(runtime, free_port(), "/s/200")
+    healthy["refused"] = subprocess.run([interpreter, *closed[2:]], capture_output=True, timeout=20).returncode == 0
+    assert healthy == {**HEALTH_ANSWERS, "refused": False}
+

@@ -17,6 +17,12 @@ BAD_ANSWERS = [
     ({"app_port": "abc"}, "app_port 'abc' is not a number: use a port between 1024 and 65535, e.g. 8000"),
     ({"runtime": "node", "app_port": 80}, "between 1024 and 65535, e.g. 3000"),
     ({"health_path": "healthz"}, 'starting with "/"'),
+    # Each of these broke a consumer: nginx's `location =`, Prometheus' relabelling, the check's quotes.
+    ({"health_path": "/health?ready=1"}, "health_path '/health?ready=1' is not a plain URL path"),
+    ({"health_path": "/health$probe"}, "(no query, spaces or quotes), e.g. /healthz"),
+    ({"health_path": "/it's"}, "is not a plain URL path"),
+    ({"metrics_path": "metrics"}, "metrics_path 'metrics' is not a plain URL path"),
+    ({"metrics_path": "/healthz"}, "metrics_path and health_path must differ"),
     ({"start_command": ""}, "start_command is empty"),
     ({"start_command": "gunicorn app:app | tee log"}, "runs in exec form without a shell"),
     ({"start_command": "node 'server.js"}, "check its quotes"),
