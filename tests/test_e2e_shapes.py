@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,9 @@ SHAPES = {
                                           start_command="gunicorn --bind 0.0.0.0:5001 app:app"),
     # A package (src layout, a console script, uv.lock): importable only once installed.
     "python-src-package": dict(runtime="python", python_installer="uv", app_port=5002, start_command="shape-serve"),
+    # Poetry's package mode (src layout, a console script, poetry.lock); its health path answers 204.
+    "python-poetry-package": dict(runtime="python", python_installer="poetry", app_port=5003,
+                                  start_command="shape-poetry-serve"),
     "node-without-lock": dict(runtime="node", app_port=4000, start_command="node server.js"),
     # TypeScript: `npm run build` (tsc, a development dependency) makes dist/, which the image runs.
     "node-typescript-build": dict(runtime="node", app_port=4100, start_command="node dist/server.js"),
@@ -40,8 +44,23 @@ SHAPES = {
 
 # What each shape's app answers at / as "shape".
 SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-without-lock": "python",
-          "python-src-package": "python-package",
+          "python-src-package": "python-package", "python-poetry-package": "python-poetry-package",
           "node-without-lock": "node", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored"}
+
+# Shapes whose health path answers 204 No Content (healthy: the image's check takes 200 or 204).
+HEALTH_NO_CONTENT = {"python-poetry-package"}
+
+
+def uncached(pyproject: Path) -> None:
+    """A comment of its own, so that the steps after its copy run (and print) in this build, not
+    come from the build cache of an earlier run."""
+    pyproject.write_text(pyproject.read_text() + f"# build {uuid.uuid4()}\n")
+
+
+def build_said(proc, text: str) -> bool:
+    """A step of the build printed a line starting with `text` (BuildKit's plain output: "#12 0.57
+    TEXT"), not merely its command quoting it (a step from the cache prints nothing: see uncached)."""
+    return re.search(rf"^#\d+ \d+\.\d+ {re.escape(text)}", proc.stdout + proc.stderr, re.MULTILINE) is not None
 
 
 def rendered(copie_session, shape: str, answers: dict) -> Stack:
@@ -58,7 +77,10 @@ def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, sha
     stack = rendered(copie_session, shape, SHAPES[shape])
     try:
         stack.up()
-        assert stack.get_json("/health")["path"] == "/health"
+        if shape in HEALTH_NO_CONTENT:
+            assert stack.http("GET", "/health")[0] == 204
+        else:
+            assert stack.get_json("/health")["path"] == "/health"
         assert stack.get_json("/")["shape"] == SERVES[shape]
         status, _, _ = stack.http("GET", "/metrics")
         assert status == 404, "the proxy hides /metrics whatever the app serves"
@@ -92,7 +114,7 @@ def test_an_app_locked_by_another_package_manager_is_refused_with_what_to_do(cop
     stack = rendered(copie_session, "node-with-yarn-lock", dict(runtime="node", app_port=4000, start_command="node server.js"))
     proc = stack.compose("build", "app-blue", check=False)
     assert proc.returncode != 0
-    assert "found yarn.lock, but this image installs with npm" in proc.stdout + proc.stderr
+    assert build_said(proc, "error: found yarn.lock, but this image installs with npm")
     assert "npm install --package-lock-only" in proc.stdout + proc.stderr
     run("rm", "-rf", stack.project)
 
@@ -100,10 +122,11 @@ def test_an_app_locked_by_another_package_manager_is_refused_with_what_to_do(cop
 def test_a_python_package_without_a_lock_is_installed_with_its_dependencies_resolved(copie_session, lab):
     stack = rendered(copie_session, "python-src-package", SHAPES["python-src-package"])
     (stack.project / "uv.lock").unlink()
+    uncached(stack.project / "pyproject.toml")
     image = f"{stack.answers['image_name']}:dev"
     try:
         proc = stack.compose("build", "app-blue")
-        assert "warning: no uv.lock" in proc.stdout + proc.stderr
+        assert build_said(proc, "warning: no uv.lock")
         # Installed, not editable: importable from anywhere, its console script on PATH.
         check = docker("run", "--rm", "--workdir", "/tmp", "--entrypoint", "sh", image, "-c",
                        "command -v shape-serve && python -c 'import shape_package.serve as s; print(s.__file__)'")
@@ -125,3 +148,34 @@ def test_the_go_images_health_check_passes_on_200_or_204_and_fails_otherwise(lab
     answers = {path: healthy(status_server, path) for path in HEALTH_ANSWERS}
     answers["refused"] = healthy(free_port(), "/s/200")
     assert answers == {**HEALTH_ANSWERS, "refused": False}
+
+
+def test_a_poetry_package_is_installed_and_a_poetry_app_without_one_still_builds(copie_session, lab):
+    stack = rendered(copie_session, "python-poetry-package", SHAPES["python-poetry-package"])
+    image = f"{stack.answers['image_name']}:dev"
+    try:
+        stack.compose("build", "app-blue")
+        # Installed from its wheel, not editable: importable from anywhere, its console script on PATH.
+        check = docker("run", "--rm", "--workdir", "/tmp", "--entrypoint", "sh", image, "-c",
+                       "command -v shape-poetry-serve && python -c 'import shape_poetry.serve as s; print(s.__file__)'")
+        script, module = check.stdout.split()
+        assert script == "/opt/venv/bin/shape-poetry-serve"
+        assert re.fullmatch(r"/opt/venv/lib/python3\.\d+/site-packages/shape_poetry/serve\.py", module), module
+        # Package mode without a package Poetry can find (the name matches no directory): where
+        # `poetry install` stops, the image builds as before, with a warning, and runs from /app.
+        pyproject = stack.project / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace('packages = [{ include = "shape_poetry", from = "src" }]\n', "")
+                             .replace('name = "shape-poetry"', 'name = "shape-service"'))
+        uncached(pyproject)
+        proc = stack.compose("build", "app-blue")
+        assert build_said(proc, "warning: Poetry finds no package to install")
+        assert docker("run", "--rm", "--entrypoint", "sh", image, "-c",
+                      "command -v shape-poetry-serve || echo absent").stdout.strip() == "absent"
+        # Any other failure of the package's build fails the image's build, with Poetry's message.
+        pyproject.write_text(pyproject.read_text().replace("[tool.poetry]\n", '[tool.poetry]\npackages = [{ include = "missing_dir" }]\n'))
+        proc = stack.compose("build", "app-blue", check=False)
+        assert proc.returncode != 0
+        assert build_said(proc, "/build/missing_dir does not contain any element")
+    finally:
+        docker("image", "rm", "--force", image, check=False)
+        run("rm", "-rf", stack.project)
