@@ -32,6 +32,9 @@ SHAPES = {
                                           start_command="gunicorn --bind 0.0.0.0:5001 app:app"),
     # A package (src layout, a console script, uv.lock): importable only once installed.
     "python-src-package": dict(runtime="python", python_installer="uv", app_port=5002, start_command="shape-serve"),
+    # requirements.txt naming other files (-r) and the project itself (-e .): a src package.
+    "python-requirements-nested": dict(runtime="python", python_installer="pip", app_port=5004,
+                                       start_command="shape-nested-serve"),
     # Poetry's package mode (src layout, a console script, poetry.lock); its health path answers 204.
     "python-poetry-package": dict(runtime="python", python_installer="poetry", app_port=5003,
                                   start_command="shape-poetry-serve"),
@@ -45,6 +48,7 @@ SHAPES = {
 # What each shape's app answers at / as "shape".
 SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-without-lock": "python",
           "python-src-package": "python-package", "python-poetry-package": "python-poetry-package",
+          "python-requirements-nested": "python-requirements-nested",
           "node-without-lock": "node", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored"}
 
 # Shapes whose health path answers 204 No Content (healthy: the image's check takes 200 or 204).

@@ -806,3 +806,57 @@ def test_host_jobs_run_container_metrics_as_root_without_capabilities(render, va
         os.chown(out, 0, 0)
         run(*argv, env=job_env)
         assert "compose_container_metrics_containers" in (out / "containers.prom").read_text()
+
+
+def requirement_files(render, source: Path, out: Path) -> subprocess.CompletedProcess:
+    """The rendered docker/requirement-files.py, run as the Dockerfile's requirements stage runs it."""
+    return run("python3", render("defaults") / "docker" / "requirement-files.py", source, out, check=False)
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+HASHED = "gunicorn==27.0.1 \\\n    --hash=sha256:378b26b9a38adcf4592f28828233c1716acc55e833ea06bf48719782efaa0d10\n"
+
+
+def test_requirement_files_takes_the_files_pip_reads_and_sets_local_paths_apart(render, tmp_path):
+    source, out = tmp_path / "src", tmp_path / "out"
+    write_tree(source, {
+        "requirements.txt": "# production\n-r requirements/production.txt\n-e .\n--editable=./libs/shared  # ours\n",
+        "requirements/production.txt": "-r base.txt\n-c ../constraints.txt\n" + HASHED
+                                        + "./libs/other[extra]\n-e git+https://example.com/x.git#egg=x\n",
+        "requirements/base.txt": "--requirement=https://example.com/remote.txt\nflask>=3  # web\n",
+        "constraints.txt": "flask<4\n",
+        "requirements/unused.txt": "django\n",
+        "app.py": "print('not a requirement')\n",
+    })
+    proc = requirement_files(render, source, out)
+    assert proc.returncode == 0, proc.stderr
+    tree = {str(p.relative_to(out / "tree")): p.read_text() for p in (out / "tree").rglob("*") if p.is_file()}
+    assert sorted(tree) == ["constraints.txt", "requirements.txt", "requirements/base.txt", "requirements/production.txt"]
+    assert (out / "local.txt").read_text() == ".\n./libs/shared\n./libs/other[extra]\n"
+    # Only the local lines change; hashes, remote includes and VCS requirements stay for pip.
+    assert tree["requirements/base.txt"] == (source / "requirements/base.txt").read_text()
+    assert tree["constraints.txt"] == "flask<4\n"
+    assert HASHED in tree["requirements/production.txt"]
+    assert "\n-e git+https://example.com/x.git#egg=x\n" in tree["requirements/production.txt"]
+    assert "\n./libs/other" not in tree["requirements/production.txt"]
+    assert [line for line in tree["requirements.txt"].splitlines() if not line.startswith("#")] == ["-r requirements/production.txt"]
+
+
+@pytest.mark.parametrize("files, reason", [
+    ({"app.py": ""}, "error: no requirements.txt in the project: add one (pip freeze, pip-compile), or choose python_installer uv or poetry"),
+    ({"requirements.txt": "flask\n-r requirements/prod.txt\n"},
+     "error: requirements.txt line 2 names requirements/prod.txt, which is not in the build context (check .dockerignore)"),
+    ({"requirements.txt": "-r reqs/a.txt\n", "reqs/a.txt": "-c ../../outside.txt\n"},
+     "error: reqs/a.txt line 1 names ../../outside.txt, outside the project: the image is built from this directory only"),
+])
+def test_requirement_files_refuses_a_file_it_cannot_read_with_one_line(render, tmp_path, files, reason):
+    write_tree(tmp_path / "src", files)
+    (tmp_path / "outside.txt").write_text("flask\n")
+    proc = requirement_files(render, tmp_path / "src", tmp_path / "out")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(reason) and proc.stderr.count("\n") == 1, proc.stderr
