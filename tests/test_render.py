@@ -98,14 +98,16 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     project = render(variant)
     dockerfile = (project / "Dockerfile").read_text()
     assert "# syntax=" not in dockerfile
-    runtime = answers(project)["runtime"]
+    a = answers(project)
+    runtime = a["runtime"] if a["runtime"] != "python" else f"python-{a['python_installer']}"
     # (base image argument, or "" for a stage that starts from another stage; stage name)
     stages = re.findall(r"^FROM (?:\$\{(\w+)\}|\w+) AS (\w+)$", dockerfile, re.M)
     # Go also lays out the runtime's few files (busybox and its links) in a stage of its own; Node
     # installs the production dependencies (deps) beside the app's build script (build), both from
-    # the package files (base).
+    # the package files (base); pip's build takes the requirement files from a stage of their own.
     assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["base", "deps", "build", "runtime"],
-                                            "python": ["build", "runtime"]}[runtime]
+                                            "python-pip": ["requirements", "build", "runtime"],
+                                            "python-uv": ["build", "runtime"], "python-poetry": ["build", "runtime"]}[runtime]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
     head = dockerfile.split("\nFROM ", 1)[0]
     for arg in filter(None, (arg for arg, _ in stages)):

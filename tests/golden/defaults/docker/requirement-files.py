@@ -59,13 +59,14 @@ def local_path(line: str) -> str | None:
 
 def collect(source: Path, out: Path) -> None:
     root = source.resolve()
-    pending, seen, local = [(root / "requirements.txt", "the build context", 0)], set(), []
+    # (the file, as written where it is named, the naming file and line; 0: the first file)
+    pending, seen, local = [(root / "requirements.txt", "requirements.txt", "", 0)], set(), []
     while pending:
-        path, named_by, line_number = pending.pop(0)
-        relative = path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else None
-        where = f"{named_by} line {line_number}" if line_number else named_by
-        if relative is None:
-            fail(f"{where} names {path}, outside the project: the image is built from this directory only")
+        path, written, named_by, line_number = pending.pop(0)
+        where = f"{named_by} line {line_number}"
+        if not path.resolve().is_relative_to(root):
+            fail(f"{where} names {written}, outside the project: the image is built from this directory only")
+        relative = path.resolve().relative_to(root)
         if relative in seen:
             continue
         if not path.is_file():
@@ -78,7 +79,7 @@ def collect(source: Path, out: Path) -> None:
         for number, line, physical in logical_lines(path.read_text()):
             include = INCLUDE.match(line)
             if include and not URL.match(include.group(1)):
-                pending.append((path.parent / include.group(1), str(relative), number))
+                pending.append((path.parent / include.group(1), include.group(1), str(relative), number))
             elif line and local_path(line) is not None:
                 local.append(local_path(line))
                 kept.extend(f"# installed once the source is in (docker/requirement-files.py): {p}" for p in physical)
