@@ -825,7 +825,7 @@ HASHED = "gunicorn==27.0.1 \\\n    --hash=sha256:378b26b9a38adcf4592f28828233c17
 def test_requirement_files_takes_the_files_pip_reads_and_sets_local_paths_apart(render, tmp_path):
     source, out = tmp_path / "src", tmp_path / "out"
     write_tree(source, {
-        "requirements.txt": "# production\n-r requirements/production.txt\n-e .\n--editable=./libs/shared  # ours\n",
+        "requirements.txt": "# production\n-r requirements/production.txt\n-e file:.\n--editable=./libs/shared  # ours\n",
         "requirements/production.txt": "-r base.txt\n-c ../constraints.txt\n" + HASHED
                                         + "./libs/other[extra]\n-e git+https://example.com/x.git#egg=x\n",
         "requirements/base.txt": "--requirement=https://example.com/remote.txt\nflask>=3  # web\n",

@@ -5,7 +5,7 @@
 Copies SOURCE/requirements.txt, and every file it names with -r/--requirement or -c/--constraint
 (relative to the naming file, as pip reads them), to OUT/tree/ with the same layout: the image's
 dependency layer is keyed on these files alone. Lines that install a local path (".", "-e .",
-"./libs/x", "file:...") need the source, which that layer does not have: they are taken out of
+"./libs/x", "-e file:.") need the source, which that layer does not have: they are taken out of
 the copies (commented) and listed in OUT/local.txt, without "-e", for the build stage to install
 once the source is in (not editable: the image has no checkout to edit).
 
@@ -31,20 +31,20 @@ def fail(reason: str) -> None:
 def logical_lines(text: str) -> list[tuple[int, str, list[str]]]:
     """(first line number, the line without its comment, its physical lines), backslash
     continuations joined, as pip reads them."""
+    def uncommented(parts: list[str]) -> str:
+        return re.sub(r"(^|\s)#.*$", "", " ".join(parts)).strip()
+
     result, parts, physical, start = [], [], [], 0
     for number, line in enumerate(text.splitlines(), 1):
         if not parts:
             start = number
         physical.append(line)
-        if line.endswith("\\"):
-            parts.append(line[:-1])
-            continue
-        parts.append(line)
-        joined = re.sub(r"(^|\s)#.*$", "", " ".join(parts)).strip()
-        result.append((start, joined, physical))
-        parts, physical = [], []
+        parts.append(line.removesuffix("\\"))
+        if not line.endswith("\\"):
+            result.append((start, uncommented(parts), physical))
+            parts, physical = [], []
     if parts:
-        result.append((start, re.sub(r"(^|\s)#.*$", "", " ".join(parts)).strip(), physical))
+        result.append((start, uncommented(parts), physical))
     return result
 
 
@@ -52,9 +52,9 @@ def local_path(line: str) -> str | None:
     """The path a requirement line installs from the source tree, if it does."""
     editable = EDITABLE.match(line)
     target = editable.group(1).strip() if editable else line
-    if target.startswith((".", "/", "file:")):
-        return target
-    return None
+    if target.startswith("file:") and not target.startswith("file://"):
+        target = target.removeprefix("file:")  # pip-compile writes "-e file:."
+    return target if target.startswith((".", "/", "file://")) else None
 
 
 def collect(source: Path, out: Path) -> None:
