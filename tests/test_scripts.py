@@ -825,26 +825,40 @@ HASHED = "gunicorn==27.0.1 \\\n    --hash=sha256:378b26b9a38adcf4592f28828233c17
 def test_requirement_files_takes_the_files_pip_reads_and_sets_local_paths_apart(render, tmp_path):
     source, out = tmp_path / "src", tmp_path / "out"
     write_tree(source, {
-        "requirements.txt": "# production\n-r requirements/production.txt\n-e file:.\n--editable=./libs/shared  # ours\n",
+        "requirements.txt": "# production\n-r requirements/production.txt\n-e file:libs/one\n--editable=./libs/two  # ours\n",
         "requirements/production.txt": "-r base.txt\n-c ../constraints.txt\n" + HASHED
-                                        + "./libs/other[extra]\n-e git+https://example.com/x.git#egg=x\n",
+                                        + "./libs/three[extra]\n-e git+https://example.com/x.git#egg=x\n",
         "requirements/base.txt": "--requirement=https://example.com/remote.txt\nflask>=3  # web\n",
         "constraints.txt": "flask<4\n",
         "requirements/unused.txt": "django\n",
         "app.py": "print('not a requirement')\n",
+        **{f"libs/{n}/pyproject.toml": f"[project]\nname = '{n}'\n" for n in ("one", "two", "three")},
     })
     proc = requirement_files(render, source, out)
     assert proc.returncode == 0, proc.stderr
-    tree = {str(p.relative_to(out / "tree")): p.read_text() for p in (out / "tree").rglob("*") if p.is_file()}
-    assert sorted(tree) == ["constraints.txt", "requirements.txt", "requirements/base.txt", "requirements/production.txt"]
-    assert (out / "local.txt").read_text() == ".\n./libs/shared\n./libs/other[extra]\n"
+    written = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+    assert sorted(written) == [".local-requirements.txt", ".requirements-hashed", "constraints.txt",
+                               "libs/one/pyproject.toml", "libs/three/pyproject.toml", "libs/two/pyproject.toml",
+                               "requirements.txt", "requirements/base.txt", "requirements/production.txt"]
+    assert written[".local-requirements.txt"] == "libs/one\n./libs/two\n./libs/three[extra]\n"
     # Only the local lines change; hashes, remote includes and VCS requirements stay for pip.
-    assert tree["requirements/base.txt"] == (source / "requirements/base.txt").read_text()
-    assert tree["constraints.txt"] == "flask<4\n"
-    assert HASHED in tree["requirements/production.txt"]
-    assert "\n-e git+https://example.com/x.git#egg=x\n" in tree["requirements/production.txt"]
-    assert "\n./libs/other" not in tree["requirements/production.txt"]
-    assert [line for line in tree["requirements.txt"].splitlines() if not line.startswith("#")] == ["-r requirements/production.txt"]
+    assert written["requirements/base.txt"] == (source / "requirements/base.txt").read_text()
+    assert written["constraints.txt"] == "flask<4\n"
+    assert HASHED in written["requirements/production.txt"]
+    assert "\n-e git+https://example.com/x.git#egg=x\n" in written["requirements/production.txt"]
+    assert "\n./libs/three" not in written["requirements/production.txt"]
+    assert [line for line in written["requirements.txt"].splitlines() if not line.startswith("#")] == ["-r requirements/production.txt"]
+
+
+def test_requirement_files_of_a_project_that_installs_itself_copy_it_whole(render, tmp_path):
+    source, out = tmp_path / "src", tmp_path / "out"
+    write_tree(source, {"requirements.txt": "flask\n-e .\n", "pyproject.toml": "[project]\n", "src/pkg/__init__.py": ""})
+    assert requirement_files(render, source, out).returncode == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        ".local-requirements.txt", "pyproject.toml", "requirements.txt", "src/pkg/__init__.py"]
+    assert (out / ".local-requirements.txt").read_text() == ".\n"
+    lines = (out / "requirements.txt").read_text().splitlines()
+    assert [line for line in lines if not line.startswith("#")] == ["flask"], "the rewritten file, not the copy"
 
 
 @pytest.mark.parametrize("files, reason", [
@@ -853,6 +867,8 @@ def test_requirement_files_takes_the_files_pip_reads_and_sets_local_paths_apart(
      "error: requirements.txt line 2 names requirements/prod.txt, which is not in the build context (check .dockerignore)"),
     ({"requirements.txt": "-r reqs/a.txt\n", "reqs/a.txt": "-c ../../outside.txt\n"},
      "error: reqs/a.txt line 1 names ../../outside.txt, outside the project: the image is built from this directory only"),
+    ({"requirements.txt": "flask\n-e ../shared\n"}, "error: requirements.txt line 2 names ../shared, outside the project"),
+    ({"requirements.txt": "./libs/missing\n"}, "error: requirements.txt line 1 names ./libs/missing, which is not in the build context"),
 ])
 def test_requirement_files_refuses_a_file_it_cannot_read_with_one_line(render, tmp_path, files, reason):
     write_tree(tmp_path / "src", files)

@@ -1,26 +1,31 @@
-"""The requirement files pip reads, apart from the rest of the source (run by the Dockerfile).
+"""What pip needs to install a project's requirements, apart from the rest of its source (run by
+the Dockerfile's `requirements` stage).
 
     python requirement-files.py SOURCE OUT
 
-Copies SOURCE/requirements.txt, and every file it names with -r/--requirement or -c/--constraint
-(relative to the naming file, as pip reads them), to OUT/tree/ with the same layout: the image's
-dependency layer is keyed on these files alone. Lines that install a local path (".", "-e .",
-"./libs/x", "-e file:.") need the source, which that layer does not have: they are taken out of
-the copies (commented) and listed in OUT/local.txt, without "-e", for the build stage to install
-once the source is in (not editable: the image has no checkout to edit).
+Writes to OUT, with SOURCE's layout, what the image's dependency layer is then keyed on:
+- requirements.txt, and every file it names with -r/--requirement or -c/--constraint (relative to
+  the naming file, as pip reads them);
+- the local paths these files install (".", "-e .", "./libs/x", "-e file:."), copied whole, and
+  listed in OUT/.local-requirements.txt without "-e" (installed after the other lines, not
+  editable: the image has no checkout to edit); their lines are commented out of the copies;
+- OUT/.requirements-hashed when a file has hashes (pip-compile --generate-hashes).
+A project without local paths changes OUT only when a requirement file changes.
 
-Exits 1 with a one-line reason when a named file is missing or outside SOURCE.
+Exits 1 with a one-line reason when a named file or path is missing or outside SOURCE.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
 INCLUDE = re.compile(r"^(?:-[rc]\s*|--(?:requirement|constraint)(?:\s*=\s*|\s+))(\S+)$")
 EDITABLE = re.compile(r"^(?:-e|--editable)(?:\s*=\s*|\s+)(\S.*)$")
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+EXTRAS = re.compile(r"\[[^\]]*\]$")
 
 
 def fail(reason: str) -> None:
@@ -53,45 +58,72 @@ def local_path(line: str) -> str | None:
     editable = EDITABLE.match(line)
     target = editable.group(1).strip() if editable else line
     if target.startswith("file:") and not target.startswith("file://"):
-        target = target.removeprefix("file:")  # pip-compile writes "-e file:."
+        return target.removeprefix("file:")  # relative, as pip-compile writes "-e file:."
     return target if target.startswith((".", "/", "file://")) else None
 
 
-def collect(source: Path, out: Path) -> None:
-    root = source.resolve()
-    # (the file, as written where it is named, the naming file and line; 0: the first file)
-    pending, seen, local = [(root / "requirements.txt", "requirements.txt", "", 0)], set(), []
-    while pending:
-        path, written, named_by, line_number = pending.pop(0)
-        where = f"{named_by} line {line_number}"
-        if not path.resolve().is_relative_to(root):
+class Project:
+    def __init__(self, source: Path):
+        self.root = source.resolve()
+
+    def inside(self, path: Path, written: str, where: str) -> Path:
+        """PATH relative to the project; a one-line refusal when it is outside or missing."""
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
             fail(f"{where} names {written}, outside the project: the image is built from this directory only")
-        relative = path.resolve().relative_to(root)
-        if relative in seen:
-            continue
-        if not path.is_file():
-            if not line_number:
-                fail("no requirements.txt in the project: add one (pip freeze, pip-compile), "
-                     "or choose python_installer uv or poetry")
-            fail(f"{where} names {relative}, which is not in the build context (check .dockerignore)")
-        seen.add(relative)
-        kept = []
-        for number, line, physical in logical_lines(path.read_text()):
-            include = INCLUDE.match(line)
-            if include and not URL.match(include.group(1)):
-                pending.append((path.parent / include.group(1), include.group(1), str(relative), number))
-            elif line and local_path(line) is not None:
-                local.append(local_path(line))
-                kept.extend(f"# installed once the source is in (docker/requirement-files.py): {p}" for p in physical)
+        if not resolved.exists():
+            fail(f"{where} names {written}, which is not in the build context (check .dockerignore)")
+        return resolved.relative_to(self.root)
+
+    def collect(self) -> tuple[dict[Path, list[str]], list[tuple[str, Path]]]:
+        """The requirement files (relative path: lines to write) and the local paths (as pip is
+        to read them, relative path to copy)."""
+        if not (self.root / "requirements.txt").is_file():
+            fail("no requirements.txt in the project: add one (pip freeze, pip-compile), "
+                 "or choose python_installer uv or poetry")
+        pending, files, local = [Path("requirements.txt")], {}, []
+        while pending:
+            relative = pending.pop(0)
+            if relative in files:
                 continue
-            kept.extend(physical)
-        target = out / "tree" / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("\n".join(kept) + "\n")
-    (out / "local.txt").write_text("".join(f"{p}\n" for p in local))
+            files[relative] = kept = []
+            for number, line, physical in logical_lines((self.root / relative).read_text()):
+                where = f"{relative} line {number}"
+                include = INCLUDE.match(line)
+                target = local_path(line) if line else None
+                if include and not URL.match(include.group(1)):
+                    named = self.inside(self.root / relative.parent / include.group(1), include.group(1), where)
+                    if not (self.root / named).is_file():
+                        fail(f"{where} names {include.group(1)}, which is not a file")
+                    pending.append(named)
+                elif target is not None:
+                    # pip reads a local path from the working directory, the project's root here.
+                    path = EXTRAS.sub("", target.removeprefix("file://"))
+                    local.append((target, self.inside(self.root / path, path, where)))
+                    kept.extend(f"# installed after the other lines (docker/requirement-files.py): {p}" for p in physical)
+                    continue
+                kept.extend(physical)
+        return files, local
+
+    def write(self, out: Path) -> None:
+        files, local = self.collect()
+        out.mkdir(parents=True, exist_ok=True)
+        for _, relative in local:  # first: the requirement files written next replace their copies
+            source, target = self.root / relative, out / relative
+            if source.is_dir():
+                shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+        for relative, lines in files.items():
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            (out / relative).write_text("\n".join(lines) + "\n")
+        (out / ".local-requirements.txt").write_text("".join(f"{target}\n" for target, _ in local))
+        if any("--hash=" in line for lines in files.values() for line in lines):
+            (out / ".requirements-hashed").touch()
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         fail("usage: python requirement-files.py SOURCE OUT")
-    collect(Path(sys.argv[1]), Path(sys.argv[2]))
+    Project(Path(sys.argv[1])).write(Path(sys.argv[2]))
