@@ -850,6 +850,14 @@ def test_requirement_files_takes_the_files_pip_reads_and_sets_local_paths_apart(
     assert [line for line in written["requirements.txt"].splitlines() if not line.startswith("#")] == ["-r requirements/production.txt"]
 
 
+def test_requirement_files_keep_the_names_pip_opens(render, tmp_path):
+    source, out = tmp_path / "src", tmp_path / "out"
+    write_tree(source, {"requirements.txt": "-r requirements/prod.txt\n", "requirements/common.txt": "flask\n"})
+    (source / "requirements" / "prod.txt").symlink_to("common.txt")
+    assert requirement_files(render, source, out).returncode == 0
+    assert (out / "requirements" / "prod.txt").read_text() == "flask\n"
+
+
 def test_requirement_files_of_a_project_that_installs_itself_copy_it_whole(render, tmp_path):
     source, out = tmp_path / "src", tmp_path / "out"
     write_tree(source, {"requirements.txt": "flask\n-e .\n", "pyproject.toml": "[project]\n", "src/pkg/__init__.py": ""})

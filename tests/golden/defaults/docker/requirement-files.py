@@ -17,6 +17,7 @@ Exits 1 with a one-line reason when a named file or path is missing or outside S
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -73,7 +74,8 @@ class Project:
             fail(f"{where} names {written}, outside the project: the image is built from this directory only")
         if not resolved.exists():
             fail(f"{where} names {written}, which is not in the build context (check .dockerignore)")
-        return resolved.relative_to(self.root)
+        # As named, not where a symbolic link leads: pip opens it by that name.
+        return Path(os.path.normpath(path)).relative_to(self.root)
 
     def collect(self) -> tuple[dict[Path, list[str]], list[tuple[str, Path]]]:
         """The requirement files (relative path: lines to write) and the local paths (as pip is
