@@ -118,8 +118,8 @@ def test_an_app_locked_by_another_package_manager_is_refused_with_what_to_do(cop
     stack = rendered(copie_session, "node-with-yarn-lock", dict(runtime="node", app_port=4000, start_command="node server.js"))
     proc = stack.compose("build", "app-blue", check=False)
     assert proc.returncode != 0
-    assert build_said(proc, "error: found yarn.lock, but this image installs with npm")
-    assert "npm install --package-lock-only" in proc.stdout + proc.stderr
+    assert build_said(proc, "error: found yarn.lock, but this image installs with npm: "
+                            "add a package-lock.json (npm install --package-lock-only)")
     run("rm", "-rf", stack.project)
 
 
