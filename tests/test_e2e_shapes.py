@@ -32,7 +32,8 @@ SHAPES = {
                                           start_command="gunicorn --bind 0.0.0.0:5001 app:app"),
     # A package (src layout, a console script, uv.lock): importable only once installed.
     "python-src-package": dict(runtime="python", python_installer="uv", app_port=5002, start_command="shape-serve"),
-    # requirements.txt naming other files (-r) and the project itself (-e .): a src package.
+    # requirements.txt naming other files (-r), a wheel directory (-f) and the project itself
+    # (-e .): a src package, its answers made by the wheel's module.
     "python-requirements-nested": dict(runtime="python", python_installer="pip", app_port=5004,
                                        start_command="shape-nested-serve"),
     # Poetry's package mode (src layout, a console script, poetry.lock); its health path answers 204.

@@ -828,7 +828,8 @@ def test_requirement_files_takes_the_files_pip_reads_and_sets_local_paths_apart(
         "requirements.txt": "# production\n-r requirements/production.txt\n-e file:libs/one\n--editable=./libs/two  # ours\n",
         "requirements/production.txt": "-r base.txt\n-c ../constraints.txt\n" + HASHED
                                         + "./libs/three[extra]\n-e git+https://example.com/x.git#egg=x\n",
-        "requirements/base.txt": "--requirement=https://example.com/remote.txt\nflask>=3  # web\n",
+        "requirements/base.txt": "--requirement=https://example.com/remote.txt\n-f ../wheels\nflask>=3  # web\n",
+        "wheels/vendored-1.0-py3-none-any.whl": "a wheel kept in the project",
         "constraints.txt": "flask<4\n",
         "requirements/unused.txt": "django\n",
         "app.py": "print('not a requirement')\n",
@@ -839,7 +840,8 @@ def test_requirement_files_takes_the_files_pip_reads_and_sets_local_paths_apart(
     written = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
     assert sorted(written) == [".local-requirements.txt", ".requirements-hashed", "constraints.txt",
                                "libs/one/pyproject.toml", "libs/three/pyproject.toml", "libs/two/pyproject.toml",
-                               "requirements.txt", "requirements/base.txt", "requirements/production.txt"]
+                               "requirements.txt", "requirements/base.txt", "requirements/production.txt",
+                               "wheels/vendored-1.0-py3-none-any.whl"]
     assert written[".local-requirements.txt"] == "libs/one\n./libs/two\n./libs/three[extra]\n"
     # Only the local lines change; hashes, remote includes and VCS requirements stay for pip.
     assert written["requirements/base.txt"] == (source / "requirements/base.txt").read_text()
@@ -877,6 +879,7 @@ def test_requirement_files_of_a_project_that_installs_itself_copy_it_whole(rende
      "error: reqs/a.txt line 1 names ../../outside.txt, outside the project: the image is built from this directory only"),
     ({"requirements.txt": "flask\n-e ../shared\n"}, "error: requirements.txt line 2 names ../shared, outside the project"),
     ({"requirements.txt": "./libs/missing\n"}, "error: requirements.txt line 1 names ./libs/missing, which is not in the build context"),
+    ({"requirements.txt": "--find-links ./wheels\nflask\n"}, "error: requirements.txt line 1 names ./wheels, which is not in the build context"),
 ])
 def test_requirement_files_refuses_a_file_it_cannot_read_with_one_line(render, tmp_path, files, reason):
     write_tree(tmp_path / "src", files)

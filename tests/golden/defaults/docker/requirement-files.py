@@ -9,8 +9,9 @@ Writes to OUT, with SOURCE's layout, what the image's dependency layer is then k
 - the local paths these files install (".", "-e .", "./libs/x", "-e file:."), copied whole, and
   listed in OUT/.local-requirements.txt without "-e" (installed after the other lines, not
   editable: the image has no checkout to edit); their lines are commented out of the copies;
+- the local directories of --find-links (-f ./wheels: wheels kept in the project), copied whole;
 - OUT/.requirements-hashed when a file has hashes (pip-compile --generate-hashes).
-A project without local paths changes OUT only when a requirement file changes.
+A project without local paths changes OUT only when a requirement file or a -f directory changes.
 
 Exits 1 with a one-line reason when a named file or path is missing or outside SOURCE.
 """
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 INCLUDE = re.compile(r"^(?:-[rc]\s*|--(?:requirement|constraint)(?:\s*=\s*|\s+))(\S+)$")
+FIND_LINKS = re.compile(r"^(?:-f\s*|--find-links(?:\s*=\s*|\s+))(\S+)$")
 EDITABLE = re.compile(r"^(?:-e|--editable)(?:\s*=\s*|\s+)(\S.*)$")
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 EXTRAS = re.compile(r"\[[^\]]*\]$")
@@ -77,13 +79,13 @@ class Project:
         # As named, not where a symbolic link leads: pip opens it by that name.
         return Path(os.path.normpath(path)).relative_to(self.root)
 
-    def collect(self) -> tuple[dict[Path, list[str]], list[tuple[str, Path]]]:
-        """The requirement files (relative path: lines to write) and the local paths (as pip is
-        to read them, relative path to copy)."""
+    def collect(self) -> tuple[dict[Path, list[str]], list[tuple[str, Path]], list[Path]]:
+        """The requirement files (relative path: lines to write), the local paths (as pip is to
+        read them, relative path to copy) and the local directories of --find-links (to copy)."""
         if not (self.root / "requirements.txt").is_file():
             fail("no requirements.txt in the project: add one (pip freeze, pip-compile), "
                  "or choose python_installer uv or poetry")
-        pending, files, local = [Path("requirements.txt")], {}, []
+        pending, files, local, links = [Path("requirements.txt")], {}, [], []
         while pending:
             relative = pending.pop(0)
             if relative in files:
@@ -91,13 +93,18 @@ class Project:
             files[relative] = kept = []
             for number, line, physical in logical_lines((self.root / relative).read_text()):
                 where = f"{relative} line {number}"
-                include = INCLUDE.match(line)
+                include, find_links = INCLUDE.match(line), FIND_LINKS.match(line)
                 target = local_path(line) if line else None
                 if include and not URL.match(include.group(1)):
                     named = self.inside(self.root / relative.parent / include.group(1), include.group(1), where)
                     if not (self.root / named).is_file():
                         fail(f"{where} names {include.group(1)}, which is not a file")
                     pending.append(named)
+                elif find_links and not URL.match(find_links.group(1)):
+                    # pip looks beside the requirements file first, then from the working directory.
+                    value = find_links.group(1).removeprefix("file:")
+                    beside = self.root / relative.parent / value
+                    links.append(self.inside(beside if beside.exists() else self.root / value, value, where))
                 elif target is not None:
                     # pip reads a local path from the working directory, the project's root here.
                     path = EXTRAS.sub("", target.removeprefix("file://"))
@@ -105,12 +112,13 @@ class Project:
                     kept.extend(f"# installed after the other lines (docker/requirement-files.py): {p}" for p in physical)
                     continue
                 kept.extend(physical)
-        return files, local
+        return files, local, links
 
     def write(self, out: Path) -> None:
-        files, local = self.collect()
+        files, local, links = self.collect()
         out.mkdir(parents=True, exist_ok=True)
-        for _, relative in local:  # first: the requirement files written next replace their copies
+        # First: the requirement files written next replace their copies.
+        for relative in links + [relative for _, relative in local]:
             source, target = self.root / relative, out / relative
             if source.is_dir():
                 shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
