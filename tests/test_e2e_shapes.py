@@ -26,14 +26,14 @@ FIXTURES = Path(__file__).parent / "fixtures" / "apps"
 COMMON = dict(example_app=False, environments=["dev"], database="none", cache="none", monitoring="none",
               process_manager="none", health_path="/health")
 SHAPES = {
+    # Pins without hashes, and a wheel kept in the project (--find-links ./wheels) whose module the app imports.
     "python-requirements-without-hashes": dict(runtime="python", python_installer="pip", app_port=5000,
                                                start_command="gunicorn --bind 0.0.0.0:5000 app:app"),
     "python-pyproject-without-lock": dict(runtime="python", python_installer="uv", app_port=5001,
                                           start_command="gunicorn --bind 0.0.0.0:5001 app:app"),
     # A package (src layout, a console script, uv.lock): importable only once installed.
     "python-src-package": dict(runtime="python", python_installer="uv", app_port=5002, start_command="shape-serve"),
-    # requirements.txt naming other files (-r), a wheel directory (-f) and the project itself
-    # (-e .): a src package, its answers made by the wheel's module.
+    # requirements.txt naming other files (-r) and the project itself (-e .): a src package.
     "python-requirements-nested": dict(runtime="python", python_installer="pip", app_port=5004,
                                        start_command="shape-nested-serve"),
     # Poetry's package mode (src layout, a console script, poetry.lock); its health path answers 204.
