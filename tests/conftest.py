@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,42 @@ def pytest_configure(config):
     # pytest-copie renders the template in "." by default: make that the repository wherever pytest runs.
     if config.getoption("template") == ".":
         config.option.template = str(ROOT)
+    if not hasattr(config, "workerinput") and "not e2e" not in (config.option.markexpr or ""):
+        config._e2e_lock = hold_the_e2e_lock()
+
+
+# One run with e2e tests per machine at a time: runs share the Docker engine, and with it the
+# stacks' names (fixed by their answers), their volumes and the Swarm lab. A second run waits for
+# the first (up to DP_E2E_LOCK_WAIT seconds); holding the lock, a run may remove what an
+# interrupted one left behind (Stack.configure, SwarmLab.up). The kernel releases it however the
+# run ends. Held by the controller only: its xdist workers are its own.
+E2E_LOCK = Path(os.environ.get("DP_E2E_LOCK", "/tmp/deployment-patterns-e2e.lock"))
+
+
+def hold_the_e2e_lock():
+    waited = 0
+    wait = int(os.environ.get("DP_E2E_LOCK_WAIT", "2700"))
+    lock = open(E2E_LOCK, "a+")
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if waited == 0:
+                lock.seek(0)
+                holder = lock.read().strip() or "unknown"
+                print(f"conftest: another test run with e2e tests holds {E2E_LOCK} ({holder}): "
+                      f"waiting for it, up to {wait} s (DP_E2E_LOCK_WAIT)", file=sys.stderr, flush=True)
+            if waited >= wait:
+                raise pytest.UsageError(f"another test run with e2e tests still holds {E2E_LOCK} after {wait} s: "
+                                        "wait for it to end (or stop it), then run again")
+            time.sleep(5)
+            waited += 5
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} in {Path.cwd()}\n")
+    lock.flush()
+    return lock
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -213,9 +250,3 @@ def status_server():
 
 # What an app's health check must conclude from each answer of the status server.
 HEALTH_ANSWERS = {"/s/200": True, "/s/204": True, "/moved": True, "/s/404": False, "/s/500": False, "/s/503": False}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class Stack:
 
     def configure(self) -> None:
         """First-use setup through the project's own script, then this run's ports on 127.0.0.1."""
+        self.remove_leftovers()
         run(self.project / "scripts" / "init-env.sh", self.env)
         self.ports = {"HTTP_PORT": free_port(), "HTTPS_PORT": free_port()}
         env_file = self.project / "env" / f"{self.env}.env"
@@ -147,6 +149,27 @@ class Stack:
         found = self.containers(service)
         assert found, f"no running container for {service}"
         return found[0]["Name"]
+
+    def remove_leftovers(self) -> list[str]:
+        """What an interrupted earlier run left under this stack's Compose project (its name comes from
+        the answers, the same at every run), removed before first use: a database volume kept from it
+        would hold other passwords than this rendering's secrets. Safe while this run holds the e2e
+        lock (conftest.hold_the_e2e_lock): no other run is live, and no two stacks of one run share a
+        name. Containers of the tests attached to its networks go too. Returns what was removed."""
+        left = self.leftovers()
+        attached = [name for network in left["networks"]
+                    for name in docker("network", "inspect", "--format",
+                                       "{{range .Containers}}{{.Name}} {{end}}", network, check=False).stdout.split()]
+        if any(left.values()):
+            print(f"{self.name}: removing what an earlier run left: {left}", file=sys.stderr)
+        for name in sorted(set(left["containers"] + attached)):
+            docker("rm", "--force", name, check=False)
+        for name in left["volumes"]:
+            docker("volume", "rm", "--force", name, check=False)
+        for name in left["networks"]:
+            docker("network", "rm", name, check=False)
+        assert self.leftovers() == {"containers": [], "volumes": [], "networks": []}, f"{self.name}: leftovers stay"
+        return sorted(set(left["containers"] + attached)) + left["volumes"] + left["networks"]
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, volumes and networks still labelled with this compose project."""
@@ -343,6 +366,11 @@ class SwarmLab:
 
     @classmethod
     def up(cls, nodes: int = 3) -> "SwarmLab":
+        # A lab still there was left by an interrupted run: this run holds the e2e lock (conftest),
+        # and one module at a time uses the lab.
+        if Path(os.environ.get("SWARM_LAB_STATE", "/run/dp-swarm-lab")).exists():
+            print("swarm lab: removing the lab an earlier run left", file=sys.stderr)
+            run("bash", SWARM_LAB, "down", timeout=300)
         proc = run("bash", SWARM_LAB, "up", str(nodes), timeout=300)
         settings = dict(line.removeprefix("export ").split("=", 1) for line in proc.stdout.splitlines()
                         if line.startswith("export "))

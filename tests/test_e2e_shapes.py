@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HEALTH_ANSWERS, free_port, run
-from e2e_support import Stack, docker
+from conftest import HEALTH_ANSWERS, run
+from e2e_support import Stack, docker, free_port
 from extensions.catalogue import IMAGES
 from extensions.model import app_healthcheck
 

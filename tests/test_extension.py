@@ -13,7 +13,8 @@ import sys
 import coverage
 import pytest
 
-from conftest import HEALTH_ANSWERS, ROOT, free_port, require_tool
+from conftest import HEALTH_ANSWERS, ROOT, require_tool
+from e2e_support import free_port
 from extensions import answers as a
 from extensions import deployment, model
 from extensions.catalogue import IMAGES
