@@ -40,6 +40,12 @@ SHAPES = {
     "python-poetry-package": dict(runtime="python", python_installer="poetry", app_port=5003,
                                   start_command="shape-poetry-serve"),
     "node-without-lock": dict(runtime="node", app_port=4000, start_command="node server.js"),
+    # Other package managers' locks, each with a development dependency the image leaves out:
+    # pnpm and Yarn 1 (at the major version of their lock's format), Yarn 4 (packageManager names it; the
+    # node-modules linker); pnpm's and Yarn 4's build scripts need their development dependency.
+    "node-pnpm": dict(runtime="node", app_port=4200, start_command="node server.js"),
+    "node-yarn-classic": dict(runtime="node", app_port=4300, start_command="node server.js"),
+    "node-yarn-berry": dict(runtime="node", app_port=4400, start_command="node server.js"),
     # TypeScript: `npm run build` (tsc, a development dependency) makes dist/, which the image runs.
     "node-typescript-build": dict(runtime="node", app_port=4100, start_command="node dist/server.js"),
     "go-vendored": dict(runtime="go", app_port=7000, start_command="/app/server"),
@@ -50,7 +56,11 @@ SHAPES = {
 SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-without-lock": "python",
           "python-src-package": "python-package", "python-poetry-package": "python-poetry-package",
           "python-requirements-nested": "python-requirements-nested",
-          "node-without-lock": "node", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored"}
+          "node-without-lock": "node", "node-pnpm": "node-pnpm", "node-yarn-classic": "node-yarn-classic",
+          "node-yarn-berry": "node-yarn-berry", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored"}
+
+# Node shapes installed by another package manager than npm: the file each leaves in node_modules.
+INSTALLED_BY = {"node-pnpm": ".pnpm", "node-yarn-classic": ".yarn-integrity", "node-yarn-berry": ".yarn-state.yml"}
 
 # Shapes whose health path answers 204 No Content (healthy: the image's check takes 200 or 204).
 HEALTH_NO_CONTENT = {"python-poetry-package"}
@@ -89,6 +99,11 @@ def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, sha
         assert stack.get_json("/")["shape"] == SERVES[shape]
         status, _, _ = stack.http("GET", "/metrics")
         assert status == 404, "the proxy hides /metrics whatever the app serves"
+        if shape in INSTALLED_BY:
+            modules = docker("run", "--rm", "--entrypoint", "ls", f"{stack.answers['image_name']}:dev",
+                             "-A", "/app/node_modules").stdout.split()
+            assert INSTALLED_BY[shape] in modules and "ms" in modules, modules
+            assert "is-number" not in modules, "development dependencies stay out of the image"
     finally:
         stack.down()
         docker("image", "rm", "--force", f"{stack.answers['image_name']}:dev", check=False)
@@ -115,12 +130,14 @@ def test_a_node_app_with_a_build_script_runs_its_output_without_development_depe
         run("rm", "-rf", stack.project)
 
 
-def test_an_app_locked_by_another_package_manager_is_refused_with_what_to_do(copie_session, lab):
-    stack = rendered(copie_session, "node-with-yarn-lock", dict(runtime="node", app_port=4000, start_command="node server.js"))
+def test_a_yarn_plug_n_play_app_is_refused_with_what_to_do(copie_session, lab):
+    """Yarn 2+'s default (Plug'n'Play) makes no node_modules, which the image runs."""
+    stack = rendered(copie_session, "node-yarn-berry", SHAPES["node-yarn-berry"])
+    (stack.project / ".yarnrc.yml").unlink()
     proc = stack.compose("build", "app-blue", check=False)
     assert proc.returncode != 0
-    assert build_said(proc, "error: found yarn.lock, but this image installs with npm: "
-                            "add a package-lock.json (npm install --package-lock-only)")
+    assert build_said(proc, "error: yarn.lock is Yarn 2+'s, whose Plug'n'Play keeps no node_modules for this image "
+                            "to run: add 'nodeLinker: node-modules' to .yarnrc.yml")
     run("rm", "-rf", stack.project)
 
 

@@ -887,3 +887,36 @@ def test_requirement_files_refuses_a_file_it_cannot_read_with_one_line(render, t
     proc = requirement_files(render, tmp_path / "src", tmp_path / "out")
     assert proc.returncode == 1
     assert proc.stderr.startswith(reason) and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def node_install(render, project: Path, *args: str) -> subprocess.CompletedProcess:
+    """The rendered docker/node-install.sh, run in PROJECT as the Dockerfile's stages run it."""
+    return run("sh", render("node-mariadb-nginx-existing") / "docker" / "node-install.sh", *args, cwd=project, check=False)
+
+
+def test_node_install_refuses_what_it_cannot_install_before_installing_anything(render, tmp_path):
+    """Each refusal is one line naming the fix, before any package manager runs (nothing is
+    installed, no network is needed)."""
+    assert node_install(render, tmp_path).stderr == "error: usage: node-install.sh production|all\n"
+    assert node_install(render, tmp_path, "dev").returncode == 1
+    assert node_install(render, tmp_path, "production").stderr == f"error: no package.json in {tmp_path}\n"
+    (tmp_path / "package.json").write_text('{"name": "x", "packageManager": "yarn@4.5.0"}\n')
+    # Yarn 2+ with Plug'n'Play (no nodeLinker, its default): no node_modules for the image to run.
+    (tmp_path / "yarn.lock").write_text('__metadata:\n  version: 8\n')
+    refused = node_install(render, tmp_path, "production")
+    assert refused.returncode == 1 and refused.stderr.startswith("error: yarn.lock is Yarn 2+'s, whose Plug'n'Play")
+    assert refused.stderr.rstrip().endswith("add 'nodeLinker: node-modules' to .yarnrc.yml")
+    (tmp_path / ".yarnrc.yml").write_text("nodeLinker: pnp\n")
+    assert "Plug'n'Play" in node_install(render, tmp_path, "all").stderr
+    # Yarn 2 or 3 (packageManager says so): Yarn 1 or 4+ only.
+    (tmp_path / ".yarnrc.yml").write_text("nodeLinker: node-modules\n")
+    (tmp_path / "package.json").write_text('{"name": "x", "packageManager": "yarn@3.6.4+sha224.abc"}\n')
+    assert node_install(render, tmp_path, "production").stderr == (
+        "error: yarn.lock is Yarn 3.6.4's: this image installs with Yarn 1 or 4+ (yarn set version stable)\n")
+    # A pnpm lock format it does not know, and no packageManager to say which pnpm wrote it.
+    (tmp_path / "yarn.lock").unlink()
+    (tmp_path / "package.json").write_text('{"name": "x"}\n')
+    (tmp_path / "pnpm-lock.yaml").write_text("lockfileVersion: '12.0'\n")
+    refused = node_install(render, tmp_path, "production")
+    assert refused.returncode == 1 and "lockfileVersion this image does not know ('12')" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".yarnrc.yml", "package.json", "pnpm-lock.yaml"], "nothing installed"

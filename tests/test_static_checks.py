@@ -25,7 +25,8 @@ def test_hadolint(render, variant):
 def test_shellcheck(render, variant):
     project = render(variant)
     scripts = sorted(str(p.relative_to(project)) for p in project.glob("scripts/**/*.sh"))
-    scripts.append("docker/entrypoint.sh")
+    scripts += sorted(str(p.relative_to(project)) for p in project.glob("docker/*.sh"))
+    assert "docker/entrypoint.sh" in scripts
     scripts += sorted(str(p.relative_to(project)) for p in project.glob("config/db/*.sh"))
     assert "scripts/compose.sh" in scripts
     run(require_tool("shellcheck"), "-x", "--severity=style", *scripts, cwd=project)
