@@ -42,7 +42,7 @@ SHAPES = {
     "node-without-lock": dict(runtime="node", app_port=4000, start_command="node server.js"),
     # Other package managers' locks, each with a development dependency the image leaves out:
     # pnpm and Yarn 1 (at the major version of their lock's format), Yarn 4 (packageManager names it; the
-    # node-modules linker); pnpm's and Yarn 4's build scripts need their development dependency.
+    # node-modules linker); their build scripts need their development dependency.
     "node-pnpm": dict(runtime="node", app_port=4200, start_command="node server.js"),
     "node-yarn-classic": dict(runtime="node", app_port=4300, start_command="node server.js"),
     "node-yarn-berry": dict(runtime="node", app_port=4400, start_command="node server.js"),

@@ -51,7 +51,8 @@ with_pnpm() {
 	fi
 	tool pnpm pnpm "$version"
 	set -- --frozen-lockfile --store-dir /root/.npm/pnpm-store --config.confirmModulesPurge=false
-	if [ "$scope" = production ]; then pnpm install "$@" --prod; else pnpm install "$@"; fi
+	# NODE_ENV=production (the image's) would leave the development dependencies out.
+	if [ "$scope" = production ]; then pnpm install "$@" --prod; else NODE_ENV=development pnpm install "$@"; fi
 }
 
 with_yarn() {
@@ -60,7 +61,7 @@ with_yarn() {
 		case $version in 1.*) ;; *) version=1 ;; esac
 		tool yarn yarn "$version"
 		set -- --frozen-lockfile --non-interactive --cache-folder /root/.npm/yarn
-		if [ "$scope" = production ]; then yarn install "$@" --production; else yarn install "$@"; fi
+		if [ "$scope" = production ]; then yarn install "$@" --production; else yarn install "$@" --production=false; fi
 		return
 	fi
 	# Yarn 2+ ("Berry"): the image runs node_modules, which Plug'n'Play (its default) does not make.
