@@ -42,7 +42,8 @@ SHAPES = {
     "node-without-lock": dict(runtime="node", app_port=4000, start_command="node server.js"),
     # Other package managers' locks, each with a development dependency the image leaves out:
     # pnpm and Yarn 1 (at the major version of their lock's format), Yarn 4 (packageManager names it; the
-    # node-modules linker); their build scripts need their development dependency.
+    # node-modules linker); their build scripts need their development dependency. pnpm's has an
+    # .npmrc (node-linker=hoisted, a registry token) and a .env, which the image must not hold.
     "node-pnpm": dict(runtime="node", app_port=4200, start_command="node server.js"),
     "node-yarn-classic": dict(runtime="node", app_port=4300, start_command="node server.js"),
     "node-yarn-berry": dict(runtime="node", app_port=4400, start_command="node server.js"),
@@ -103,7 +104,14 @@ def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, sha
             modules = docker("run", "--rm", "--entrypoint", "ls", f"{stack.answers['image_name']}:dev",
                              "-A", "/app/node_modules").stdout.split()
             assert INSTALLED_BY[shape] in modules and "ms" in modules, modules
-            assert "is-number" not in modules, "development dependencies stay out of the image"
+            assert "left-pad" not in modules, "development dependencies stay out of the image"
+        if shape == "node-pnpm":
+            # Its .npmrc was honoured (node-linker=hoisted: a directory, not pnpm's usual link), and
+            # neither it (a registry token) nor its .env (a dotenv file) is in the image.
+            checks = docker("run", "--rm", "--entrypoint", "sh", f"{stack.answers['image_name']}:dev", "-c",
+                            "test -d node_modules/ms && ! test -L node_modules/ms && echo hoisted; ls -A /app").stdout.split()
+            assert checks[0] == "hoisted", checks
+            assert ".npmrc" not in checks and ".env" not in checks and "server.js" in checks, checks
     finally:
         stack.down()
         docker("image", "rm", "--force", f"{stack.answers['image_name']}:dev", check=False)
