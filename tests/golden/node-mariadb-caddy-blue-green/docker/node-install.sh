@@ -51,7 +51,7 @@ with_pnpm() {
 	fi
 	tool pnpm pnpm "$version"
 	set -- --frozen-lockfile --store-dir /root/.npm/pnpm-store --config.confirmModulesPurge=false
-	# NODE_ENV=production (the image's) would leave the development dependencies out.
+	# Under NODE_ENV=production (the image's) some pnpm versions leave the development dependencies out.
 	if [ "$scope" = production ]; then pnpm install "$@" --prod; else NODE_ENV=development pnpm install "$@"; fi
 }
 
