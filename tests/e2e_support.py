@@ -150,12 +150,12 @@ class Stack:
         assert found, f"no running container for {service}"
         return found[0]["Name"]
 
-    def remove_leftovers(self) -> list[str]:
+    def remove_leftovers(self) -> None:
         """What an interrupted earlier run left under this stack's Compose project (its name comes from
         the answers, the same at every run), removed before first use: a database volume kept from it
         would hold other passwords than this rendering's secrets. Safe while this run holds the e2e
         lock (conftest.hold_the_e2e_lock): no other run is live, and no two stacks of one run share a
-        name. Containers of the tests attached to its networks go too. Returns what was removed."""
+        name. Containers of the tests attached to its networks go too."""
         left = self.leftovers()
         attached = [name for network in left["networks"]
                     for name in docker("network", "inspect", "--format",
@@ -169,7 +169,6 @@ class Stack:
         for name in left["networks"]:
             docker("network", "rm", name, check=False)
         assert self.leftovers() == {"containers": [], "volumes": [], "networks": []}, f"{self.name}: leftovers stay"
-        return sorted(set(left["containers"] + attached)) + left["volumes"] + left["networks"]
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, volumes and networks still labelled with this compose project."""
