@@ -449,6 +449,27 @@ def check_backup_role(as_backup) -> None:
         assert refused(proc), (statement, proc.stderr)
 
 
+def test_db_roles_names_an_administrator_password_the_database_was_not_created_with(stack):
+    """The administrator's password file replaced (made again after it was lost): db-roles.sh
+    refuses in one line that names the file and the fix, rather than the client's own words, and
+    nothing changes; with the file put back it passes."""
+    admin = "db_password" if stack.answers["database"] == "postgres" else "db_root_password"
+    secret = stack.project / "secrets" / "production" / admin
+    kept = secret.read_text()
+    secret.write_text(os.urandom(24).hex() + "\n")  # in place: same file, mode and group
+    try:
+        refused = script(stack, "db-roles.sh", "production", check=False)
+    finally:
+        secret.write_text(kept)
+    assert refused.returncode != 0
+    named = [line for line in refused.stderr.splitlines() if line.startswith("db-roles: ")]
+    assert len(named) == 1 and f"secrets/<env>/{admin}" in named[0] and "created with another one" in named[0], refused.stderr
+    assert "password authentication failed" not in refused.stderr and "Access denied" not in refused.stderr, refused.stderr
+    assert "could not be set" in refused.stderr.splitlines()[-1], refused.stderr
+    script(stack, "db-roles.sh", "production")
+    assert stack.http("GET", "/items")[0] == 200
+
+
 def test_a_changed_password_takes_effect_through_db_roles(stack):
     """scripts/db-roles.sh after a password file changed: the role gets the new password, the
     restarted app logs in with it, the old one no longer works."""
