@@ -11,6 +11,8 @@ app of this test answers /slow after 1.5 s; its source is patched here, before t
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -259,6 +261,42 @@ def test_a_changed_nginx_configuration_is_applied_at_the_next_switch(stack):
         assert proxy_workers(stack).isdisjoint(workers_before), "the workers of the old configuration are gone"
     finally:
         headers.write_text(original)
+
+
+def test_traefik_confirms_a_switch_only_once_it_routes_by_it(stack):
+    """Traefik applies a switch a moment after its file changes, and the scripts ask it from the
+    host (a docker exec per check costs the requests in flight): the control file carries a probe
+    route with a new token, answered through the published HTTP port. Only the file Traefik runs
+    echoes its token: another is never confirmed, a rewrite retires the old one, and the route
+    answers nothing else."""
+    if stack.answers["proxy"] != "traefik":
+        pytest.skip("nginx and Caddy read the switch at every request: nothing to confirm")
+    if not (stack.project / ".deploy" / "production" / "active-colour").exists():
+        deploy(stack, "v1")
+    container, colour = stack.container("proxy"), active_colour(stack)
+    control = stack.project / ".deploy" / "production" / "proxy" / "upstream.yml"
+
+    def probe(token: str, seconds: int = 1) -> bool:
+        return run("bash", "-c", 'source scripts/lib/common.sh && traefik_probe "$0" "$1"', container, token,
+                   cwd=stack.project, check=False, env={**os.environ, "PROXY_SWITCH_TIMEOUT": str(seconds)}).returncode == 0
+
+    def token_in_file() -> str:
+        return re.search(r'X-Deploy-Probe: "([0-9a-f]+)"', control.read_text()).group(1)
+
+    current = token_in_file()
+    assert probe(current), control.read_text()
+    started = time.monotonic()
+    assert not probe("0123456789abcdef01234567")
+    assert time.monotonic() - started >= 1, "a token Traefik does not run is waited for, then refused"
+    run("bash", "-c", 'source scripts/lib/common.sh && proxy_write production "$0" "$1"', colour, "feedbeef" * 3,
+        cwd=stack.project)
+    assert probe("feedbeef" * 3, seconds=10)
+    assert not probe(current), "the previous file's token is no longer echoed"
+    base = f"http://127.0.0.1:{stack.ports['HTTP_PORT']}"
+    for url, headers in ((f"{base}/", ["-H", f"X-Deploy-Probe: {'feedbeef' * 3}"]), (f"{base}{stack.answers['health_path']}", [])):
+        answer = run("curl", "-sS", "-o", "/dev/null", "-D", "-", *headers, url).stdout.lower()
+        assert "x-deploy-probe" not in answer, (url, answer)
+    assert serving(stack), "the app still answers through the proxy"
 
 
 # --- secret rotation (scripts/rotate-secret.sh) -----------------------------------------------------------
