@@ -353,8 +353,8 @@ def proxy_service(f: Facts) -> Service:
                 "Static configuration as flags. Routes (a copy of config/traefik/<env>/dynamic.yml) and the\n"
                 "active colour are files in the watched directory, applied within 0.5 s of a change (the\n"
                 "providers' throttle; 2 s by default); the read-only API answers on the ops\n"
-                "port from loopback only: scripts/deploy.sh confirms there that Traefik routes to the new\n"
-                "colour before the old one is stopped.")},
+                "port from loopback only (maintenance mode is confirmed there); a switch is confirmed from\n"
+                "the host through the HTTP port, by the control file's probe route.")},
             command=command,
             healthcheck=wget_check(f"http://127.0.0.1:{ops}/ping", **timing),
             networks=networks,

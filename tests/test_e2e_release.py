@@ -277,8 +277,10 @@ def test_traefik_confirms_a_switch_only_once_it_routes_by_it(stack):
     control = stack.project / ".deploy" / "production" / "proxy" / "upstream.yml"
 
     def probe(token: str, seconds: int = 1) -> bool:
+        # With a proxy setting on the host that leads nowhere: the probe must not follow it.
+        env = {**os.environ, "PROXY_SWITCH_TIMEOUT": str(seconds), "http_proxy": "http://127.0.0.1:9"}
         return run("bash", "-c", 'source scripts/lib/common.sh && traefik_probe "$0" "$1"', container, token,
-                   cwd=stack.project, check=False, env={**os.environ, "PROXY_SWITCH_TIMEOUT": str(seconds)}).returncode == 0
+                   cwd=stack.project, check=False, env=env).returncode == 0
 
     def token_in_file() -> str:
         return re.search(r'X-Deploy-Probe: "([0-9a-f]+)"', control.read_text()).group(1)

@@ -361,6 +361,32 @@ def releases_untouched(project: Path) -> bool:
     return not (project / ".deploy/production/releases.tsv").exists()
 
 
+def path_without(tmp_path: Path, command: str) -> str:
+    """A PATH with every command of this one but COMMAND (links in one directory)."""
+    tools = tmp_path / f"without-{command}"
+    tools.mkdir()
+    for directory in os.environ["PATH"].split(":"):
+        for entry in (Path(directory).iterdir() if Path(directory).is_dir() else []):
+            link = tools / entry.name
+            if entry.name != command and not link.exists() and os.access(entry, os.X_OK):
+                link.symlink_to(entry)
+    return str(tools)
+
+
+@pytest.mark.parametrize("script", ["deploy.sh", "rollback.sh"])
+def test_a_traefik_deploy_needs_curl_before_anything_is_written(render, tmp_path, script):
+    """The switch is confirmed through Traefik's HTTP port with curl: without it, refused first."""
+    project = tmp_path / "project"
+    shutil.copytree(render("py-poetry-traefik-nodb"), project, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy"))
+    environment = answers(project)["environments"][0]
+    env = {**os.environ, "PATH": path_without(tmp_path, "curl")}
+    proc = subprocess.run([str(project / "scripts" / script), environment, *(["v1.2.3"] if script == "deploy.sh" else [])],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "curl is not installed: install curl" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (project / ".deploy").exists() and not (project / f"env/{environment}.env").exists()
+
+
 def test_a_malformed_digest_is_refused_before_anything_is_written(project):
     proc = deploy(project, digest="sha256:abc")
     assert proc.returncode != 0 and "APP_IMAGE_DIGEST is not sha256: and 64 hex digits: sha256:abc" in proc.stderr

@@ -11,7 +11,6 @@ source "$PROJECT_ROOT/scripts/lib/strategy.sh"
 # compose command line.
 release_init() {
 	release_settings
-	proxy_requirements
 	RELEASE_ENV=$1
 	RELEASE_DIR=$PROJECT_ROOT/.deploy/$1
 	mkdir -p "$RELEASE_DIR"

@@ -37,6 +37,7 @@ require_env "$env"
 on_target "$env" "$@"
 release_version "${2:-}"
 version=$RELEASE_VERSION
+proxy_requirements
 release_init "$env"
 image=$(image_of "$version")
 previous=$(current_version)

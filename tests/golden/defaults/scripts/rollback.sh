@@ -27,6 +27,7 @@ done
 require_env "$env"
 on_target "$env" "$env" "$@"
 [[ -z $target ]] || require_version "$target"
+proxy_requirements
 release_init "$env"
 current=$(current_version)
 rollback_target "$target"

@@ -34,6 +34,7 @@ env=$ROTATE_ENV name=$ROTATE_NAME
 file=$PROJECT_ROOT/secrets/$env/$name
 rotation_new_value
 new=$ROTATE_NEW
+proxy_requirements
 release_init "$env"
 old=$(head -n 1 "$file")
 rotation_stash

@@ -19,6 +19,16 @@ until pg_isready -q; do
 	[ "$tries" -lt 120 ] || { echo "db-roles: the database did not answer within 120 s" >&2; exit 1; }
 	sleep 1
 done
+# The administrator's password is the one the data volume was created with: another file (one
+# made again after it was lost, another environment's) is named here, not left to psql's words.
+if ! refused=$(psql -X -q -c 'SELECT 1' 2>&1 >/dev/null); then
+	case $refused in
+	*"password authentication failed"*)
+		echo "db-roles: the database refuses the password in secrets/<env>/db_password: its data volume was created with another one; put back the file it was created with, or set this one in the database (ALTER ROLE app PASSWORD ...), then run scripts/db-roles.sh again" >&2 ;;
+	*) echo "$refused" >&2 ;;
+	esac
+	exit 1
+fi
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 \set owner_password `cat /run/secrets/db_owner_password`
 \set app_password `cat /run/secrets/db_app_password`

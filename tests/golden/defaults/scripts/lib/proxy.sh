@@ -23,6 +23,9 @@ proxy_init() {
 	proxy_write "$1" "$(active_colour "$1")"
 }
 
+# proxy_requirements: what the deploy needs on the host besides Docker: nothing more.
+proxy_requirements() { :; }
+
 # proxy_write ENV COLOUR: COLOUR's marker is created, then the others removed: nginx routes to
 # COLOUR from the one of these steps that changes its answer.
 proxy_write() {

@@ -25,6 +25,16 @@ until mariadb-admin -h db -P 3306 -uroot --silent ping >/dev/null 2>&1; do
 	[ "$tries" -lt 120 ] || { echo "db-roles: the database did not answer within 120 s" >&2; exit 1; }
 	sleep 1
 done
+# The administrator's password is the one the data volume was created with: another file (one
+# made again after it was lost, another environment's) is named here, not left to mariadb's words.
+if ! refused=$(mariadb -h db -P 3306 -uroot --batch -e 'SELECT 1' 2>&1 >/dev/null); then
+	case $refused in
+	*"Access denied"*)
+		echo "db-roles: the database refuses the password in secrets/<env>/db_root_password: its data volume was created with another one; put back the file it was created with, or set this one in the database (ALTER USER 'root'@'%' IDENTIFIED BY ...), then run scripts/db-roles.sh again" >&2 ;;
+	*) echo "$refused" >&2 ;;
+	esac
+	exit 1
+fi
 mariadb -h db -P 3306 -uroot --batch <<SQL
 CREATE USER IF NOT EXISTS 'app'@'%';
 ALTER USER 'app'@'%' IDENTIFIED BY $(quoted /run/secrets/db_password);

@@ -11,6 +11,9 @@ proxy_init() {
 	[[ -f "$PROJECT_ROOT/.deploy/$1/proxy/$PROXY_CONTROL_FILE" ]] || proxy_write "$1" "$(active_colour "$1")"
 }
 
+# proxy_requirements: what the deploy needs on the host besides Docker: nothing more.
+proxy_requirements() { :; }
+
 # proxy_write ENV COLOUR: the control file names COLOUR's service, in one rename.
 proxy_write() {
 	shared_dir "$PROJECT_ROOT/.deploy/$1/proxy"
