@@ -50,6 +50,8 @@ SHAPES = {
     # TypeScript: `npm run build` (tsc, a development dependency) makes dist/, which the image runs.
     "node-typescript-build": dict(runtime="node", app_port=4100, start_command="node dist/server.js"),
     "go-vendored": dict(runtime="go", app_port=7000, start_command="/app/server"),
+    # The server in cmd/NAME (nothing at the root), a tool's main package beside it, no go.sum.
+    "go-cmd-layout": dict(runtime="go", app_port=7100, start_command="/app/server"),
 }
 
 
@@ -58,7 +60,8 @@ SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-with
           "python-src-package": "python-package", "python-poetry-package": "python-poetry-package",
           "python-requirements-nested": "python-requirements-nested",
           "node-without-lock": "node", "node-pnpm": "node-pnpm", "node-yarn-classic": "node-yarn-classic",
-          "node-yarn-berry": "node-yarn-berry", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored"}
+          "node-yarn-berry": "node-yarn-berry", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored",
+          "go-cmd-layout": "go-cmd-layout"}
 
 # Node shapes installed by another package manager than npm: the file each leaves in node_modules.
 INSTALLED_BY = {"node-pnpm": ".pnpm", "node-yarn-classic": ".yarn-integrity", "node-yarn-berry": ".yarn-state.yml"}
@@ -209,3 +212,39 @@ def test_a_poetry_package_is_installed_and_a_poetry_app_without_one_still_builds
     finally:
         docker("image", "rm", "--force", image, check=False)
         run("rm", "-rf", stack.project)
+
+
+def test_a_go_image_builds_the_modules_server_and_names_the_choice_when_there_are_several(copie_session, lab):
+    """docker/go-main.sh, run as the Dockerfile's build stage runs it (the Go build image, the
+    module root), without a network: which main package the image's server is built from."""
+    stack = rendered(copie_session, "go-cmd-layout", SHAPES["go-cmd-layout"])
+    project = stack.project
+
+    def chosen(go_main: str = "") -> tuple[int, str]:
+        proc = docker("run", "--rm", "--network", "none", "--volume", f"{project}:/src", "--workdir", "/src",
+                      "--env", f"GO_MAIN={go_main}", IMAGES["go"], "sh", "docker/go-main.sh", check=False)
+        return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+    def main_package(directory: str) -> None:
+        (project / directory).mkdir(parents=True, exist_ok=True)
+        (project / directory / "main.go").write_text("package main\n\nfunc main() {}\n")
+
+    try:
+        # The one under cmd/, not the tool elsewhere; GO_MAIN, when set, as given.
+        assert chosen() == (0, "./cmd/shape-server")
+        assert chosen("./tools/routes") == (0, "./tools/routes")
+        # Two under cmd/: none is guessed.
+        main_package("cmd/migrate")
+        assert chosen() == (1, "error: several main packages (./cmd/migrate ./cmd/shape-server ./tools/routes): "
+                               "set the build argument GO_MAIN to the server's, e.g. ARG GO_MAIN=./cmd/migrate in the Dockerfile")
+        # The module root, when it is a main package, whatever else there is.
+        main_package(".")
+        assert chosen() == (0, ".")
+        # None under cmd/: the module's only main package.
+        for directory in ("cmd", "main.go"):
+            run("rm", "-rf", project / directory)
+        assert chosen() == (0, "./tools/routes")
+        run("rm", "-rf", project / "tools")
+        assert chosen() == (1, "error: no main package in this Go module: the server's package must be 'package main' with a func main")
+    finally:
+        run("rm", "-rf", project)
