@@ -41,18 +41,63 @@ def wget_check(url: str, **timing: Any) -> dict[str, Any]:
     return http_check("wget", "-q", "-O", "/dev/null", url, **timing)
 
 
+# What a check says when the app answers on the loopback address only: the proxy, the other
+# containers and Docker's port mapping reach it on the container's own address.
+LOOPBACK_ONLY = "the app answers on localhost only, not on {own}, where the proxy reaches it: make it listen on all addresses, {how}"
+LISTEN_ON_ALL = {"python": "e.g. uvicorn --host 0.0.0.0, gunicorn --bind 0.0.0.0:{port}",
+                 "node": "e.g. listen({port}) with no host, or the host 0.0.0.0",
+                 "go": "e.g. ListenAndServe on :{port}, not localhost:{port}"}
+
+
 def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
-    """A health check that needs no curl: the runtime itself asks the app."""
-    url = f"http://127.0.0.1:{port}{path}"
+    """A health check that needs no curl: the runtime itself asks the app, at the container's own
+    address (its hostname's in /etc/hosts), where the proxy reaches it, with the Host header
+    127.0.0.1:PORT (as when it asked the loopback address: host allow-lists keep working). Passes on 200 or 204 (busybox's
+    wget takes no other 2xx; urlopen raises on 4xx/5xx). An app that answers on localhost only
+    fails, saying so: Docker keeps the check's output (scripts/lib/release.sh shows it)."""
+    how = LISTEN_ON_ALL[runtime].format(port=port)
     if runtime == "python":
-        # 200 or 204 pass in every runtime (busybox's wget takes no other 2xx; urlopen raises on 4xx/5xx).
-        code = f"import sys,urllib.request;sys.exit(urllib.request.urlopen('{url}',timeout=4).status//100!=2)"
+        code = "\n".join([
+            "import socket,sys,urllib.request as r",
+            f"ask=lambda host:r.urlopen(r.Request('http://'+host+':{port}{path}',headers={{'Host':'127.0.0.1:{port}'}}),timeout=2).status//100==2",
+            "try:own=socket.gethostbyname(socket.gethostname())",
+            "except OSError:own='127.0.0.1'",
+            "try:sys.exit(not ask(own))",
+            f"except r.HTTPError as e:sys.exit('{path} answered %s' % e.code)",
+            "except OSError as e:reason=e",
+            "try:ask('localhost')",
+            "except r.HTTPError:pass",
+            f"except OSError:sys.exit('no answer at %s:{port}: %s' % (own,getattr(reason,'reason',reason)))",
+            "sys.exit('" + LOOPBACK_ONLY.format(own="'+own+'", how=how) + "')",
+        ])
         return ["CMD", "python", "-c", code]
     if runtime == "node":
-        code = f"fetch('{url}').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"
+        code = "\n".join([
+            "const fail=m=>{console.error(m);process.exit(1)};",
+            f"const ask=h=>fetch('http://'+h+':{port}{path}',{{headers:{{host:'127.0.0.1:{port}'}},signal:AbortSignal.timeout(2000)}});",
+            "require('dns').promises.lookup(require('os').hostname(),{family:4}).then(a=>a.address,()=>'127.0.0.1')",
+            f".then(own=>ask(own).then(r=>r.ok?process.exit(0):fail('{path} answered '+r.status),",
+            "e=>ask('127.0.0.1').catch(()=>ask('[::1]'))",
+            ".then(()=>fail('" + LOOPBACK_ONLY.format(own="'+own+'", how=how) + "'),",
+            f"()=>fail('no answer at '+own+':{port}: '+(e.cause||e).message))));",
+        ])
         return ["CMD", "node", "-e", code]
-    # Go images run from scratch with busybox (Dockerfile): its wget fails on anything but 2xx.
-    return ["CMD", "wget", "-q", "-O", "/dev/null", url]
+    # Go images run from scratch with busybox (Dockerfile): sh, cat and wget, and no resolver to
+    # count on (a static busybox may have none): the address comes from /etc/hosts, read by sh. No
+    # wget -T (it crashes Debian's static busybox 1.35): Docker's timeout bounds the check. No
+    # double quote either: hadolint misreads a JSON CMD with escaped ones (DL3025).
+    script = "\n".join([
+        f"path={path}; own=127.0.0.1; name=$(cat /etc/hostname)",
+        "while read -r ip names; do case $ip in *:*) continue ;; esac",
+        "  for n in $names; do case $n in $name) own=$ip; break 2 ;; esac; done; done </etc/hosts",
+        f"said=$(wget -S -O /dev/null --header 'Host: 127.0.0.1:{port}' http://$own:{port}$path 2>&1) && exit 0",
+        "case $said in *HTTP/*) echo $path answered ${said##*returned error: } >&2; exit 1 ;; esac",
+        f"case $(wget -S -O /dev/null http://127.0.0.1:{port}$path 2>&1) in",
+        "  *HTTP/*) echo '" + LOOPBACK_ONLY.format(own="'$own'", how=how) + "' >&2 ;;",
+        f"  *) echo no answer at $own:{port}: ${{said##*wget: }} >&2 ;; esac",
+        "exit 1",
+    ])
+    return ["CMD", "sh", "-c", script]
 
 
 def cron_daily(hh_mm: str) -> str:

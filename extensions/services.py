@@ -174,6 +174,14 @@ def _scalar(value: Any) -> str:
     return json.dumps(value)
 
 
+def _item(value: Any, pad: str) -> str:
+    """A list item's text after "- ": a program of several lines (a health check's) as a literal
+    block, each line as written."""
+    if isinstance(value, str) and "\n" in value and not value[:1].isspace() and not value.endswith("\n"):
+        return "|-\n" + "\n".join(f"{pad}    {line}" if line else "" for line in value.split("\n"))
+    return json.dumps(value) if isinstance(value, (list, dict)) else _scalar(value)
+
+
 def to_yaml(spec: dict[str, Any], indent: int, notes: dict[str, str] | None = None) -> str:
     """A mapping as block YAML at `indent` spaces; lists and FLOW_KEYS on one line (JSON, which is
     YAML); each note as a comment above its key."""
@@ -188,7 +196,7 @@ def to_yaml(spec: dict[str, Any], indent: int, notes: dict[str, str] | None = No
             lines.append(to_yaml(value, indent + 2))
         elif isinstance(value, list) and len(value) > 1 and len(pad + key + flow) > MAX_FLOW:
             lines.append(f"{pad}{key}:")
-            lines.extend(f"{pad}  - {json.dumps(item) if isinstance(item, (list, dict)) else _scalar(item)}" for item in value)
+            lines.extend(f"{pad}  - {_item(item, pad)}" for item in value)
         elif isinstance(value, (list, dict)):
             lines.append(f"{pad}{key}: {flow}")
         else:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import fcntl
-import http.server
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -222,30 +220,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         "Grafana, Loki, Alloy and cAdvisor have no stand-in: no e2e test starts them (tests/test_e2e_monitoring.py "
         "runs the rest of the monitoring stack), and their configuration is validated statically (tests/test_static_checks.py)."
     )
-
-
-class _Statuses(http.server.BaseHTTPRequestHandler):
-    """/s/CODE answers CODE; /moved redirects to /s/200."""
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        if self.path == "/moved":
-            self.send_response(301)
-            self.send_header("Location", "/s/200")
-        else:
-            self.send_response(int(self.path.rsplit("/", 1)[1]))
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def status_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Statuses)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
 
 
 # What an app's health check must conclude from each answer of the status server.

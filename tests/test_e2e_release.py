@@ -158,6 +158,9 @@ def test_a_version_failing_its_health_check_never_serves(stack):
         main.write_text(original)
     assert proc.returncode != 0
     assert "did not become healthy; v2 is still serving" in proc.stderr.strip().splitlines()[-1]
+    # Why, in the deploy's own words: the new colour's health check's last output.
+    assert re.search(r"v3: app-\w+ did not become healthy \(app-\w+ is unhealthy: its health check said: "
+                     r"/\S+ answered 500\)", proc.stderr), proc.stderr[-2000:]
     no_failures(load)
     assert load.versions() == {"v2"}, "no user request reached the broken version"
     assert serving(stack) == {"v2"} and replica_images(stack) == {image_id(stack, "v2")}

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from conftest import HEALTH_ANSWERS, run
-from e2e_support import Stack, docker, free_port
+from e2e_support import Stack, deploy_release, docker
 from extensions.catalogue import IMAGES
 from extensions.model import app_healthcheck
 
@@ -171,16 +172,69 @@ def test_a_python_package_without_a_lock_is_installed_with_its_dependencies_reso
         run("rm", "-rf", stack.project)
 
 
-def test_the_go_images_health_check_passes_on_200_or_204_and_fails_otherwise(lab, status_server):
-    """Go's image runs from scratch: its check is the busybox wget the Dockerfile copies in, run
-    here from that busybox image (Python's and Node's checks: tests/test_extension.py)."""
-    def healthy(port: int, path: str) -> bool:
-        check = app_healthcheck("go", port, path)[1:]
-        return docker("run", "--rm", "--network", "host", IMAGES["busybox"], *check, check=False).returncode == 0
+STATUS_SERVER = Path(__file__).parent / "status_server.py"
+# The image each runtime's health check runs in: Go's runs in the static busybox its image copies in.
+CHECK_IMAGES = {"python": IMAGES["python"], "node": IMAGES["node"], "go": IMAGES["busybox"]}
 
-    answers = {path: healthy(status_server, path) for path in HEALTH_ANSWERS}
-    answers["refused"] = healthy(free_port(), "/s/200")
-    assert answers == {**HEALTH_ANSWERS, "refused": False}
+
+@pytest.fixture(scope="module")
+def status_servers(lab):
+    """tests/status_server.py in two containers on a network of this module's own: one listening on
+    all addresses, one on 127.0.0.1 only (an app's usual mistake). -> {"all": name, "loopback": name}"""
+    network = f"health-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", "--internal", network)
+    names = {"all": f"{network}-all", "loopback": f"{network}-loopback"}
+    try:
+        for kind, address in (("all", "0.0.0.0"), ("loopback", "127.0.0.1")):
+            docker("run", "--detach", "--name", names[kind], "--network", network,
+                   "--volume", f"{STATUS_SERVER}:/status_server.py:ro", IMAGES["python"],
+                   "python", "/status_server.py", address, "8080")
+        yield names
+    finally:
+        docker("rm", "--force", *names.values(), check=False)
+        docker("network", "rm", network, check=False)
+
+
+@pytest.mark.parametrize("runtime", CHECK_IMAGES)
+def test_the_images_health_check_asks_where_the_proxy_reaches_the_app(status_servers, runtime):
+    """The check of each runtime's image, run as Docker runs it: in a container of that runtime's
+    image sharing the app's network namespace (its /etc/hosts and hostname). 200 and 204 pass;
+    an app that answers on localhost only fails, saying so."""
+    checkers = []
+
+    def checker(server: str) -> str:
+        name = f"{server}-{runtime}"
+        docker("run", "--detach", "--name", name, "--network", f"container:{server}", "--entrypoint", "sleep",
+               CHECK_IMAGES[runtime], "300")
+        checkers.append(name)
+        return name
+
+    def check(container: str, path: str, port: int = 8080):
+        return docker("exec", container, *app_healthcheck(runtime, port, path)[1:], check=False, timeout=30)
+
+    try:
+        on_all, on_loopback = checker(status_servers["all"]), checker(status_servers["loopback"])
+        deadline = time.monotonic() + 20
+        while check(on_all, "/s/200").returncode != 0:
+            assert time.monotonic() < deadline, "the status server did not start"
+            time.sleep(0.2)
+        answers = {path: check(on_all, path).returncode == 0 for path in HEALTH_ANSWERS}
+        assert answers == HEALTH_ANSWERS
+        # Asked at its own address, with the Host header it had when the check asked 127.0.0.1.
+        allowed = check(on_all, "/allowed-host")
+        assert allowed.returncode == 0, allowed.stderr
+        assert re.match(r"/s/503 answered (HTTP/1\.0 )?503", check(on_all, "/s/503").stderr), "says what the app answered"
+        refused = check(on_all, "/s/200", port=8081)
+        assert refused.returncode != 0 and "no answer at " in refused.stderr, refused.stderr
+        # Listening on 127.0.0.1 only: healthy to a check on localhost, unreachable to the proxy.
+        while (loopback := check(on_loopback, "/s/200")).returncode != 0 and "answers on localhost" not in loopback.stderr:
+            assert time.monotonic() < deadline, loopback.stderr
+            time.sleep(0.2)
+        assert loopback.returncode != 0
+        assert loopback.stderr.strip().startswith("the app answers on localhost only, not on 1"), loopback.stderr
+        assert "make it listen on all addresses" in loopback.stderr
+    finally:
+        docker("rm", "--force", *checkers, check=False)
 
 
 def test_a_poetry_package_is_installed_and_a_poetry_app_without_one_still_builds(copie_session, lab):
@@ -248,3 +302,23 @@ def test_a_go_image_builds_the_modules_server_and_names_the_choice_when_there_ar
         assert chosen() == (1, "error: no main package in this Go module: the server's package must be 'package main' with a func main")
     finally:
         run("rm", "-rf", project)
+
+
+def test_a_deploy_of_an_app_listening_on_localhost_only_fails_saying_so(copie_session, lab):
+    """gunicorn bound to 127.0.0.1: it answers a check on the loopback address, but the proxy, on
+    another container, cannot reach it. The first deploy fails, and its last line says why."""
+    answers = dict(SHAPES["python-pyproject-without-lock"], start_command="gunicorn --bind 127.0.0.1:5001 app:app")
+    stack = rendered(copie_session, "python-pyproject-without-lock", answers)
+    image = f"{stack.answers['image_name']}:v1"
+    try:
+        proc = deploy_release(stack.project, "dev", "v1", check=False)
+        assert proc.returncode != 0
+        last = proc.stderr.strip().splitlines()[-1]
+        assert "deploy v1 to dev failed: the stack did not become healthy (app-blue is unhealthy: its health check said: " \
+               "the app answers on localhost only, not on " in last, last
+        assert "make it listen on all addresses, e.g. uvicorn --host 0.0.0.0, gunicorn --bind 0.0.0.0:5001" in last, last
+    finally:
+        stack.down()
+        docker("image", "rm", "--force", image, check=False)
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+    run("rm", "-rf", stack.project)

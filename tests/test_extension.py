@@ -13,7 +13,7 @@ import sys
 import coverage
 import pytest
 
-from conftest import HEALTH_ANSWERS, ROOT, require_tool
+from conftest import ROOT, require_tool
 from e2e_support import free_port
 from extensions import answers as a
 from extensions import deployment, model
@@ -223,11 +223,13 @@ def test_app_healthcheck_needs_no_curl_and_is_escaped_for_compose():
     for runtime in ("python", "node"):  # the runtime itself asks the app
         check = derive(runtime=runtime)["app_healthcheck"]
         assert check[0] == "CMD" and "curl" not in json.dumps(check) and "wget" not in json.dumps(check)
-    # Go runs from scratch: the static busybox copied in by the Dockerfile asks.
-    assert derive(runtime="go")["app_healthcheck"][:2] == ["CMD", "wget"]
+    # Go runs from scratch: the static busybox copied in by the Dockerfile asks (sh and wget).
+    go = derive(runtime="go")["app_healthcheck"]
+    assert go[:3] == ["CMD", "sh", "-c"] and "wget" in go[-1]
     dollar = derive(health_path="/health$probe")
-    assert dollar["app_healthcheck"][-1].count("$probe") == 1
-    assert "$$probe" in dollar["service"]["app-blue"].healthcheck["test"][-1], "Compose would interpolate a lone $"
+    raw, composed = dollar["app_healthcheck"][-1], dollar["service"]["app-blue"].healthcheck["test"][-1]
+    assert raw.count("$probe") >= 1
+    assert composed == raw.replace("$", "$$"), "Compose would interpolate a lone $"
 
 
 def test_images_are_overridable_and_listed_only_when_used():
@@ -535,15 +537,15 @@ def test_each_source_is_compiled_once_and_each_template_renders_on_its_own():
     assert Counting.calls >= 3
 
 
-@pytest.mark.parametrize("runtime", ["python", "node"])
-def test_app_healthcheck_passes_on_200_or_204_and_fails_otherwise(status_server, runtime):
-    """The image's own check, run as Docker runs it (Go's is busybox's wget: tests/test_e2e_shapes.py)."""
-    interpreter = require_tool({"python": "python3", "node": "node"}[runtime])
-    healthy = {}
-    for path in HEALTH_ANSWERS:
-        _, _, code_flag, code = model.app_healthcheck(runtime, status_server, path)
-        healthy[path] = subprocess.run([interpreter, code_flag, code], capture_output=True, timeout=20).returncode == 0
-    closed = model.app_healthcheck(runtime, free_port(), "/s/200")
-    healthy["refused"] = subprocess.run([interpreter, *closed[2:]], capture_output=True, timeout=20).returncode == 0
-    assert healthy == {**HEALTH_ANSWERS, "refused": False}
+@pytest.mark.parametrize("runtime", ["python", "node", "go"])
+def test_app_healthcheck_is_a_valid_program_of_its_interpreter(runtime, tmp_path):
+    """Each check parses (Python compiles, node --check, sh -n); what they conclude from each answer,
+    at the container's own address and on localhost only: tests/test_e2e_shapes.py."""
+    check = model.app_healthcheck(runtime, 8080, "/healthz")
+    program = tmp_path / "check"
+    program.write_text(check[-1])
+    interpreter = {"python": ["python3", "-c", "import sys; compile(open(sys.argv[1]).read(), 'check', 'exec')"],
+                   "node": [require_tool("node"), "--check"], "go": ["sh", "-n"]}[runtime]
+    proc = subprocess.run([*interpreter, program], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
 

@@ -52,7 +52,7 @@ backup_id=-
 if [[ -z $(app_containers) ]]; then
 	log "deploy $version to $env: first deploy, starting the stack"
 	first_deploy "$version" ||
-		die "deploy $version to $env failed: the stack did not become healthy (scripts/compose.sh $env ps)"
+		die "deploy $version to $env failed: the stack did not become healthy ($(unhealthy_reason); scripts/compose.sh $env ps)"
 else
 	log "deploy $version to $env: replacing $previous (rolling)"
 	switch_to "$version" ||

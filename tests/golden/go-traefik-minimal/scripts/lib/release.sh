@@ -251,6 +251,33 @@ app_containers() {
 	done
 }
 
+# unhealthy_reason [SERVICE]: why the first container of SERVICE (of the environment, by default)
+# that should serve does not, on one line: its health check's last output, or how it stopped and
+# its last log line (one-off jobs that ended with exit code 0 are fine).
+unhealthy_reason() {
+	local id service status code health said
+	for id in $(docker ps --all --quiet --filter "label=com.docker.compose.project=$PROJECT_SLUG-$RELEASE_ENV" \
+		${1:+--filter "label=com.docker.compose.service=$1"}); do
+		read -r service status code health < <(docker inspect --format \
+			'{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
+		if [[ $status == running ]]; then
+			[[ -z $health || $health == healthy ]] && continue
+			# The last check's output, Go-quoted: one line whatever it printed.
+			said=$(docker inspect --format '{{range .State.Health.Log}}{{printf "%q" .Output}}{{"\n"}}{{end}}' "$id" | sed '/^$/d' | tail -n 1)
+			said=${said#\"}
+			said=${said%\"}
+			echo "$service is $health: its health check said: ${said%\\n}"
+		elif [[ $status == exited && $code == 0 ]] || [[ $status == created ]]; then
+			continue
+		else
+			said=$(docker logs --tail 1 "$id" 2>&1 | tr -d '\r')
+			echo "$service is $status (exit code $code), its last log line: ${said:-none}"
+		fi
+		return 0
+	done
+	echo "no container is unhealthy now"
+}
+
 # desired_replicas: how many replicas serve (APP_REPLICAS or the environment's default).
 desired_replicas() { echo "$RELEASE_REPLICAS"; }
 
@@ -331,7 +358,7 @@ refresh_app() {
 	if ! env "${VERSION_VAR[$idle]}=$version" "${REPLICAS_VAR[$idle]}=$replicas" "${COMPOSE[@]}" up --detach \
 		--no-deps --force-recreate "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || ! "$step" ||
 		! start_colour "$idle" "$version" "$replicas"; then
-		log "$version: ${APP_SERVICE[$idle]} did not become healthy; it goes back to what it ran"
+		log "$version: ${APP_SERVICE[$idle]} did not become healthy ($(unhealthy_reason "${APP_SERVICE[$idle]}")); it goes back to what it ran"
 	elif proxy_switch "$idle" "$active"; then
 		record_switch "$idle" "$active" "$version" "$replicas"
 		retire_colour "$active"
@@ -374,7 +401,7 @@ switch_to() {
 	else
 		log "$version: starting $replicas replica(s) of ${APP_SERVICE[$idle]}, waiting for them to be healthy"
 		if ! start_colour "$idle" "$version" "$replicas"; then
-			log "$version: ${APP_SERVICE[$idle]} did not become healthy; it goes back to what it ran"
+			log "$version: ${APP_SERVICE[$idle]} did not become healthy ($(unhealthy_reason "${APP_SERVICE[$idle]}")); it goes back to what it ran"
 			"${COMPOSE[@]}" up --detach --no-deps "${APP_SERVICE[$idle]}" >/dev/null 2>&1 || true
 			return 1
 		fi
