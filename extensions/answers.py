@@ -34,15 +34,15 @@ def slug_error(value: str) -> str:
     return ""
 
 
-def port_error(value: Any, suggestion: int = 8000) -> str:
+def port_error(value: Any, suggestion: int = 8000, name: str = "app_port") -> str:
     """`suggestion`: the runtime's usual port, named in the message."""
     try:
         port = int(str(value).strip())
     except (TypeError, ValueError):
-        return f"app_port {value!r} is not a number: use a port between 1024 and 65535, e.g. {suggestion}"
+        return f"{name} {value!r} is not a number: use a port between 1024 and 65535, e.g. {suggestion}"
     if not 1024 <= port <= 65535:
         return (
-            f"app_port {port} is out of range: the app runs as a non-root user, so use a port "
+            f"{name} {port} is out of range: the app runs as a non-root user, so use a port "
             f"between 1024 and 65535, e.g. {suggestion}"
         )
     return ""

@@ -102,9 +102,13 @@ class KubernetesTarget:
 
     def __init__(self, slug: str, image_name: str, envs: dict[str, dict[str, Any]], services: list[Service],
                  db: dict[str, Any] | None, app: dict[str, Any], options: dict[str, Any]):
-        """`app`: port, health_path, metrics_path, limits (cpus, MiB), max_replicas; `options`: the
+        """`app`: port, metrics_port, health_path, metrics_path, limits (cpus, MiB), max_replicas; `options`: the
         kubernetes_* answers (ingress_class, ingress_namespace, monitoring_namespace, cluster_issuer)."""
         self.slug, self.image_name, self.envs, self.db, self.app, self.options = slug, image_name, envs, db, app, options
+        # The app's metrics server, when it has one apart from its HTTP port: a port of its own
+        # ("metrics") in the pod and the Service, which the ServiceMonitor scrapes.
+        scraped = app["monitored"] and app["metrics_path"]
+        self.metrics_port_name = "metrics" if scraped and app.get("metrics_port", app["port"]) != app["port"] else "http"
         self.by_role = {}
         for s in services:
             if s.role in KINDS and (s.role != "app" or s.colour == "blue"):
@@ -149,7 +153,7 @@ class KubernetesTarget:
         if s.env_file:
             c["envFrom"] = [{"configMapRef": {"name": "app-settings"}}]
         if s.role == "app":
-            c["ports"] = [{"name": "http", "containerPort": self.app["port"]}]
+            c["ports"] = [{"name": "http", "containerPort": self.app["port"]}] + self.metrics_ports("containerPort")
         elif s.role in ("db", "cache"):
             port = self.db["port"] if s.role == "db" else 6379
             c["ports"] = [{"name": s.role, "containerPort": port}]
@@ -169,6 +173,11 @@ class KubernetesTarget:
         if s.role == "app":
             c["lifecycle"] = {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}}
         return c
+
+    def metrics_ports(self, key: str) -> list[dict[str, Any]]:
+        """The metrics server's port as a container's or a Service's port list entry; none when
+        Prometheus scrapes the HTTP port."""
+        return [{"name": "metrics", key: self.app["metrics_port"]}] if self.metrics_port_name == "metrics" else []
 
     def probes(self, s: Service) -> dict[str, Any]:
         if s.role == "app":
@@ -243,7 +252,8 @@ class KubernetesTarget:
                       "minReadySeconds": 5, "progressDeadlineSeconds": 300,
                       "template": self.pod(s)}},
             {"apiVersion": "v1", "kind": "Service", "metadata": self.meta("app", "app"),
-             "spec": {"selector": self.labels("app"), "ports": [{"name": "http", "port": self.app["port"], "targetPort": "http"}]}},
+             "spec": {"selector": self.labels("app"), "ports": [{"name": "http", "port": self.app["port"], "targetPort": "http"}]
+                      + [dict(port, targetPort="metrics") for port in self.metrics_ports("port")]}},
             {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": self.meta("app", "app"),
              "spec": {"maxUnavailable": 1, "selector": {"matchLabels": self.labels("app")}}},
             {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": self.meta("app", "app"),
@@ -487,8 +497,9 @@ class KubernetesTarget:
             {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": self.meta("app", "app"),
              # job="app", as the alert rules expect (Compose's scrape job).
              "spec": {"jobLabel": "app.kubernetes.io/component", "selector": {"matchLabels": self.labels("app")},
-                      "endpoints": [{"port": "http", "path": self.app["metrics_path"], "interval": "15s"}]}},
-            self.policy("app-from-prometheus", "app", ingress=[{"from": [prometheus], "ports": [{"protocol": "TCP", "port": "http"}]}]),
+                      "endpoints": [{"port": self.metrics_port_name, "path": self.app["metrics_path"], "interval": "15s"}]}},
+            self.policy("app-from-prometheus", "app",
+                        ingress=[{"from": [prometheus], "ports": [{"protocol": "TCP", "port": self.metrics_port_name}]}]),
         ]
 
     # --- overlays -------------------------------------------------------------------------------------

@@ -138,6 +138,10 @@ class Facts:
         self.app_replicas = int(answers["app_replicas"])
         # Where the app serves Prometheus metrics ("": nowhere; earlier answers files: /metrics).
         self.metrics_path = answers.get("metrics_path", "/metrics") or ""
+        # Where Prometheus asks: the metrics port when the app serves metrics (app_port unless it
+        # has a metrics server of its own), else the app port, whose health path the blackbox probes.
+        self.metrics_port = int(answers.get("metrics_port") or self.app_port)
+        self.scrape_port = self.metrics_port if self.metrics_path else self.app_port
         self.hsts_subdomains = bool(answers.get("hsts_include_subdomains"))
         # Grafana behind the public proxy (an answer), or on the host's loopback only.
         self.grafana_public = self.monitored and bool(answers.get("grafana_public"))
@@ -175,7 +179,7 @@ def signals(f: Facts) -> dict[str, Any]:
         "scraped": bool(f.metrics_path),
     }
     # A replica's series for the rule tests (promtool).
-    result["test_availability"] = result["availability"][:-1] + f', instance="10.0.0.2:{f.app_port}"}}'
+    result["test_availability"] = result["availability"][:-1] + f', instance="10.0.0.2:{f.scrape_port}"}}'
     if source:
         m = REQUEST_METRICS[source]
         result.update(
@@ -279,7 +283,7 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             if builds else None,
             pull_policy=None if builds else "never",
             init=True,
-            expose=[str(f.app_port)],
+            expose=[str(port) for port in sorted({f.app_port, f.scrape_port})],
             # APP_VERSION from the same variable as the image tag: the env file's copy must not win.
             environment={"PORT": str(f.app_port), "APP_VERSION": version, **database_env(app_role(f)), **cache_env},
             secrets=[name for name, readers in reads.items() if "app" in readers],
@@ -945,6 +949,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # metrics/ENV/ exists for node exporter (its textfile directory and the disk it measures).
         "metrics_dir": f.monitored,
         "app_port": f.app_port,
+        # Where Prometheus asks each replica (the app's metrics, or its health path for the blackbox).
+        "scrape_port": f.scrape_port,
+        # The app's ports: its own, and its metrics server's when it has one.
+        "app_ports": [str(port) for port in sorted({f.app_port, f.scrape_port})],
         "proxy_ports": {"http": PROXY_HTTP_PORT, "https": PROXY_HTTPS_PORT, "ops": PROXY_OPS_PORT},
         "app_healthcheck": healthcheck,
         # compose.engine-25.yaml: the services whose health check polls every START_INTERVAL while
@@ -984,7 +992,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # The Kubernetes target: a kustomize base, overlays and components (extensions/kubernetes.py), or None.
         "kubernetes": kubernetes_model(
             f.slug, answers["image_name"], envs, services, f.db,
-            app={"port": f.app_port, "health_path": answers["health_path"], "metrics_path": f.metrics_path,
+            app={"port": f.app_port, "metrics_port": f.metrics_port, "health_path": answers["health_path"], "metrics_path": f.metrics_path,
                  "limits": f.app_limits, "max_replicas": int(answers.get("app_max_replicas") or f.app_replicas),
                  "monitored": f.monitored},
             options={"ingress_class": answers.get("kubernetes_ingress_class") or "nginx",

@@ -25,6 +25,9 @@ VARIANTS: dict[str, dict] = {
         acme_email="ops@deployment-patterns.dev", domain_production="shop.deployment-patterns.dev",
         process_manager="supervisor", alert_receiver="webhook", ci="gitlab",
         orchestrators=["kubernetes"], kubernetes_ingress_class="traefik", kubernetes_cluster_issuer="letsencrypt-prod",
+        # Metrics from a server of their own (rendered and checked statically: the example app
+        # serves them on app_port; tests/test_e2e_monitoring_metrics_port.py runs one that does not).
+        metrics_port="9464",
     ),
     "py-poetry-traefik-nodb": dict(
         python_installer="poetry", environments=["dev"], database="none", cache="redis",

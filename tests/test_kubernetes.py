@@ -317,6 +317,31 @@ def test_network_paths_are_only_those_needed(built):
             assert not any(n.startswith("db") for n in policies)
 
 
+def test_metrics_are_scraped_on_the_port_the_app_serves_them(built):
+    """metrics_port apart from app_port: a port of its own ("metrics") in the pod and the Service,
+    scraped by the ServiceMonitor and open to Prometheus only; else the HTTP port."""
+    seen = set()
+    for name, project, env, docs in each_build(built):
+        a = answers(project)
+        monitors = of_kind(docs, "ServiceMonitor")
+        if not monitors:
+            continue
+        separate = str(a.get("metrics_port") or a["app_port"]) != str(a["app_port"])
+        seen.add(separate)
+        port_name = "metrics" if separate else "http"
+        assert [e["port"] for e in monitors[0]["spec"]["endpoints"]] == [port_name], f"{name}/{env}"
+        policy = named(docs, "NetworkPolicy", "app-from-prometheus")["spec"]["ingress"][0]["ports"]
+        assert policy == [{"protocol": "TCP", "port": port_name}], f"{name}/{env}"
+        container = named(docs, "Deployment", "app")["spec"]["template"]["spec"]["containers"][0]
+        service = named(docs, "Service", "app")["spec"]["ports"]
+        if separate:
+            assert {"name": "metrics", "containerPort": int(a["metrics_port"])} in container["ports"]
+            assert {"name": "metrics", "port": int(a["metrics_port"]), "targetPort": "metrics"} in service
+        else:
+            assert [p["name"] for p in container["ports"]] == ["http"] and [p["name"] for p in service] == ["http"]
+    assert seen == {True, False}, "the variants cover both"
+
+
 def test_containers_have_probes_and_the_compose_sizes(built):
     for name, project, env, docs in each_build(built):
         compose = compose_config(project, env)["services"]

@@ -144,6 +144,24 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_prometheus_scrapes_the_port_the_app_serves_metrics_on(render, variant):
+    """metrics_port (app_port by default) for the app's metrics; the health path's, on app_port,
+    for an app without metrics. The image exposes both ports."""
+    project = render(variant)
+    a = answers(project)
+    app_port, metrics_port = int(a["app_port"]), int(a.get("metrics_port") or a["app_port"])
+    exposed = re.search(r"^EXPOSE (.+)$", (project / "Dockerfile").read_text(), re.M).group(1).split()
+    prometheus = project / "config" / "prometheus" / "prometheus.yml"
+    if not prometheus.exists():
+        assert exposed == [str(app_port)]
+        return
+    job = next(j for j in yaml.safe_load(prometheus.read_text())["scrape_configs"] if j["job_name"] == "app")
+    scraped = a.get("metrics_path", "/metrics") != ""
+    assert job["dns_sd_configs"][0]["port"] == (metrics_port if scraped else app_port)
+    assert exposed == sorted({str(app_port), str(metrics_port if scraped else app_port)}, key=int)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_compose_model_per_environment(render, variant):
     project = render(variant)
     a = answers(project)

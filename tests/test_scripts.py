@@ -920,6 +920,20 @@ def node_install(render, project: Path, *args: str) -> subprocess.CompletedProce
     return run("sh", render("node-mariadb-nginx-existing") / "docker" / "node-install.sh", *args, cwd=project, check=False)
 
 
+@pytest.mark.parametrize("lock", ["package-lock.json", None])
+def test_node_install_leaves_a_node_modules_for_an_app_without_dependencies(render, tmp_path, lock):
+    """The runtime stage copies node_modules: an app with no dependency (npm makes no directory
+    for it, with a lock or without) still has one, empty."""
+    require_tool("npm")
+    (tmp_path / "package.json").write_text('{"name": "bare", "version": "1.0.0", "private": true}\n')
+    if lock:
+        (tmp_path / lock).write_text('{"name": "bare", "version": "1.0.0", "lockfileVersion": 3, "requires": true, '
+                                     '"packages": {"": {"name": "bare", "version": "1.0.0"}}}\n')
+    installed = node_install(render, tmp_path, "production")
+    assert installed.returncode == 0, installed.stderr
+    assert (tmp_path / "node_modules").is_dir() and not any(p.name != ".package-lock.json" for p in (tmp_path / "node_modules").iterdir())
+
+
 def test_node_install_refuses_what_it_cannot_install_before_installing_anything(render, tmp_path):
     """Each refusal is one line naming the fix, before any package manager runs (nothing is
     installed, no network is needed)."""

@@ -16,6 +16,8 @@ BAD_ANSWERS = [
     ({"app_port": 70000}, "use a port between 1024 and 65535"),
     ({"app_port": "abc"}, "app_port 'abc' is not a number: use a port between 1024 and 65535, e.g. 8000"),
     ({"runtime": "node", "app_port": 80}, "between 1024 and 65535, e.g. 3000"),
+    ({"metrics_port": 80}, "metrics_port 80 is out of range: the app runs as a non-root user, so use a port between 1024 and 65535, e.g. 8000"),
+    ({"metrics_port": "nine"}, "metrics_port 'nine' is not a number"),
     ({"health_path": "healthz"}, 'starting with "/"'),
     # Each of these broke a consumer: nginx's `location =`, Prometheus' relabelling, the check's quotes.
     ({"health_path": "/health?ready=1"}, "health_path '/health?ready=1' is not a plain URL path"),

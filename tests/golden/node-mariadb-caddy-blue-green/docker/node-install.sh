@@ -93,3 +93,6 @@ else
 	echo "warning: no lock file (package-lock.json, pnpm-lock.yaml, yarn.lock): dependencies are resolved at build time (npm install --package-lock-only makes one)" >&2
 	if [ "$scope" = production ]; then npm install --omit=dev --no-audit --no-fund; else npm install --include=dev --no-audit --no-fund; fi
 fi
+# An app without dependencies gets no node_modules from the package managers: the runtime stage
+# copies the directory whatever it holds.
+mkdir -p node_modules
