@@ -322,3 +322,25 @@ def test_a_deploy_of_an_app_listening_on_localhost_only_fails_saying_so(copie_se
         docker("image", "rm", "--force", image, check=False)
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
     run("rm", "-rf", stack.project)
+
+
+def test_a_deploy_of_an_app_that_cannot_start_fails_showing_its_last_log_lines(copie_session, lab):
+    """A start command naming a file the app does not have: the container exits at once and
+    restarts. The first deploy fails; its last line says how the app stopped, and the lines above
+    it hold the app's own error (Node.js ends a crash with its version, not the error)."""
+    answers = dict(SHAPES["node-without-lock"], start_command="node missing.js")
+    stack = rendered(copie_session, "node-without-lock", answers)
+    image = f"{stack.answers['image_name']}:v1"
+    try:
+        proc = deploy_release(stack.project, "dev", "v1", check=False)
+        assert proc.returncode != 0
+        last = proc.stderr.strip().splitlines()[-1]
+        assert re.search(r"deploy v1 to dev failed: the stack did not become healthy \(app-blue stopped with exit code 1 "
+                         r"\(\d+ restarts; it is \w+\): its last log lines are above;", last), last
+        above = proc.stderr.split("the last log lines of app-blue:\n", 1)[1]
+        assert "Error: Cannot find module '/app/missing.js'" in above, proc.stderr[-3000:]
+    finally:
+        stack.down()
+        docker("image", "rm", "--force", image, check=False)
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+    run("rm", "-rf", stack.project)

@@ -899,6 +899,10 @@ def test_requirement_files_of_a_project_that_installs_itself_copy_it_whole(rende
 
 @pytest.mark.parametrize("files, reason", [
     ({"app.py": ""}, "error: no requirements.txt in the project: add one (pip freeze, pip-compile), or choose python_installer uv or poetry"),
+    ({"Pipfile": "", "Pipfile.lock": "{}"},
+     "error: no requirements.txt in the project: add one (pip freeze, pip-compile; Pipfile.lock is here: pipenv requirements --hash > requirements.txt)"),
+    ({"pyproject.toml": "", "uv.lock": ""},
+     "error: no requirements.txt in the project: add one (pip freeze, pip-compile; uv.lock is here: or choose python_installer uv)"),
     ({"requirements.txt": "flask\n-r requirements/prod.txt\n"},
      "error: requirements.txt line 2 names requirements/prod.txt, which is not in the build context (check .dockerignore)"),
     ({"requirements.txt": "-r reqs/a.txt\n", "reqs/a.txt": "-c ../../outside.txt\n"},

@@ -252,26 +252,29 @@ app_containers() {
 }
 
 # unhealthy_reason [SERVICE]: why the first container of SERVICE (of the environment, by default)
-# that should serve does not, on one line: its health check's last output, or how it stopped and
-# its last log line (one-off jobs that ended with exit code 0 are fine).
+# that should serve does not, on one line: its health check's last output; or, when it stopped or
+# restarted, its exit code, with its last log lines on stderr (a crash's message is seldom the
+# last line: Node.js ends with its version, Go with goroutine traces). One-off jobs that ended
+# with exit code 0 are fine.
 unhealthy_reason() {
-	local id service status code health said
+	local id service status code health restarts said
 	for id in $(docker ps --all --quiet --filter "label=com.docker.compose.project=$PROJECT_SLUG-$RELEASE_ENV" \
 		${1:+--filter "label=com.docker.compose.service=$1"}); do
-		read -r service status code health < <(docker inspect --format \
-			'{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
-		if [[ $status == running ]]; then
-			[[ -z $health || $health == healthy ]] && continue
+		read -r service status code restarts health < <(docker inspect --format \
+			'{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
+		if [[ $status == running && ${health:-healthy} == healthy ]] || [[ $status == created ]] ||
+			[[ $status == exited && $code == 0 ]]; then
+			continue
+		elif [[ $status == running && ($restarts == 0 || $health == unhealthy) ]]; then
 			# The last check's output, Go-quoted: one line whatever it printed.
 			said=$(docker inspect --format '{{range .State.Health.Log}}{{printf "%q" .Output}}{{"\n"}}{{end}}' "$id" | sed '/^$/d' | tail -n 1)
 			said=${said#\"}
 			said=${said%\"}
 			echo "$service is $health: its health check said: ${said%\\n}"
-		elif [[ $status == exited && $code == 0 ]] || [[ $status == created ]]; then
-			continue
 		else
-			said=$(docker logs --tail 1 "$id" 2>&1 | tr -d '\r')
-			echo "$service is $status (exit code $code), its last log line: ${said:-none}"
+			echo "the last log lines of $service:" >&2
+			docker logs --tail 12 "$id" 2>&1 | tr -d '\r' | sed 's/^/    /' >&2
+			echo "$service stopped with exit code $code ($restarts restarts; it is $status): its last log lines are above"
 		fi
 		return 0
 	done
