@@ -142,6 +142,8 @@ class Facts:
         # has a metrics server of its own), else the app port, whose health path the blackbox probes.
         self.metrics_port = int(answers.get("metrics_port") or self.app_port)
         self.scrape_port = self.metrics_port if self.metrics_path else self.app_port
+        # The ports the app listens on: its own, and its metrics server's when it has one.
+        self.app_ports = [str(port) for port in sorted({self.app_port, self.scrape_port})]
         self.hsts_subdomains = bool(answers.get("hsts_include_subdomains"))
         # Grafana behind the public proxy (an answer), or on the host's loopback only.
         self.grafana_public = self.monitored and bool(answers.get("grafana_public"))
@@ -283,7 +285,7 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             if builds else None,
             pull_policy=None if builds else "never",
             init=True,
-            expose=[str(port) for port in sorted({f.app_port, f.scrape_port})],
+            expose=f.app_ports,
             # APP_VERSION from the same variable as the image tag: the env file's copy must not win.
             environment={"PORT": str(f.app_port), "APP_VERSION": version, **database_env(app_role(f)), **cache_env},
             secrets=[name for name, readers in reads.items() if "app" in readers],
@@ -951,8 +953,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "app_port": f.app_port,
         # Where Prometheus asks each replica (the app's metrics, or its health path for the blackbox).
         "scrape_port": f.scrape_port,
-        # The app's ports: its own, and its metrics server's when it has one.
-        "app_ports": [str(port) for port in sorted({f.app_port, f.scrape_port})],
+        "app_ports": f.app_ports,
         "proxy_ports": {"http": PROXY_HTTP_PORT, "https": PROXY_HTTPS_PORT, "ops": PROXY_OPS_PORT},
         "app_healthcheck": healthcheck,
         # compose.engine-25.yaml: the services whose health check polls every START_INTERVAL while

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -304,43 +305,39 @@ def test_a_go_image_builds_the_modules_server_and_names_the_choice_when_there_ar
         run("rm", "-rf", project)
 
 
-def test_a_deploy_of_an_app_listening_on_localhost_only_fails_saying_so(copie_session, lab):
-    """gunicorn bound to 127.0.0.1: it answers a check on the loopback address, but the proxy, on
-    another container, cannot reach it. The first deploy fails, and its last line says why."""
-    answers = dict(SHAPES["python-pyproject-without-lock"], start_command="gunicorn --bind 127.0.0.1:5001 app:app")
-    stack = rendered(copie_session, "python-pyproject-without-lock", answers)
+def failed_first_deploy(copie_session, shape: str, start_command: str) -> subprocess.CompletedProcess:
+    """scripts/deploy.sh dev v1 of SHAPE's app started by START_COMMAND, which must fail; the stack,
+    its image and the project are removed afterwards, leaving nothing behind."""
+    stack = rendered(copie_session, shape, dict(SHAPES[shape], start_command=start_command))
     image = f"{stack.answers['image_name']}:v1"
     try:
         proc = deploy_release(stack.project, "dev", "v1", check=False)
-        assert proc.returncode != 0
-        last = proc.stderr.strip().splitlines()[-1]
-        assert "deploy v1 to dev failed: the stack did not become healthy (app-blue is unhealthy: its health check said: " \
-               "the app answers on localhost only, not on " in last, last
-        assert "make it listen on all addresses, e.g. uvicorn --host 0.0.0.0, gunicorn --bind 0.0.0.0:5001" in last, last
     finally:
         stack.down()
         docker("image", "rm", "--force", image, check=False)
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
     run("rm", "-rf", stack.project)
+    assert proc.returncode != 0
+    return proc
+
+
+def test_a_deploy_of_an_app_listening_on_localhost_only_fails_saying_so(copie_session, lab):
+    """gunicorn bound to 127.0.0.1: it answers a check on the loopback address, but the proxy, on
+    another container, cannot reach it. The first deploy fails, and its last line says why."""
+    proc = failed_first_deploy(copie_session, "python-pyproject-without-lock", "gunicorn --bind 127.0.0.1:5001 app:app")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "deploy v1 to dev failed: the stack did not become healthy (app-blue is unhealthy: its health check said: " \
+           "the app answers on localhost only, not on " in last, last
+    assert "make it listen on all addresses, e.g. uvicorn --host 0.0.0.0, gunicorn --bind 0.0.0.0:5001" in last, last
 
 
 def test_a_deploy_of_an_app_that_cannot_start_fails_showing_its_last_log_lines(copie_session, lab):
     """A start command naming a file the app does not have: the container exits at once and
     restarts. The first deploy fails; its last line says how the app stopped, and the lines above
     it hold the app's own error (Node.js ends a crash with its version, not the error)."""
-    answers = dict(SHAPES["node-without-lock"], start_command="node missing.js")
-    stack = rendered(copie_session, "node-without-lock", answers)
-    image = f"{stack.answers['image_name']}:v1"
-    try:
-        proc = deploy_release(stack.project, "dev", "v1", check=False)
-        assert proc.returncode != 0
-        last = proc.stderr.strip().splitlines()[-1]
-        assert re.search(r"deploy v1 to dev failed: the stack did not become healthy \(app-blue stopped with exit code 1 "
-                         r"\(\d+ restarts; it is \w+\): its last log lines are above;", last), last
-        above = proc.stderr.split("the last log lines of app-blue:\n", 1)[1]
-        assert "Error: Cannot find module '/app/missing.js'" in above, proc.stderr[-3000:]
-    finally:
-        stack.down()
-        docker("image", "rm", "--force", image, check=False)
-    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
-    run("rm", "-rf", stack.project)
+    proc = failed_first_deploy(copie_session, "node-without-lock", "node missing.js")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.search(r"deploy v1 to dev failed: the stack did not become healthy \(app-blue stopped with exit code 1 "
+                     r"\(\d+ restarts; it is \w+\): its last log lines are above;", last), last
+    above = proc.stderr.split("the last log lines of app-blue:\n", 1)[1]
+    assert "Error: Cannot find module '/app/missing.js'" in above, proc.stderr[-3000:]
