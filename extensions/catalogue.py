@@ -121,6 +121,7 @@ CI_PLATFORMS = {
         "settings": "repository Settings, Environments, secrets", "image": "ghcr.io/OWNER/REPOSITORY",
         "signing_identity": "^https://github\\.com/OWNER/REPOSITORY/\\.github/workflows/ci\\.yml@refs/heads/main$",
         "signing_issuer": "https://token.actions.githubusercontent.com", "issuer_note": "",
+        "build_credentials": "a repository secret `BUILD_ENV` holding the lines (written to a file only the job reads)",
     },
     "gitlab": {
         "name": "GitLab CI/CD", "files": ".gitlab-ci.yml", "request": "merge",
@@ -131,6 +132,7 @@ CI_PLATFORMS = {
         "settings": "CI/CD variables, masked and scoped to the environment", "image": "registry.gitlab.com/GROUP/PROJECT",
         "signing_identity": "^https://gitlab\\.com/GROUP/PROJECT//\\.gitlab-ci\\.yml@refs/heads/main$",
         "signing_issuer": "https://gitlab.com", "issuer_note": "; a self-managed GitLab is its own issuer",
+        "build_credentials": "a CI/CD variable of type File named `BUILD_ENV_FILE`",
     },
 }
 # GitLab jobs run in the Docker CLI image with a Docker-in-Docker service of the same release.

@@ -27,6 +27,9 @@ from .swarm import swarm_model
 HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3, "start_period": "30s"}
 HEALTH_EVERY_15S = {"interval": "15s", "timeout": "5s", "retries": 3, "start_period": "30s"}
 START_INTERVAL = "250ms"
+# The BuildKit secret of the build's credentials: BUILD_ENV_FILE on the build host, none by default
+# (/dev/null: empty). docker/build-env.sh gives it to the steps that fetch dependencies.
+BUILD_SECRET = "build_env"
 # A host job that needs no privilege, started by root (cron, supervisord): util-linux's setpriv
 # empties the bounding and inheritable sets before the exec, so root keeps no capability and cannot
 # regain one (no_new_privs); nice 10 as the systemd units.
@@ -279,9 +282,12 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             notes={} if builds else {
                 "pull_policy": "scripts/deploy.sh pulls or builds the image first; with 0 replicas there is nothing to pull."},
             # Base images from the same settings as every other image (X_IMAGE, IMAGE_MIRROR).
+            # The build's credentials reach the dependency steps only (docker/build-env.sh);
+            # BUILD_NETWORK=host lets them reach a registry on the build host's loopback.
             build={"context": ".", "target": "runtime",
                    "args": {"APP_VERSION": version,
-                            **{BASE_IMAGE_ARGS[key]: image_ref(key) for key in RUNTIMES[f.runtime]["images"]}}}
+                            **{BASE_IMAGE_ARGS[key]: image_ref(key) for key in RUNTIMES[f.runtime]["images"]}},
+                   "secrets": [BUILD_SECRET], "network": "${BUILD_NETWORK:-default}"}
             if builds else None,
             pull_policy=None if builds else "never",
             init=True,
@@ -898,6 +904,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # Networks with a route out outside dev too (the others are internal there).
         "open_networks": [net for net in OPEN_NETWORKS if net in used_networks],
         "network_purpose": NETWORK_PURPOSE,
+        "build_secret": BUILD_SECRET,
         "grafana_public": f.grafana_public,
         "grafana_admin": grafana_admin(f) if f.monitored else None,
         "volumes": [v for v in VOLUME_ORDER if v in named_volumes],

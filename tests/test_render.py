@@ -143,6 +143,26 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     assert {"secrets/", "env/", "backups/", ".git"} <= set(ignored)
 
 
+# What fetches packages in the image's build: each such step gets the build's credentials.
+FETCHES = re.compile(r"pip (--python \S+ )?install|uv sync|uv pip install|poetry lock|node-install\.sh (production|all)|go mod download|go build")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_step_that_fetches_dependencies_gets_the_builds_credentials_and_no_other(render, variant):
+    dockerfile = (render(variant) / "Dockerfile").read_text()
+    steps = re.split(r"\n(?=[A-Z]+ )", dockerfile.replace("\\\n", " "))
+    runs = [step for step in steps if step.startswith("RUN ")]
+    fetching = [step for step in runs if FETCHES.search(step)]
+    with_credentials = [step for step in runs if "id=build_env" in step]
+    assert fetching and with_credentials == fetching
+    for step in fetching:
+        # Read from the secret in the step itself (a layer keeps neither the mount nor the
+        # environment), before the first command that fetches.
+        assert "--mount=type=bind,source=docker/build-env.sh,target=/tmp/build-env.sh" in step
+        assert re.search(r"\. /tmp/build-env\.sh\s+&&", step).start() < FETCHES.search(step).start(), step
+    assert "build_env" not in dockerfile.split(" AS runtime", 1)[1]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_prometheus_scrapes_the_port_the_app_serves_metrics_on(render, variant):
     """metrics_port (app_port by default) for the app's metrics; the health path's, on app_port,
@@ -195,8 +215,15 @@ def test_compose_model_per_environment(render, variant):
             for key, value in (service.get("environment") or {}).items():
                 assert not re.search(r"PASSWORD$|SECRET$|_KEY$", key), f"{where}: {key}"
                 assert "://" not in str(value) or "@" not in str(value), f"{where}: {key}"
-        for secret in model.get("secrets", {}).values():
+        runtime_secrets = {name: secret for name, secret in model.get("secrets", {}).items() if name != "build_env"}
+        for secret in runtime_secrets.values():
             assert secret["file"].startswith(str(project / "secrets" / env)), secret
+        # The build's credentials: none unless BUILD_ENV_FILE names them; the app's build alone
+        # reads them, no running container.
+        assert model["secrets"]["build_env"]["file"] == "/dev/null"
+        assert [name for name, s in services.items()
+                if any(secret["source"] == "build_env" for secret in (s.get("build") or {}).get("secrets", []))] == ["app-blue"]
+        assert not any(secret["source"] == "build_env" for s in services.values() for secret in s.get("secrets", []))
         # Outside dev only the proxy publishes ports, and Grafana on loopback unless it is public;
         # the database never does.
         published = {name for name, s in services.items() if s.get("ports")}

@@ -964,3 +964,68 @@ def test_node_install_refuses_what_it_cannot_install_before_installing_anything(
     refused = node_install(render, tmp_path, "production")
     assert refused.returncode == 1 and "lockfileVersion this image does not know ('12')" in refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [".yarnrc.yml", "package.json", "pnpm-lock.yaml"], "nothing installed"
+
+
+def build_env(render, tmp_path, content: str, shell: str = "sh") -> subprocess.CompletedProcess:
+    """The rendered docker/build-env.sh sourced by SHELL as a dependency step sources it, with
+    CONTENT as the build's secret; prints the environment it leaves."""
+    secret = tmp_path / "build_env"
+    secret.write_text(content)
+    script = render("defaults") / "docker" / "build-env.sh"
+    return run(shell, "-c", f". {script} && env -0", env={"PATH": os.environ["PATH"], "BUILD_ENV_SECRET": str(secret)},
+               check=False)
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_the_builds_credentials_reach_the_dependency_steps_as_a_dotenv_file_has_them(render, tmp_path, shell):
+    proc = build_env(render, tmp_path, "# a registry token\n\n  NPM_TOKEN=npm_abc=def\r\nexport PIP_INDEX_URL=https://u:p@pypi.example.com/simple/\n"
+                     "QUOTED=\"two words\"\nSINGLE='x'\nEMPTY=\nLAST=no-newline", shell)
+    assert proc.returncode == 0, proc.stderr
+    environment = dict(item.split("=", 1) for item in proc.stdout.split("\0") if item)
+    assert {k: environment[k] for k in ("NPM_TOKEN", "PIP_INDEX_URL", "QUOTED", "SINGLE", "EMPTY", "LAST")} == {
+        "NPM_TOKEN": "npm_abc=def", "PIP_INDEX_URL": "https://u:p@pypi.example.com/simple/", "QUOTED": "two words",
+        "SINGLE": "x", "EMPTY": "", "LAST": "no-newline"}
+    assert not [name for name in environment if name.startswith("build_env")], "the script's own variables are gone"
+    # No secret (BuildKit mounts an empty one by default): nothing exported, nothing fails.
+    assert build_env(render, tmp_path, "", shell).returncode == 0
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("GOOD=1\nnpm-token=abc\n", "line 2 of the build's credentials is not NAME=VALUE"),
+    ("1ST=abc\n", "line 1 of the build's credentials is not NAME=VALUE"),
+    ("A=1\n\nsecret-without-name\n", "line 3 of the build's credentials has no '='"),
+])
+def test_a_credentials_line_that_is_not_name_value_stops_the_build_without_showing_it(render, tmp_path, content, reason):
+    proc = build_env(render, tmp_path, content)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == f"error: {reason}" + (" (NAME: letters, digits and _)\n" if "NAME=VALUE" in reason else ": NAME=VALUE\n")
+    assert "abc" not in proc.stderr and "secret" not in proc.stderr
+
+
+def test_a_build_checks_its_credentials_file_before_anything_is_written(project, tmp_path):
+    """BUILD_ENV_FILE is checked by every path that builds (compose.sh build or up --build,
+    build.sh, CI's release.sh) before anything is written; a good one is taken."""
+    missing = {**os.environ, "BUILD_ENV_FILE": str(tmp_path / "nowhere.env")}
+    for args in (["compose.sh", "dev", "up", "--build"], ["compose.sh", "dev", "build"], ["build.sh", "dev", "v1"],
+                 ["ci/release.sh", "ghcr.io/acme/app", "v1"]):
+        proc = run(project / "scripts" / args[0], *args[1:], env=missing, check=False)
+        assert proc.returncode == 1, args
+        assert proc.stderr.strip().endswith(f"BUILD_ENV_FILE is not a readable file: {tmp_path / 'nowhere.env'}"), proc.stderr
+        assert not (project / "env" / "dev.env").exists() and not (project / ".ci-reports").exists(), args
+    bad = tmp_path / "build.env"
+    bad.write_text("NPM_TOKEN=abc\nnpm-token=abc\n")
+    bad.chmod(0o600)
+    proc = run(project / "scripts" / "build.sh", "dev", "v1", env={**os.environ, "BUILD_ENV_FILE": str(bad)}, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(f"BUILD_ENV_FILE {bad}: line 2 of the build's credentials is not NAME=VALUE "
+                                        "(NAME: letters, digits and _)"), proc.stderr
+    assert "abc" not in proc.stderr and proc.stderr.count("\n") == 1
+    # A relative path is the project's, as Compose reads it; a file others may read is named.
+    (project / "secrets").mkdir()
+    (project / "secrets" / "build.env").write_text("NPM_TOKEN=abc\n")
+    (project / "secrets" / "build.env").chmod(0o644)
+    proc = run("bash", "-c", 'source scripts/lib/common.sh && check_build_env dev && echo "$BUILD_ENV_FILE"', cwd=project,
+               env={**os.environ, "BUILD_ENV_FILE": "secrets/build.env"}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(project / "secrets" / "build.env")
+    assert "is open to other users: chmod 600 it" in proc.stderr

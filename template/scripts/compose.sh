@@ -12,6 +12,8 @@ env=$1
 shift
 require_env "$env"
 require_cmd docker "install Docker Engine with the compose plugin"
+# A build (build, up --build) gets the build's credentials, checked first.
+[[ " $* " != *" build "* && " $* " != *" --build "* ]] || check_build_env "$env"
 ensure_env_ready "$env"
 # Before `up`: images that cannot be had are named in one line (not Compose's registry error).
 [[ ${1:-} != up ]] || ensure_images "$env" "${@:2}"

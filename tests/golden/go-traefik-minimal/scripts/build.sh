@@ -17,6 +17,7 @@ env=$1
 version=$2
 require_env "$env"
 require_version "$version"
+check_build_env "$env"
 ensure_env_ready "$env"
 compose_cmd "$env"
 release_config

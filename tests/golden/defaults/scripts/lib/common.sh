@@ -57,6 +57,22 @@ env_value() {
 	sed -n "s/^$2=//p" "$PROJECT_ROOT/env/$1.env" | tail -n 1
 }
 
+# check_build_env [ENV]: BUILD_ENV_FILE (from the environment, else env/ENV.env), if set, is a
+# readable file of NAME=VALUE lines (docker/build-env.sh's rules, which the image's build applies),
+# exported with its absolute path for the build's secret. Dies naming the fix before a build.
+check_build_env() {
+	local file=${BUILD_ENV_FILE:-$(env_value "${1:-}" BUILD_ENV_FILE)} reason
+	[[ -n $file ]] || return 0
+	[[ $file == /* ]] || file=$PROJECT_ROOT/$file
+	[[ -f $file && -r $file ]] || die "BUILD_ENV_FILE is not a readable file: $file"
+	reason=$(BUILD_ENV_SECRET=$file sh "$PROJECT_ROOT/docker/build-env.sh" 2>&1 >/dev/null) ||
+		die "BUILD_ENV_FILE $file: ${reason#error: }"
+	if [[ $(stat -c %A "$file") != *--- ]]; then
+		log "warning: BUILD_ENV_FILE $file is open to other users: chmod 600 it"
+	fi
+	export BUILD_ENV_FILE=$file
+}
+
 # deploy_target ENV: where ENV runs: DEPLOY_TARGET from the environment or env/ENV.env [compose].
 deploy_target() {
 	local target=${DEPLOY_TARGET:-$(env_value "$1" DEPLOY_TARGET)}

@@ -127,6 +127,7 @@ obtain_image() {
 	elif pull_error=$(docker pull --quiet "$image" 2>&1 >/dev/null); then
 		log "deploy $RELEASE_VERSION to $RELEASE_ENV: pulled $image"
 	elif [[ $RELEASE_VERSION == "$RELEASE_COMMIT" ]] && ! checkout_changed; then
+		check_build_env "$RELEASE_ENV"
 		log "deploy $RELEASE_VERSION to $RELEASE_ENV: building $image from this checkout (its commit, no changes)"
 		build_image "$RELEASE_VERSION" >/dev/null || die "building $image failed"
 	else
