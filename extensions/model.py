@@ -487,8 +487,10 @@ def db_archive_service(f: Facts, reads: dict[str, list[str]]) -> Service:
                  "rights only; it reconnects after any interruption."),
         entrypoint=["sh", archive["script"]],
         volumes=[f"{archive['volume']}:{archive['home']}", f"./config/db/{archive['file']}:{archive['script']}:ro"],
-        notes={"healthcheck": "Healthy while mariadb-binlog streams (its pid file is the archiver's own)."},
-        healthcheck={"test": ["CMD-SHELL", 'kill -0 "$$(cat /tmp/mariadb-binlog.pid)"'], **HEALTH_EVERY_5S},
+        notes={"healthcheck": "Healthy while mariadb-binlog streams (its pid file is the archiver's own), and for\n"
+                              "2 minutes while it reconnects (a restarting or recreated server)."},
+        healthcheck={"test": ["CMD-SHELL", 'kill -0 "$$(cat /tmp/mariadb-binlog.pid)" 2>/dev/null'
+                                            ' || [ -n "$$(find /tmp/reconnecting -mmin -2 2>/dev/null)" ]'], **HEALTH_EVERY_5S},
         depends_on={"db": "service_healthy", "db-roles": "service_completed_successfully"},
         networks=["archive"],
     )

@@ -21,6 +21,7 @@ import os
 import secrets
 import tarfile
 import threading
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -169,6 +170,13 @@ def test_an_app_with_private_dependencies_builds_with_the_token_and_no_layer_kee
     project = result.project_dir
     for name, text in app["files"](registry).items():
         (project / name).write_text(text)
+    # A build of its own: BuildKit's cache does not key on a secret, and an earlier run's layer,
+    # built with the token, would let the build without it pass.
+    requirements = project / ("package.json" if runtime == "node" else "requirements.txt")
+    if runtime == "node":
+        requirements.write_text(json.dumps({**json.loads(requirements.read_text()), "description": f"run {uuid.uuid4()}"}))
+    else:
+        requirements.write_text(requirements.read_text() + f"# run {uuid.uuid4()}\n")
     image = f"private-deps-{runtime}"
     build_env = {**os.environ, "BUILD_NETWORK": "host"}
     try:

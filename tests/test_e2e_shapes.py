@@ -49,6 +49,12 @@ SHAPES = {
     "node-pnpm": dict(runtime="node", app_port=4200, start_command="node server.js"),
     "node-yarn-classic": dict(runtime="node", app_port=4300, start_command="node server.js"),
     "node-yarn-berry": dict(runtime="node", app_port=4400, start_command="node server.js"),
+    # A monorepo (npm workspaces): the service in apps/api uses packages/greet, whose own version of
+    # a dependency npm keeps in packages/greet/node_modules.
+    "node-npm-workspaces": dict(runtime="node", app_port=4600, start_command="node apps/api/server.js"),
+    # The same with pnpm (pnpm-workspace.yaml, workspace:* links): each workspace's node_modules
+    # links into the root's.
+    "node-pnpm-workspaces": dict(runtime="node", app_port=4700, start_command="node apps/api/server.js"),
     # TypeScript: `npm run build` (tsc, a development dependency) makes dist/, which the image runs.
     "node-typescript-build": dict(runtime="node", app_port=4100, start_command="node dist/server.js"),
     "go-vendored": dict(runtime="go", app_port=7000, start_command="/app/server"),
@@ -62,7 +68,9 @@ SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-with
           "python-src-package": "python-package", "python-poetry-package": "python-poetry-package",
           "python-requirements-nested": "python-requirements-nested",
           "node-without-lock": "node", "node-pnpm": "node-pnpm", "node-yarn-classic": "node-yarn-classic",
-          "node-yarn-berry": "node-yarn-berry", "node-typescript-build": "node-typescript", "go-vendored": "go-vendored",
+          "node-yarn-berry": "node-yarn-berry", "node-typescript-build": "node-typescript", "node-npm-workspaces": "node-npm-workspaces",
+          "node-pnpm-workspaces": "node-pnpm-workspaces",
+          "go-vendored": "go-vendored",
           "go-cmd-layout": "go-cmd-layout"}
 
 # Node shapes installed by another package manager than npm: the file each leaves in node_modules.
@@ -110,6 +118,12 @@ def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, sha
                              "-A", "/app/node_modules").stdout.split()
             assert INSTALLED_BY[shape] in modules and "ms" in modules, modules
             assert "left-pad" not in modules, "development dependencies stay out of the image"
+        if shape in ("node-npm-workspaces", "node-pnpm-workspaces"):
+            # Each workspace's dependencies, at its own version; no development dependency anywhere.
+            assert stack.get_json("/")["ms"] == {"api": "2.0.0", "greet": "2.1.3"}
+            found = docker("run", "--rm", "--entrypoint", "sh", f"{stack.answers['image_name']}:dev", "-c",
+                           "find /app -name 'left-pad*'; ls -A /app/packages/greet/node_modules").stdout.split()
+            assert "ms" in found and not [name for name in found if name.startswith("left-pad")], found
         if shape == "node-pnpm":
             # Its .npmrc was honoured (node-linker=hoisted: a directory, not pnpm's usual link), and
             # neither it (a registry token) nor its .env (a dotenv file) is in the image.

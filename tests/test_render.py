@@ -101,11 +101,12 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     a = answers(project)
     runtime = a["runtime"] if a["runtime"] != "python" else f"python-{a['python_installer']}"
     # (base image argument, or "" for a stage that starts from another stage; stage name)
-    stages = re.findall(r"^FROM (?:\$\{(\w+)\}|\w+) AS (\w+)$", dockerfile, re.M)
+    stages = re.findall(r"^FROM (?:\$\{(\w+)\}|\w+) AS ([\w-]+)$", dockerfile, re.M)
     # Go also lays out the runtime's few files (busybox and its links) in a stage of its own; Node
     # installs the production dependencies (deps) beside the app's build script (build), both from
-    # the package files (base); pip's build takes the requirement files from a stage of their own.
-    assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["base", "deps", "build", "runtime"],
+    # the package files (base), which a stage of their own picks out of the source (package-files,
+    # each workspace's package.json too), as pip's build takes the requirement files.
+    assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["package-files", "base", "deps", "build", "runtime"],
                                             "python-pip": ["requirements", "build", "runtime"],
                                             "python-uv": ["build", "runtime"], "python-poetry": ["build", "runtime"]}[runtime]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
@@ -131,8 +132,9 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
         assert "wget" not in runtime_stage
     if runtime == "node":
         # The production dependencies, never the build stage's (development ones included).
-        assert "COPY --from=deps /build/node_modules ./node_modules" in runtime_stage
-        assert "rm -rf node_modules" in dockerfile.split(" AS build", 1)[1].split("\nFROM ", 1)[0]
+        # Every node_modules (the root's and each workspace's), moved to /deps by docker/node-install.sh.
+        assert "COPY --from=deps /deps/ ./" in runtime_stage
+        assert "find . -name node_modules -prune -type d -exec rm -rf {} +" in dockerfile.split(" AS build", 1)[1].split("\nFROM ", 1)[0]
     assert "org.opencontainers.image.version" in runtime_stage
     # No compiler or package-manager cache arrives in the runtime stage.
     assert "pip install" not in runtime_stage and "npm ci" not in runtime_stage and "BUILD_PACKAGES" not in runtime_stage

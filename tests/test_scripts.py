@@ -941,8 +941,9 @@ def test_node_install_leaves_a_node_modules_for_an_app_without_dependencies(rend
 def test_node_install_refuses_what_it_cannot_install_before_installing_anything(render, tmp_path):
     """Each refusal is one line naming the fix, before any package manager runs (nothing is
     installed, no network is needed)."""
-    assert node_install(render, tmp_path).stderr == "error: usage: node-install.sh production|all\n"
+    assert node_install(render, tmp_path).stderr == "error: usage: node-install.sh production [DEST] | all\n"
     assert node_install(render, tmp_path, "dev").returncode == 1
+    assert node_install(render, tmp_path, "all", "/deps").returncode == 1
     assert node_install(render, tmp_path, "production").stderr == f"error: no package.json in {tmp_path}\n"
     (tmp_path / "package.json").write_text('{"name": "x", "packageManager": "yarn@4.5.0"}\n')
     # Yarn 2+ with Plug'n'Play (no nodeLinker, its default): no node_modules for the image to run.
@@ -1029,3 +1030,36 @@ def test_a_build_checks_its_credentials_file_before_anything_is_written(project,
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(project / "secrets" / "build.env")
     assert "is open to other users: chmod 600 it" in proc.stderr
+
+
+def test_node_package_files_are_the_roots_and_every_workspaces_laid_out_as_in_the_project(render, tmp_path):
+    """What the dependencies' layers are built from: nothing of the source but the package files,
+    none from node_modules or hidden directories (.git, .yarn's cache)."""
+    write_tree(tmp_path / "src", {
+        "package.json": '{"workspaces": ["packages/*", "apps/*"]}', "package-lock.json": "{}", ".npmrc": "x=1",
+        "pnpm-workspace.yaml": "packages: []", "server.js": "", "README.md": "",
+        "packages/a/package.json": "{}", "packages/a/index.js": "", "apps/web/package.json": "{}",
+        "apps/web/src/app.js": "", "patches/ms@2.1.3.patch": "", "node_modules/ms/package.json": "{}",
+        "packages/a/node_modules/x/package.json": "{}", ".git/package.json": "{}", ".yarn/cache/package.json": "{}"})
+    script = render("node-mariadb-nginx-existing") / "docker" / "node-package-files.sh"
+    run("sh", script, tmp_path / "src", tmp_path / "out")
+    copied = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert copied == [".npmrc", "apps/web/package.json", "package-lock.json", "package.json", "packages/a/package.json",
+                      "patches/ms@2.1.3.patch", "pnpm-workspace.yaml"]
+    assert run("sh", script, tmp_path / "src", check=False).stderr == "error: usage: node-package-files.sh SRC DEST\n"
+
+
+def test_node_install_moves_every_node_modules_where_the_runtime_copies_them(render, tmp_path):
+    """An npm workspace (no registry needed: the packages are the project's own): the root's
+    node_modules, whose links point into the workspaces, lands in DEST with them intact."""
+    require_tool("npm")
+    write_tree(tmp_path / "project", {
+        "package.json": '{"name": "mono", "version": "1.0.0", "private": true, "workspaces": ["packages/*"]}',
+        "packages/a/package.json": '{"name": "@mono/a", "version": "1.0.0", "dependencies": {"@mono/b": "1.0.0"}}',
+        "packages/b/package.json": '{"name": "@mono/b", "version": "1.0.0"}'})
+    project = tmp_path / "project"
+    installed = node_install(render, project, "production", str(tmp_path / "deps"))
+    assert installed.returncode == 0, installed.stderr
+    assert not (project / "node_modules").exists()
+    link = tmp_path / "deps" / "node_modules" / "@mono" / "b"
+    assert link.is_symlink() and os.readlink(link) == "../../packages/b"

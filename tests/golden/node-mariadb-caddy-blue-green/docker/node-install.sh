@@ -1,8 +1,9 @@
 #!/bin/sh
 # The dependencies of a Node project, installed in the image's build with the package manager its
 # lock file is for (the Dockerfile runs it in /build, where the package files are):
-#   docker/node-install.sh production   without the development dependencies (what the image runs)
-#   docker/node-install.sh all          with them (for the app's build script)
+#   docker/node-install.sh production [DEST]   without the development dependencies (what the image
+#                                              runs); DEST: every node_modules then moves there
+#   docker/node-install.sh all                 with them (for the app's build script)
 #
 #   package-lock.json, npm-shrinkwrap.json   npm ci
 #   pnpm-lock.yaml                           pnpm install --frozen-lockfile
@@ -76,10 +77,10 @@ with_yarn() {
 	if [ "$scope" = production ]; then yarn workspaces focus --all --production; else yarn install --immutable; fi
 }
 
-scope=${1:-}
-case $scope in
-production | all) ;;
-*) die "usage: node-install.sh production|all" ;;
+scope=${1:-} dest=${2:-}
+case $scope:$# in
+production:[12] | all:1) ;;
+*) die "usage: node-install.sh production [DEST] | all" ;;
 esac
 [ -f package.json ] || die "no package.json in $(pwd)"
 
@@ -96,3 +97,11 @@ fi
 # An app without dependencies gets no node_modules from the package managers: the runtime stage
 # copies the directory whatever it holds.
 mkdir -p node_modules
+# DEST: the root's node_modules and each workspace's (a monorepo's packages keep theirs where
+# versions differ; pnpm's link into the root's), laid out as in the project: what the runtime copies.
+if [ -n "$dest" ]; then
+	find . -name node_modules -prune -type d | while IFS= read -r modules; do
+		mkdir -p "$dest/${modules%/node_modules}"
+		mv "$modules" "$dest/$modules"
+	done
+fi

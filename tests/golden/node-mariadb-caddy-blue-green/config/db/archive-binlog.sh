@@ -12,6 +12,9 @@ export MYSQL_PWD
 replica_id=${DB_ARCHIVE_SERVER_ID:-4242}
 pid=""
 trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; exit 0' TERM INT
+# Not streaming since (its mtime): the health check passes while it reconnects for up to 2 minutes
+# (the server restarting, recreated after a lost volume); BinlogArchiverDisconnected watches longer.
+touch /tmp/reconnecting
 
 client() { mariadb -h db -P 3306 -uapp_archive --batch --skip-column-names "$@"; }
 
@@ -36,7 +39,9 @@ while :; do
 			--raw --stop-never --stop-never-slave-server-id="$replica_id" --result-file="$dir/" "$start" &
 		pid=$!
 		echo "$pid" >/tmp/mariadb-binlog.pid
+		rm -f /tmp/reconnecting
 		wait "$pid" || echo "db-archive: the stream ended (the server restarted?): reconnecting" >&2
+		touch /tmp/reconnecting
 		rm -f /tmp/mariadb-binlog.pid
 		pid=""
 	fi
