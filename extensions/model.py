@@ -30,6 +30,9 @@ START_INTERVAL = "250ms"
 # The BuildKit secret of the build's credentials: BUILD_ENV_FILE on the build host, none by default
 # (/dev/null: empty). docker/build-env.sh gives it to the steps that fetch dependencies.
 BUILD_SECRET = "build_env"
+# What each step that fetches dependencies mounts: the secret, and the script that exports it.
+BUILD_ENV_MOUNTS = (f"--mount=type=secret,id={BUILD_SECRET} "
+                    "--mount=type=bind,source=docker/build-env.sh,target=/tmp/build-env.sh")
 # A host job that needs no privilege, started by root (cron, supervisord): util-linux's setpriv
 # empties the bounding and inheritable sets before the exec, so root keeps no capability and cannot
 # regain one (no_new_privs); nice 10 as the systemd units.
@@ -907,6 +910,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "open_networks": [net for net in OPEN_NETWORKS if net in used_networks],
         "network_purpose": NETWORK_PURPOSE,
         "build_secret": BUILD_SECRET,
+        "build_env_mounts": BUILD_ENV_MOUNTS,
         "grafana_public": f.grafana_public,
         "grafana_admin": grafana_admin(f) if f.monitored else None,
         "volumes": [v for v in VOLUME_ORDER if v in named_volumes],
