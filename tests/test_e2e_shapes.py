@@ -46,6 +46,8 @@ SHAPES = {
     # pnpm and Yarn 1 (at the major version of their lock's format), Yarn 4 (packageManager names it; the
     # node-modules linker); their build scripts need their development dependency. pnpm's has an
     # .npmrc (node-linker=hoisted, a registry token) and a .env, which the image must not hold.
+    # Both Yarns' are workspace roots: the app uses packages/greet, which has its own version of a
+    # dependency (in packages/greet/node_modules).
     "node-pnpm": dict(runtime="node", app_port=4200, start_command="node server.js"),
     "node-yarn-classic": dict(runtime="node", app_port=4300, start_command="node server.js"),
     "node-yarn-berry": dict(runtime="node", app_port=4400, start_command="node server.js"),
@@ -75,6 +77,12 @@ SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-with
 
 # Node shapes installed by another package manager than npm: the file each leaves in node_modules.
 INSTALLED_BY = {"node-pnpm": ".pnpm", "node-yarn-classic": ".yarn-integrity", "node-yarn-berry": ".yarn-state.yml"}
+
+# Monorepos: the version of ms each workspace loads (the service's own and packages/greet's).
+WORKSPACE_MS = {"node-npm-workspaces": {"api": "2.0.0", "greet": "2.1.3"},
+                "node-pnpm-workspaces": {"api": "2.0.0", "greet": "2.1.3"},
+                "node-yarn-classic": {"app": "2.1.3", "greet": "2.0.0"},
+                "node-yarn-berry": {"app": "2.1.3", "greet": "2.0.0"}}
 
 # Shapes whose health path answers 204 No Content (healthy: the image's check takes 200 or 204).
 HEALTH_NO_CONTENT = {"python-poetry-package"}
@@ -118,9 +126,9 @@ def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, sha
                              "-A", "/app/node_modules").stdout.split()
             assert INSTALLED_BY[shape] in modules and "ms" in modules, modules
             assert "left-pad" not in modules, "development dependencies stay out of the image"
-        if shape in ("node-npm-workspaces", "node-pnpm-workspaces"):
+        if shape in WORKSPACE_MS:
             # Each workspace's dependencies, at its own version; no development dependency anywhere.
-            assert stack.get_json("/")["ms"] == {"api": "2.0.0", "greet": "2.1.3"}
+            assert stack.get_json("/")["ms"] == WORKSPACE_MS[shape]
             found = docker("run", "--rm", "--entrypoint", "sh", f"{stack.answers['image_name']}:dev", "-c",
                            "find /app -name 'left-pad*'; ls -A /app/packages/greet/node_modules").stdout.split()
             assert "ms" in found and not [name for name in found if name.startswith("left-pad")], found
