@@ -91,7 +91,7 @@ def example_lock_key(database: str, cache: str) -> str:
 
 
 # Build tools installed in the build stage only (pinned; override with --build-arg).
-TOOLS = {"uv": "0.13.9", "poetry": "2.5.1", "poetry-plugin-export": "1.10.1"}
+TOOLS = {"uv": "0.13.9", "poetry": "2.5.1", "poetry-plugin-export": "1.10.1", "pipenv": "2026.10.3"}
 
 # --- the rendered pipeline (answer `ci`) ----------------------------------------------------------
 # Linters of scripts/ci/lint.sh, from PyPI (scripts/ci/install-tools.sh).

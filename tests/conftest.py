@@ -33,6 +33,11 @@ VARIANTS: dict[str, dict] = {
         python_installer="poetry", environments=["dev"], database="none", cache="redis",
         monitoring="none", proxy="traefik", tls="none", process_manager="none", ci="none", orchestrators=["kubernetes"],
     ),
+    # Pipenv: the example's Pipfile and Pipfile.lock (with both drivers), the build's pipenv steps.
+    "py-pipenv-postgres-nginx": dict(
+        python_installer="pipenv", environments=["staging", "production"], database="postgres", cache="redis",
+        monitoring="none", proxy="nginx", tls="none", process_manager="none", ci="github",
+    ),
     "node-postgres-traefik-files": dict(
         runtime="node", environments=["dev", "production"], database="postgres", cache="none",
         monitoring="prometheus-loki", proxy="traefik", tls="files", deploy_strategy="blue-green", grafana_public=True,

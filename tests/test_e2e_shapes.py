@@ -41,6 +41,9 @@ SHAPES = {
     # Poetry's package mode (src layout, a console script, poetry.lock); its health path answers 204.
     "python-poetry-package": dict(runtime="python", python_installer="poetry", app_port=5003,
                                   start_command="shape-poetry-serve"),
+    # Pipenv: Pipfile.lock with a development package ([dev-packages]) the image leaves out.
+    "python-pipenv": dict(runtime="python", python_installer="pipenv", app_port=5005,
+                          start_command="gunicorn --bind 0.0.0.0:5005 app:app"),
     "node-without-lock": dict(runtime="node", app_port=4000, start_command="node server.js"),
     # Other package managers' locks, each with a development dependency the image leaves out:
     # pnpm and Yarn 1 (at the major version of their lock's format), Yarn 4 (packageManager names it; the
@@ -68,7 +71,7 @@ SHAPES = {
 # What each shape's app answers at / as "shape".
 SERVES = {"python-requirements-without-hashes": "python", "python-pyproject-without-lock": "python",
           "python-src-package": "python-package", "python-poetry-package": "python-poetry-package",
-          "python-requirements-nested": "python-requirements-nested",
+          "python-requirements-nested": "python-requirements-nested", "python-pipenv": "python-pipenv",
           "node-without-lock": "node", "node-pnpm": "node-pnpm", "node-yarn-classic": "node-yarn-classic",
           "node-yarn-berry": "node-yarn-berry", "node-typescript-build": "node-typescript", "node-npm-workspaces": "node-npm-workspaces",
           "node-pnpm-workspaces": "node-pnpm-workspaces",
@@ -100,8 +103,11 @@ def build_said(proc, text: str) -> bool:
     return re.search(rf"^#\d+ \d+\.\d+ {re.escape(text)}", proc.stdout + proc.stderr, re.MULTILINE) is not None
 
 
-def rendered(copie_session, shape: str, answers: dict) -> Stack:
-    result = copie_session.copy(extra_answers={**COMMON, **answers, "project_name": f"Shape {shape}"})
+def rendered(copie_session, shape: str, answers: dict, alone: bool = False) -> Stack:
+    """The shape's app in a project rendered with these answers. alone: a project (and image name)
+    other than the shape's own test's, which may run at the same time on another worker."""
+    name = f"Shape {shape} alone" if alone else f"Shape {shape}"
+    result = copie_session.copy(extra_answers={**COMMON, **answers, "project_name": name})
     assert result.exit_code == 0, result.exception
     shutil.copytree(FIXTURES / shape, result.project_dir, dirs_exist_ok=True)
     stack = Stack(result.project_dir, "dev")
@@ -132,6 +138,12 @@ def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, sha
             found = docker("run", "--rm", "--entrypoint", "sh", f"{stack.answers['image_name']}:dev", "-c",
                            "find /app -name 'left-pad*'; ls -A /app/packages/greet/node_modules").stdout.split()
             assert "ms" in found and not [name for name in found if name.startswith("left-pad")], found
+        if shape == "python-pipenv":
+            # The lock's version, and none of [dev-packages].
+            assert stack.get_json("/")["humanize"] == "4.11.0"
+            dev = docker("run", "--rm", "--entrypoint", "python", f"{stack.answers['image_name']}:dev", "-c",
+                         "import importlib.util as u; print(u.find_spec('iniconfig') is None)").stdout.strip()
+            assert dev == "True", "development packages stay out of the image"
         if shape == "node-pnpm":
             # Its .npmrc was honoured (node-linker=hoisted: a directory, not pnpm's usual link), and
             # neither it (a registry token) nor its .env (a dotenv file) is in the image.
@@ -146,7 +158,7 @@ def test_an_existing_app_of_this_shape_builds_and_serves(copie_session, lab, sha
 
 
 def test_a_node_app_with_a_build_script_runs_its_output_without_development_dependencies(copie_session, lab):
-    stack = rendered(copie_session, "node-typescript-build", SHAPES["node-typescript-build"])
+    stack = rendered(copie_session, "node-typescript-build", SHAPES["node-typescript-build"], alone=True)
     image = f"{stack.answers['image_name']}:dev"
     try:
         stack.compose("build", "app-blue")
@@ -167,7 +179,7 @@ def test_a_node_app_with_a_build_script_runs_its_output_without_development_depe
 
 def test_a_yarn_plug_n_play_app_is_refused_with_what_to_do(copie_session, lab):
     """Yarn 2+'s default (Plug'n'Play) makes no node_modules, which the image runs."""
-    stack = rendered(copie_session, "node-yarn-berry", SHAPES["node-yarn-berry"])
+    stack = rendered(copie_session, "node-yarn-berry", SHAPES["node-yarn-berry"], alone=True)
     (stack.project / ".yarnrc.yml").unlink()
     proc = stack.compose("build", "app-blue", check=False)
     assert proc.returncode != 0
@@ -177,7 +189,7 @@ def test_a_yarn_plug_n_play_app_is_refused_with_what_to_do(copie_session, lab):
 
 
 def test_a_python_package_without_a_lock_is_installed_with_its_dependencies_resolved(copie_session, lab):
-    stack = rendered(copie_session, "python-src-package", SHAPES["python-src-package"])
+    stack = rendered(copie_session, "python-src-package", SHAPES["python-src-package"], alone=True)
     (stack.project / "uv.lock").unlink()
     uncached(stack.project / "pyproject.toml")
     image = f"{stack.answers['image_name']}:dev"
@@ -261,7 +273,7 @@ def test_the_images_health_check_asks_where_the_proxy_reaches_the_app(status_ser
 
 
 def test_a_poetry_package_is_installed_and_a_poetry_app_without_one_still_builds(copie_session, lab):
-    stack = rendered(copie_session, "python-poetry-package", SHAPES["python-poetry-package"])
+    stack = rendered(copie_session, "python-poetry-package", SHAPES["python-poetry-package"], alone=True)
     image = f"{stack.answers['image_name']}:dev"
     try:
         stack.compose("build", "app-blue")
@@ -291,10 +303,33 @@ def test_a_poetry_package_is_installed_and_a_poetry_app_without_one_still_builds
         run("rm", "-rf", stack.project)
 
 
+def test_a_pipenv_app_with_a_stale_lock_is_refused_and_one_without_a_lock_still_builds(copie_session, lab):
+    stack = rendered(copie_session, "python-pipenv", SHAPES["python-pipenv"], alone=True)
+    image = f"{stack.answers['image_name']}:dev"
+    pipfile = stack.project / "Pipfile"
+    try:
+        # A Pipfile changed since its lock: the build stops and says what to run.
+        pipfile.write_text(pipfile.read_text().replace('humanize = "==4.11.0"', 'humanize = "==4.11.0"\nsix = "*"'))
+        proc = stack.compose("build", "app-blue", check=False)
+        assert proc.returncode != 0
+        assert "Pipfile.lock is out-of-date" in proc.stdout + proc.stderr and "pipenv lock" in proc.stdout + proc.stderr
+        assert docker("image", "inspect", image, check=False).returncode != 0, "no image from a stale lock"
+        # No lock at all: Pipenv resolves one in the build, saying so, and the image has it all.
+        (stack.project / "Pipfile.lock").unlink()
+        proc = stack.compose("build", "app-blue")
+        assert build_said(proc, "warning: no Pipfile.lock: dependencies are resolved at build time")
+        found = docker("run", "--rm", "--entrypoint", "python", image, "-c",
+                       "import humanize, six, importlib.util as u; print(u.find_spec('iniconfig') is None)").stdout.strip()
+        assert found == "True"
+    finally:
+        docker("image", "rm", "--force", image, check=False)
+        run("rm", "-rf", stack.project)
+
+
 def test_a_go_image_builds_the_modules_server_and_names_the_choice_when_there_are_several(copie_session, lab):
     """docker/go-main.sh, run as the Dockerfile's build stage runs it (the Go build image, the
     module root), without a network: which main package the image's server is built from."""
-    stack = rendered(copie_session, "go-cmd-layout", SHAPES["go-cmd-layout"])
+    stack = rendered(copie_session, "go-cmd-layout", SHAPES["go-cmd-layout"], alone=True)
     project = stack.project
 
     def chosen(go_main: str = "") -> tuple[int, str]:
@@ -330,7 +365,7 @@ def test_a_go_image_builds_the_modules_server_and_names_the_choice_when_there_ar
 def failed_first_deploy(copie_session, shape: str, start_command: str) -> subprocess.CompletedProcess:
     """scripts/deploy.sh dev v1 of SHAPE's app started by START_COMMAND, which must fail; the stack,
     its image and the project are removed afterwards, leaving nothing behind."""
-    stack = rendered(copie_session, shape, dict(SHAPES[shape], start_command=start_command))
+    stack = rendered(copie_session, shape, dict(SHAPES[shape], start_command=start_command), alone=True)
     image = f"{stack.answers['image_name']}:v1"
     try:
         proc = deploy_release(stack.project, "dev", "v1", check=False)

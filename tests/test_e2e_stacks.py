@@ -26,7 +26,7 @@ E2E = {
     "py-pip-nodb-traefik": dict(database="none", cache="none", proxy="traefik"),
     "py-uv-postgres-traefik": dict(python_installer="uv", database="postgres", cache="none", proxy="traefik"),
     "py-uv-mariadb-nginx": dict(python_installer="uv", database="mariadb", cache="redis", proxy="nginx"),
-    "py-uv-nodb-caddy": dict(python_installer="uv", database="none", cache="redis", proxy="caddy"),
+    "py-pipenv-postgres-caddy": dict(python_installer="pipenv", database="postgres", cache="redis", proxy="caddy"),
     "py-poetry-postgres-caddy": dict(python_installer="poetry", database="postgres", cache="none", proxy="caddy"),
     "py-poetry-mariadb-nginx": dict(python_installer="poetry", database="mariadb", cache="redis", proxy="nginx", tls="none"),
     "py-poetry-nodb-traefik": dict(python_installer="poetry", database="none", cache="none", proxy="traefik"),

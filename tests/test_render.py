@@ -108,7 +108,8 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     # each workspace's package.json too), as pip's build takes the requirement files.
     assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["package-files", "base", "deps", "build", "runtime"],
                                             "python-pip": ["requirements", "build", "runtime"],
-                                            "python-uv": ["build", "runtime"], "python-poetry": ["build", "runtime"]}[runtime]
+                                            "python-uv": ["build", "runtime"], "python-poetry": ["build", "runtime"],
+                                            "python-pipenv": ["build", "runtime"]}[runtime]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
     head = dockerfile.split("\nFROM ", 1)[0]
     for arg in filter(None, (arg for arg, _ in stages)):
@@ -146,7 +147,7 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
 
 
 # What fetches packages in the image's build: each such step gets the build's credentials.
-FETCHES = re.compile(r"pip (--python \S+ )?install|uv sync|uv pip install|poetry lock|node-install\.sh (production|all)|go mod download|go build")
+FETCHES = re.compile(r"pip (--python \S+ )?install|uv sync|uv pip install|poetry lock|pipenv lock|node-install\.sh (production|all)|go mod download|go build")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -383,6 +384,8 @@ def _locked_packages(project, a) -> set[str]:
     installer = a["python_installer"]
     if installer == "pip":
         return set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", (project / "requirements.txt").read_text(), re.M))
+    if installer == "pipenv":
+        return set(json.loads((project / "Pipfile.lock").read_text())["default"])
     lock = (project / ("uv.lock" if installer == "uv" else "poetry.lock")).read_text()
     return set(re.findall(r'^name = "([^"]+)"', lock, re.M))
 
@@ -398,7 +401,8 @@ def test_example_dependencies_carry_only_the_drivers_in_use(render, variant):
     for choice, package in DRIVERS[a["runtime"]].items():
         wanted = choice in (a["database"], a["cache"])
         assert (package in locked) == wanted, f"{package} locked: {package in locked}, wanted: {wanted}"
-    manifest = "package.json" if a["runtime"] == "node" else "requirements.in" if a["python_installer"] == "pip" else "pyproject.toml"
+    manifest = ("package.json" if a["runtime"] == "node" else
+                {"pip": "requirements.in", "pipenv": "Pipfile"}.get(a["python_installer"], "pyproject.toml"))
     text = (project / manifest).read_text()
     for choice, package in DRIVERS[a["runtime"]].items():
         assert (f'"{package}' in text or f"\n{package}" in text) == (choice in (a["database"], a["cache"])), package
@@ -410,15 +414,17 @@ def test_each_lock_set_pins_exactly_its_drivers(combination):
     """The lock sets tests/lab/example_locks.py made: one per database and cache choice."""
     database, cache = combination.split("-")
     directory = ROOT / "template/_includes/locks" / combination
-    assert sorted(p.name for p in directory.iterdir()) == ["package-lock.json", "poetry.lock", "requirements.txt", "uv.lock"]
+    assert sorted(p.name for p in directory.iterdir()) == ["Pipfile", "Pipfile.lock", "package-lock.json", "poetry.lock",
+                                                           "requirements.txt", "uv.lock"]
     npm = {path.rsplit("node_modules/", 1)[1] for path in json.loads((directory / "package-lock.json").read_text())["packages"] if path}
     pip = set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", (directory / "requirements.txt").read_text(), re.M))
     uv = set(re.findall(r'^name = "([^"]+)"', (directory / "uv.lock").read_text(), re.M))
     poetry = set(re.findall(r'^name = "([^"]+)"', (directory / "poetry.lock").read_text(), re.M))
+    pipenv = set(json.loads((directory / "Pipfile.lock").read_text())["default"])
     for choice, package in DRIVERS["node"].items():
         assert (package in npm) == (choice in (database, cache)), (combination, package)
     for choice, package in DRIVERS["python"].items():
-        for name, locked in (("pip", pip), ("uv", uv), ("poetry", poetry)):
+        for name, locked in (("pip", pip), ("uv", uv), ("poetry", poetry), ("pipenv", pipenv)):
             assert (package in locked) == (choice in (database, cache)), (combination, name, package)
     for lock in directory.iterdir():
         # Included by a template: nothing in it may look like Jinja but the project's name.

@@ -898,9 +898,9 @@ def test_requirement_files_of_a_project_that_installs_itself_copy_it_whole(rende
 
 
 @pytest.mark.parametrize("files, reason", [
-    ({"app.py": ""}, "error: no requirements.txt in the project: add one (pip freeze, pip-compile), or choose python_installer uv or poetry"),
+    ({"app.py": ""}, "error: no requirements.txt in the project: add one (pip freeze, pip-compile), or choose python_installer uv, poetry or pipenv"),
     ({"Pipfile": "", "Pipfile.lock": "{}"},
-     "error: no requirements.txt in the project: add one (pip freeze, pip-compile; Pipfile.lock is here: pipenv requirements --hash > requirements.txt)"),
+     "error: no requirements.txt in the project: add one (pip freeze, pip-compile; Pipfile.lock is here: or choose python_installer pipenv)"),
     ({"pyproject.toml": "", "uv.lock": ""},
      "error: no requirements.txt in the project: add one (pip freeze, pip-compile; uv.lock is here: or choose python_installer uv)"),
     ({"requirements.txt": "flask\n-r requirements/prod.txt\n"},

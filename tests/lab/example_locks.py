@@ -4,16 +4,20 @@ carries only the drivers it uses (a Node app without a database has no pg or mys
     template/_includes/locks/<database>-<cache>/requirements.txt   pip, with hashes (uv pip compile)
                                                /uv.lock            uv
                                                /poetry.lock        Poetry
+                                               /Pipfile            Pipenv (the example's, with its lock:
+                                               /Pipfile.lock        the lock's hash is Pipfile's)
                                                /package-lock.json  npm
 
 The direct dependencies come from extensions/catalogue.py (EXAMPLE_DEPENDENCIES); the templates
 include the set that matches the answers. Re-run after changing them, or to take newer releases:
 
-    python3 tests/lab/example_locks.py     # needs uv, poetry (the pins in catalogue.TOOLS) and npm, and the registries
+    python3 tests/lab/example_locks.py     # needs uv, poetry, pipenv (the pins in catalogue.TOOLS) and npm, and the registries
+    python3 tests/lab/example_locks.py --only pipenv     # one package manager's files only
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -24,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from packaging.requirements import Requirement  # noqa: E402
+
 from extensions.catalogue import DATABASES, example_dependencies, example_lock_key  # noqa: E402
 
 LOCKS = ROOT / "template" / "_includes" / "locks"
@@ -64,10 +70,37 @@ def poetry_lock(dependencies: list[str], work: Path) -> str:
     return text
 
 
-def lock(database: str, cache: str, scratch: Path) -> None:
+def pipfile(dependencies: list[str]) -> str:
+    """A Pipfile of these requirements (name[extras]>=version), from PyPI's simple index."""
+    lines = ["[[source]]", 'url = "https://pypi.org/simple"', "verify_ssl = true", 'name = "pypi"', "", "[packages]"]
+    for requirement in map(Requirement, dependencies):
+        version = f'"{requirement.specifier or "*"}"'
+        if requirement.extras:
+            extras = ", ".join(f'"{extra}"' for extra in sorted(requirement.extras))
+            version = f"{{version = {version}, extras = [{extras}]}}"
+        lines.append(f"{requirement.name} = {version}")
+    return "\n".join(lines) + "\n"
+
+
+def pipenv_lock(pipfile_path: Path, work: Path) -> str:
+    """Pipfile.lock of that Pipfile (its _meta.hash is the Pipfile's: pipenv verify checks it)."""
+    work.mkdir()
+    shutil.copy(pipfile_path, work / "Pipfile")
+    run("pipenv", "lock", cwd=work)
+    return (work / "Pipfile.lock").read_text()
+
+
+def lock(database: str, cache: str, scratch: Path, only: str | None) -> None:
     out = LOCKS / example_lock_key(database, cache)
     out.mkdir(parents=True, exist_ok=True)
     python = example_dependencies("python", database, cache)
+
+    if only == "pipenv" or only is None:
+        (out / "Pipfile").write_text(pipfile(python))
+        (out / "Pipfile.lock").write_text(pipenv_lock(out / "Pipfile", scratch / "pipenv"))
+    if only is not None:
+        print(f"template/_includes/locks/{out.name}: {only}")
+        return
 
     pip = scratch / "pip"
     pip.mkdir()
@@ -95,10 +128,13 @@ def lock(database: str, cache: str, scratch: Path) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["pipenv"], help="make this package manager's files only")
+    only = parser.parse_args().only
     for database in [*DATABASES, "none"]:
         for cache in ("redis", "none"):
             with tempfile.TemporaryDirectory() as scratch:
-                lock(database, cache, Path(scratch))
+                lock(database, cache, Path(scratch), only)
 
 
 if __name__ == "__main__":

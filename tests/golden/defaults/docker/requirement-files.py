@@ -84,12 +84,12 @@ class Project:
         read them, relative path to copy) and the local directories of --find-links (to copy)."""
         if not (self.root / "requirements.txt").is_file():
             # The other lock files pip cannot read, each with the command that exports them.
-            exports = {"Pipfile.lock": "pipenv requirements --hash > requirements.txt",
+            exports = {"Pipfile.lock": "or choose python_installer pipenv",
                        "pdm.lock": "pdm export -o requirements.txt", "uv.lock": "or choose python_installer uv",
                        "poetry.lock": "or choose python_installer poetry"}
             found = next((f"{name} is here: {how}" for name, how in exports.items() if (self.root / name).is_file()), "")
             fail("no requirements.txt in the project: add one (pip freeze, pip-compile"
-                 + (f"; {found})" if found else "), or choose python_installer uv or poetry"))
+                 + (f"; {found})" if found else "), or choose python_installer uv, poetry or pipenv"))
         pending, files, local, links = [Path("requirements.txt")], {}, [], []
         while pending:
             relative = pending.pop(0)
