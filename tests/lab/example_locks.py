@@ -11,7 +11,8 @@ carries only the drivers it uses (a Node app without a database has no pg or mys
 The direct dependencies come from extensions/catalogue.py (EXAMPLE_DEPENDENCIES); the templates
 include the set that matches the answers. Re-run after changing them, or to take newer releases:
 
-    python3 tests/lab/example_locks.py     # needs uv, poetry, pipenv (the pins in catalogue.TOOLS) and npm, and the registries
+    python3 tests/lab/example_locks.py     # needs uv, poetry (the pins in catalogue.TOOLS), npm, Docker (Pipenv
+                                           # locks in the example's base image), and the registries
     python3 tests/lab/example_locks.py --only pipenv     # one package manager's files only
 """
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from packaging.requirements import Requirement  # noqa: E402
 
-from extensions.catalogue import DATABASES, example_dependencies, example_lock_key  # noqa: E402
+from extensions.catalogue import DATABASES, IMAGES, TOOLS, example_dependencies, example_lock_key  # noqa: E402
 
 LOCKS = ROOT / "template" / "_includes" / "locks"
 PLACEHOLDER = "dp-example-project"  # the project's name in a lock, replaced by {{ project_slug }}
@@ -83,10 +84,14 @@ def pipfile(dependencies: list[str]) -> str:
 
 
 def pipenv_lock(pipfile_path: Path, work: Path) -> str:
-    """Pipfile.lock of that Pipfile (its _meta.hash is the Pipfile's: pipenv verify checks it)."""
+    """Pipfile.lock of that Pipfile (its _meta.hash is the Pipfile's: pipenv verify checks it).
+    Pipenv locks what the Python that runs it needs (a dependency behind a marker such as
+    python_full_version < "3.11.3" is left out on a newer one): locked by the image's Python, in a
+    container of the example's base image."""
     work.mkdir()
     shutil.copy(pipfile_path, work / "Pipfile")
-    run("pipenv", "lock", cwd=work)
+    script = f'pip install --quiet --root-user-action=ignore "pipenv=={TOOLS["pipenv"]}" && PIPENV_IGNORE_VIRTUALENVS=1 pipenv lock'
+    run("docker", "run", "--rm", "--volume", f"{work}:/work", "--workdir", "/work", IMAGES["python"], "sh", "-c", script, cwd=work)
     return (work / "Pipfile.lock").read_text()
 
 
