@@ -30,9 +30,24 @@ START_INTERVAL = "250ms"
 # The BuildKit secret of the build's credentials: BUILD_ENV_FILE on the build host, none by default
 # (/dev/null: empty). docker/build-env.sh gives it to the steps that fetch dependencies.
 BUILD_SECRET = "build_env"
-# What each step that fetches dependencies mounts: the secret, and the script that exports it.
-BUILD_ENV_MOUNTS = (f"--mount=type=secret,id={BUILD_SECRET} "
-                    "--mount=type=bind,source=docker/build-env.sh,target=/tmp/build-env.sh")
+# What each step that fetches dependencies mounts: the script that exports the secret, and the
+# secret itself only in the dependency stages built when BUILD_ENV_FILE is set (named with the
+# suffix "-credentials", chosen by the build argument BUILD_ENV_STAGE that Compose derives from it):
+# on Engine 26 a secret mount starts its step late, in proportion to the base image (1-2 s on
+# Node's: docs/performance.md), so builds without credentials leave it out of their graph.
+BUILD_ENV_SCRIPT_MOUNT = "--mount=type=bind,source=docker/build-env.sh,target=/tmp/build-env.sh"
+BUILD_ENV_MOUNTS = f"--mount=type=secret,id={BUILD_SECRET} {BUILD_ENV_SCRIPT_MOUNT}"
+BUILD_ENV_STAGE_ARG = "BUILD_ENV_STAGE"
+BUILD_ENV_STAGES = [
+    {"suffix": "", "mounts": BUILD_ENV_SCRIPT_MOUNT, "comment": [
+        "The steps that fetch dependencies read the build's credentials (a private registry's token:",
+        "BUILD_ENV_FILE, the BuildKit secret build_env) as environment variables (docker/build-env.sh)",
+        "in this stage's copy named -credentials, built in its place when BUILD_ENV_FILE is set (on Docker",
+        "Engine 26 a secret mount delays its step: builds without credentials leave it out). No layer",
+        "keeps them."]},
+    {"suffix": "-credentials", "mounts": BUILD_ENV_MOUNTS, "comment": [
+        "The same with the build's credentials mounted: built instead when BUILD_ENV_FILE is set."]},
+]
 # A host job that needs no privilege, started by root (cron, supervisord): util-linux's setpriv
 # empties the bounding and inheritable sets before the exec, so root keeps no capability and cannot
 # regain one (no_new_privs); nice 10 as the systemd units.
@@ -288,7 +303,7 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             # The build's credentials reach the dependency steps only (docker/build-env.sh);
             # BUILD_NETWORK=host lets them reach a registry on the build host's loopback.
             build={"context": ".", "target": "runtime",
-                   "args": {"APP_VERSION": version,
+                   "args": {"APP_VERSION": version, BUILD_ENV_STAGE_ARG: "${BUILD_ENV_FILE:+-credentials}",
                             **{BASE_IMAGE_ARGS[key]: image_ref(key) for key in RUNTIMES[f.runtime]["images"]}},
                    "secrets": [BUILD_SECRET], "network": "${BUILD_NETWORK:-default}"}
             if builds else None,
@@ -911,6 +926,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "network_purpose": NETWORK_PURPOSE,
         "build_secret": BUILD_SECRET,
         "build_env_mounts": BUILD_ENV_MOUNTS,
+        "build_env_stage_arg": BUILD_ENV_STAGE_ARG,
+        "build_env_stage_ref": f"${{{BUILD_ENV_STAGE_ARG}}}",
+        "build_env_stages": [dict(stage, comment="\n".join(f"# {line}" for line in stage["comment"]))
+                             for stage in BUILD_ENV_STAGES],
         "grafana_public": f.grafana_public,
         "grafana_admin": grafana_admin(f) if f.monitored else None,
         "volumes": [v for v in VOLUME_ORDER if v in named_volumes],

@@ -101,15 +101,19 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     a = answers(project)
     runtime = a["runtime"] if a["runtime"] != "python" else f"python-{a['python_installer']}"
     # (base image argument, or "" for a stage that starts from another stage; stage name)
-    stages = re.findall(r"^FROM (?:\$\{(\w+)\}|\w+) AS ([\w-]+)$", dockerfile, re.M)
+    stages = re.findall(r"^FROM (?:\$\{(\w+)\}|\w+(?:\$\{BUILD_ENV_STAGE\})?) AS ([\w-]+)$", dockerfile, re.M)
     # Go also lays out the runtime's few files (busybox and its links) in a stage of its own; Node
     # installs the production dependencies (deps) beside the app's build script (build), both from
     # the package files (base), which a stage of their own picks out of the source (package-files,
     # each workspace's package.json too), as pip's build takes the requirement files.
-    assert [name for _, name in stages] == {"go": ["rootfs", "build", "runtime"], "node": ["package-files", "base", "deps", "build", "runtime"],
-                                            "python-pip": ["requirements", "build", "runtime"],
-                                            "python-uv": ["build", "runtime"], "python-poetry": ["build", "runtime"],
-                                            "python-pipenv": ["build", "runtime"]}[runtime]
+    # Each stage that fetches dependencies twice, without and with the build's credentials, one of
+    # them chosen by BUILD_ENV_STAGE (test_only_builds_with_credentials_mount_the_secret).
+    python = ["build", "build-credentials", "build-chosen", "runtime"]
+    assert [name for _, name in stages] == {"go": ["rootfs", "build", "build-credentials", "build-chosen", "runtime"],
+                                            "node": ["package-files", "base", "deps", "build", "deps-credentials", "build-credentials",
+                                                     "deps-chosen", "build-chosen", "runtime"],
+                                            "python-pip": ["requirements", *python], "python-uv": python,
+                                            "python-poetry": python, "python-pipenv": python}[runtime]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
     head = dockerfile.split("\nFROM ", 1)[0]
     for arg in filter(None, (arg for arg, _ in stages)):
@@ -128,13 +132,13 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
         # image, the CA bundle from the build image.
         rootfs_stage = dockerfile.split(" AS rootfs", 1)[1].split("\nFROM ", 1)[0]
         assert "apt-get" not in rootfs_stage and "FROM ${BUSYBOX_IMAGE} AS rootfs" in dockerfile
-        assert "COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/" in runtime_stage
+        assert "COPY --from=build-chosen /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/" in runtime_stage
     else:
         assert "wget" not in runtime_stage
     if runtime == "node":
         # The production dependencies, never the build stage's (development ones included).
         # Every node_modules (the root's and each workspace's), moved to /deps by docker/node-install.sh.
-        assert "COPY --from=deps /deps/ ./" in runtime_stage
+        assert "COPY --from=deps-chosen /deps/ ./" in runtime_stage
         assert "find . -name node_modules -prune -type d -exec rm -rf {} +" in dockerfile.split(" AS build", 1)[1].split("\nFROM ", 1)[0]
     assert "org.opencontainers.image.version" in runtime_stage
     # No compiler or package-manager cache arrives in the runtime stage.
@@ -150,20 +154,40 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
 FETCHES = re.compile(r"pip (--python \S+ )?install|uv sync|uv pip install|poetry lock|pipenv lock|node-install\.sh (production|all)|go mod download|go build")
 
 
+def stages_of(dockerfile: str) -> dict[str, list[str]]:
+    """Each stage's steps (continuation lines joined, comments left out), by stage name."""
+    stages = {}
+    steps = "\n".join(line for line in dockerfile.replace("\\\n", " ").splitlines() if not line.startswith("#"))
+    for block in re.split(r"\n(?=FROM )", steps):
+        name = re.match(r"FROM \S+ AS ([\w-]+)", block)
+        if name:
+            stages[name.group(1)] = re.split(r"\n(?=[A-Z]+ )", block)[1:]
+    return stages
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_step_that_fetches_dependencies_gets_the_builds_credentials_and_no_other(render, variant):
+    """In the -credentials copy of each dependency stage, which BUILD_ENV_STAGE chooses when
+    BUILD_ENV_FILE is set; the copy built by default is the same without the secret mount."""
     dockerfile = (render(variant) / "Dockerfile").read_text()
-    steps = re.split(r"\n(?=[A-Z]+ )", dockerfile.replace("\\\n", " "))
-    runs = [step for step in steps if step.startswith("RUN ")]
-    fetching = [step for step in runs if FETCHES.search(step)]
-    with_credentials = [step for step in runs if "id=build_env" in step]
-    assert fetching and with_credentials == fetching
-    for step in fetching:
-        # Read from the secret in the step itself (a layer keeps neither the mount nor the
-        # environment), before the first command that fetches.
-        assert "--mount=type=bind,source=docker/build-env.sh,target=/tmp/build-env.sh" in step
-        assert re.search(r"\. /tmp/build-env\.sh\s+&&", step).start() < FETCHES.search(step).start(), step
-    assert "build_env" not in dockerfile.split(" AS runtime", 1)[1]
+    stages = stages_of(dockerfile)
+    with_credentials = [name for name in stages if name.endswith("-credentials")]
+    assert with_credentials
+    for name in with_credentials:
+        plain = name.removesuffix("-credentials")
+        runs = [step for step in stages[name] if step.startswith("RUN ")]
+        fetching = [step for step in runs if FETCHES.search(step)]
+        assert fetching and [step for step in runs if "id=build_env" in step] == fetching, name
+        for step in fetching:
+            # Read from the secret in the step itself (a layer keeps neither the mount nor the
+            # environment), before the first command that fetches.
+            assert "--mount=type=bind,source=docker/build-env.sh,target=/tmp/build-env.sh" in step
+            assert re.search(r"\. /tmp/build-env\.sh\s+&&", step).start() < FETCHES.search(step).start(), step
+        # The default copy: the same steps, without the secret.
+        assert [step.replace("--mount=type=secret,id=build_env ", "") for step in stages[name]] == stages[plain], name
+        assert f"FROM {plain}${{BUILD_ENV_STAGE}} AS {plain}-chosen" in dockerfile
+    assert "id=build_env" not in "".join(step for name, steps in stages.items() if not name.endswith("-credentials") for step in steps)
+    assert re.search(r"^ARG BUILD_ENV_STAGE=$", dockerfile.split("\nFROM ", 1)[0], re.M)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -227,6 +251,8 @@ def test_compose_model_per_environment(render, variant):
         assert [name for name, s in services.items()
                 if any(secret["source"] == "build_env" for secret in (s.get("build") or {}).get("secrets", []))] == ["app-blue"]
         assert not any(secret["source"] == "build_env" for s in services.values() for secret in s.get("secrets", []))
+        # Without it the build's dependency stages are the copies without the secret mount.
+        assert services["app-blue"]["build"]["args"]["BUILD_ENV_STAGE"] == ""
         # Outside dev only the proxy publishes ports, and Grafana on loopback unless it is public;
         # the database never does.
         published = {name for name, s in services.items() if s.get("ports")}

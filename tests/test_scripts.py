@@ -3,6 +3,7 @@ permissions, refusals with a one-line reason, and the container entrypoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -1001,6 +1002,19 @@ def test_a_credentials_line_that_is_not_name_value_stops_the_build_without_showi
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr == f"error: {reason}" + (" (NAME: letters, digits and _)\n" if "NAME=VALUE" in reason else ": NAME=VALUE\n")
     assert "abc" not in proc.stderr and "secret" not in proc.stderr
+
+
+def test_only_builds_with_credentials_mount_the_secret(project, tmp_path):
+    """Compose builds the dependency stages' -credentials copies (the secret mounted) when
+    BUILD_ENV_FILE is set, the copies without it otherwise (a secret mount delays its step)."""
+    good = tmp_path / "build.env"
+    good.write_text("NPM_TOKEN=abc\n")
+    good.chmod(0o600)
+    for env, stage in (({}, ""), ({"BUILD_ENV_FILE": str(good)}, "-credentials")):
+        proc = run(project / "scripts" / "compose.sh", "dev", "config", "--format", "json", env={**os.environ, **env})
+        build = json.loads(proc.stdout)["services"]["app-blue"]["build"]
+        assert build["args"]["BUILD_ENV_STAGE"] == stage, env
+        assert "FROM build${BUILD_ENV_STAGE} AS build-chosen" in (project / "Dockerfile").read_text()
 
 
 def test_a_build_checks_its_credentials_file_before_anything_is_written(project, tmp_path):

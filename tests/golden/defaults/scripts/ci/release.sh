@@ -18,7 +18,7 @@ reports=$PROJECT_ROOT/.ci-reports
 mkdir -p "$reports"
 rm -f "$reports/build.json" "$reports/image"
 docker buildx build "$PROJECT_ROOT" --target runtime --build-arg "APP_VERSION=$version" \
-	--secret "id=build_env,src=${BUILD_ENV_FILE:-/dev/null}" \
+	--secret "id=build_env,src=${BUILD_ENV_FILE:-/dev/null}" --build-arg "BUILD_ENV_STAGE=${BUILD_ENV_FILE:+-credentials}" \
 	--tag "$repository:$version" --provenance=mode=max --sbom=true --push \
 	--metadata-file "$reports/build.json" >&2 || die "building or pushing $repository:$version failed"
 digest=$(sed -n 's/.*"containerimage.digest": *"\(sha256:[0-9a-f]\{64\}\)".*/\1/p' "$reports/build.json" | head -n 1)
