@@ -61,7 +61,9 @@ with_yarn() {
 	if grep -q '^# yarn lockfile v1' yarn.lock; then
 		case $version in 1.*) ;; *) version=1 ;; esac
 		tool yarn yarn "$version"
-		set -- --frozen-lockfile --non-interactive --cache-folder /root/.npm/yarn
+		# The image's two installs (production, and all for a build script) run side by side on the
+		# one cache, which Yarn 1 corrupts unless its runs take turns.
+		set -- --frozen-lockfile --non-interactive --cache-folder /root/.npm/yarn --mutex file:/root/.npm/.yarn-mutex
 		if [ "$scope" = production ]; then yarn install "$@" --production; else yarn install "$@" --production=false; fi
 		return
 	fi
