@@ -401,19 +401,29 @@ DRIVERS = {"python": {"postgres": "psycopg", "mariadb": "pymysql", "redis": "red
            "node": {"postgres": "pg", "mariadb": "mysql2", "redis": "redis"}}
 
 
+# The lock file of each Python installer.
+PYTHON_LOCKS = {"pip": "requirements.txt", "uv": "uv.lock", "poetry": "poetry.lock", "pipenv": "Pipfile.lock"}
+
+
+def locked_names(lock: Path) -> set[str]:
+    """Package names a lock file pins, read as its format has them."""
+    text = lock.read_text()
+    if lock.name == "package-lock.json":
+        return {path.rsplit("node_modules/", 1)[1] for path in json.loads(text)["packages"] if path}
+    if lock.name == "Pipfile.lock":
+        return set(json.loads(text)["default"])
+    if lock.name == "requirements.txt":
+        return set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", text, re.M))
+    return set(re.findall(r'^name = "([^"]+)"', text, re.M))  # uv.lock, poetry.lock
+
+
 def _locked_packages(project, a) -> set[str]:
     """Package names a render's lock file pins."""
     if a["runtime"] == "node":
         lock = json.loads((project / "package-lock.json").read_text())
         assert lock["packages"][""]["dependencies"] == json.loads((project / "package.json").read_text())["dependencies"]
-        return {path.rsplit("node_modules/", 1)[1] for path in lock["packages"] if path}
-    installer = a["python_installer"]
-    if installer == "pip":
-        return set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", (project / "requirements.txt").read_text(), re.M))
-    if installer == "pipenv":
-        return set(json.loads((project / "Pipfile.lock").read_text())["default"])
-    lock = (project / ("uv.lock" if installer == "uv" else "poetry.lock")).read_text()
-    return set(re.findall(r'^name = "([^"]+)"', lock, re.M))
+        return locked_names(project / "package-lock.json")
+    return locked_names(project / PYTHON_LOCKS[a["python_installer"]])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -442,15 +452,12 @@ def test_each_lock_set_pins_exactly_its_drivers(combination):
     directory = ROOT / "template/_includes/locks" / combination
     assert sorted(p.name for p in directory.iterdir()) == ["Pipfile", "Pipfile.lock", "package-lock.json", "poetry.lock",
                                                            "requirements.txt", "uv.lock"]
-    npm = {path.rsplit("node_modules/", 1)[1] for path in json.loads((directory / "package-lock.json").read_text())["packages"] if path}
-    pip = set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", (directory / "requirements.txt").read_text(), re.M))
-    uv = set(re.findall(r'^name = "([^"]+)"', (directory / "uv.lock").read_text(), re.M))
-    poetry = set(re.findall(r'^name = "([^"]+)"', (directory / "poetry.lock").read_text(), re.M))
-    pipenv = set(json.loads((directory / "Pipfile.lock").read_text())["default"])
+    npm = locked_names(directory / "package-lock.json")
     for choice, package in DRIVERS["node"].items():
         assert (package in npm) == (choice in (database, cache)), (combination, package)
-    for choice, package in DRIVERS["python"].items():
-        for name, locked in (("pip", pip), ("uv", uv), ("poetry", poetry), ("pipenv", pipenv)):
+    for name, lock in PYTHON_LOCKS.items():
+        locked = locked_names(directory / lock)
+        for choice, package in DRIVERS["python"].items():
             assert (package in locked) == (choice in (database, cache)), (combination, name, package)
     for lock in directory.iterdir():
         # Included by a template: nothing in it may look like Jinja but the project's name.
