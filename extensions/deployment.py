@@ -7,6 +7,7 @@ context. The package's modules, by concern:
     environments.py  every per-environment policy (PROFILES)
     services.py      the service model (Service) and its YAML rendering
     model.py         derive(answers): the services and facts of one project
+    compile_cache.py compiled templates kept between renders and runs
     compliance.py    the controls scripts/audit.sh checks, and each service's exemptions
 """
 
@@ -44,10 +45,11 @@ def _package() -> str:
 _PACKAGE = _package()
 answers = importlib.import_module(f"{_PACKAGE}.answers")
 catalogue = importlib.import_module(f"{_PACKAGE}.catalogue")
+compile_cache = importlib.import_module(f"{_PACKAGE}.compile_cache")
 model = importlib.import_module(f"{_PACKAGE}.model")
 services = importlib.import_module(f"{_PACKAGE}.services")
 
-_COPIER_YML = yaml.safe_load((HERE.parent / "copier.yml").read_text())
+_COPIER_YML = yaml.load((HERE.parent / "copier.yml").read_text(), Loader=services.SAFE_LOADER)
 # The question names: the whole answer set is the cache key of derive().
 QUESTIONS = [key for key in _COPIER_YML if not key.startswith("_")]
 # Questions asked whatever the other answers are: derive() runs once they all are answered.
@@ -59,30 +61,12 @@ def comment(text: str, indent: int = 0) -> str:
     return "\n".join(" " * indent + ("# " + line).rstrip() for line in text.splitlines())
 
 
-def _compiled_once(environment):
-    """environment.compile, once per source. Copier compiles every part of every path, and every
-    file, afresh: rendering the defaults made 1,560 compilations of 366 distinct sources, a third of
-    the render's time. The same source compiles to the same code, which Jinja runs in a fresh
-    namespace for each template object (as its own bytecode cache does). The extensions'
-    preprocess hooks still run for each compilation (Copier's yield tag resets its state there)."""
-    compile_source = environment.compile
-    cached = functools.lru_cache(maxsize=4096)(compile_source)
-
-    def compile_(source, name=None, filename=None, raw=False, defer_init=False):
-        if not isinstance(source, str):
-            return compile_source(source, name, filename, raw, defer_init)
-        environment.preprocess(source, name, filename)
-        return cached(source, name, filename, raw, defer_init)
-
-    return compile_
-
-
 class DeploymentExtension(Extension):
     """Filters for validators and templates, and the per-runtime defaults copier.yml reads."""
 
     def __init__(self, environment):
         super().__init__(environment)
-        environment.compile = _compiled_once(environment)
+        environment.compile = compile_cache.compiled_once(environment)
         environment.filters.update(
             slugify=answers.slugify,
             slug_error=answers.slug_error,

@@ -7,8 +7,11 @@ import importlib
 import importlib.util
 import json
 import re
+import os
 import subprocess
 import sys
+import tempfile
+import types
 
 import coverage
 import pytest
@@ -16,7 +19,7 @@ import pytest
 from conftest import ROOT, require_tool
 from e2e_support import free_port
 from extensions import answers as a
-from extensions import deployment, model
+from extensions import compile_cache, deployment, model
 from extensions.catalogue import IMAGES
 from extensions.environments import PROFILES
 from extensions.services import to_yaml
@@ -511,9 +514,8 @@ def test_every_secret_has_a_rotation_plan_and_the_refused_ones_say_why():
     assert not model.derive(dict(BASE, database="none", cache="none", monitoring="none", tls="none"))["rotatable"]
 
 
-def test_each_source_is_compiled_once_and_each_template_renders_on_its_own():
-    """The compile cache (deployment._compiled_once): the same source compiles once; the templates
-    made from it keep their own globals; another source compiles anew; preprocess hooks still run."""
+def _counting_environment(**options):
+    """A Jinja environment with the compile cache, and the list of sources it really compiled."""
     from jinja2 import Environment
     from jinja2.ext import Extension
 
@@ -524,17 +526,77 @@ def test_each_source_is_compiled_once_and_each_template_renders_on_its_own():
             Counting.calls += 1
             return source
 
-    env = Environment(extensions=[Counting])
+    env = Environment(extensions=[Counting], **options)
     compiled = []
     real = env.compile
     env.compile = lambda *args, **kwargs: compiled.append(args[0]) or real(*args, **kwargs)
-    env.compile = deployment._compiled_once(env)
+    env.compile = compile_cache.compiled_once(env)
+    return env, compiled, Counting
+
+
+@pytest.fixture
+def own_temp_dir(tmp_path, monkeypatch):
+    """Jinja's bytecode cache lives in the temporary directory: this test's own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(compile_cache.SWITCH, raising=False)
+    return tmp_path
+
+
+def test_each_source_is_compiled_once_and_each_template_renders_on_its_own(own_temp_dir):
+    """The compile cache (compile_cache.compiled_once): the same source compiles once; the
+    templates made from it keep their own globals; another source compiles anew; preprocess hooks
+    still run."""
+    env, compiled, counting = _counting_environment()
     first = env.from_string("{{ who }} at {{ where }}", globals={"where": "home"})
     second = env.from_string("{{ who }} at {{ where }}", globals={"where": "work"})
     assert (first.render(who="a"), second.render(who="b")) == ("a at home", "b at work")
     env.from_string("{{ who }}!")
     assert compiled == ["{{ who }} at {{ where }}", "{{ who }}!"]
-    assert Counting.calls >= 3
+    assert counting.calls >= 3
+
+
+def test_a_later_run_reads_the_compiled_code_from_the_disk_cache(own_temp_dir):
+    """A new environment (another render, another process) compiles nothing it compiled before, and
+    the code it reads names its own file (each render clones the template to a new directory)."""
+    source = "{% macro greet(who) %}hi {{ who }}{% endmacro %}{{ greet(name) }}"
+    env, compiled, _ = _counting_environment()
+    env.compile(source, "a.txt.jinja", "/clone-1/a.txt.jinja")
+    assert compiled == [source]
+    assert list((own_temp_dir / f"_jinja2-cache-{os.getuid()}").glob("deployment-patterns-*.cache"))
+
+    later, compiled_later, counting = _counting_environment()
+    code = later.compile(source, "a.txt.jinja", "/clone-2/a.txt.jinja")
+    assert compiled_later == [] and counting.calls == 1
+    nested = [const for const in code.co_consts if isinstance(const, types.CodeType)]
+    assert nested and {c.co_filename for c in [code, *nested]} == {"/clone-2/a.txt.jinja"}
+    assert later.from_string(source).render(name="x") == "hi x"
+
+
+def test_the_disk_cache_is_not_shared_by_environments_that_compile_differently(own_temp_dir):
+    """Other delimiters (Copier's `_envops`) compile the same source to other code: never read
+    from an entry another environment wrote."""
+    source = "[[ a ]]{{ a }}"
+    plain, _, _ = _counting_environment()
+    assert plain.from_string(source).render(a=1) == "[[ a ]]1"
+    square, compiled, _ = _counting_environment(variable_start_string="[[", variable_end_string="]]")
+    assert square.from_string(source).render(a=1) == "1{{ a }}"
+    assert compiled == [source]
+
+
+def test_without_the_disk_cache_each_run_compiles_afresh(own_temp_dir, monkeypatch):
+    """DEPLOYMENT_PATTERNS_COMPILE_CACHE=off, or no safe temporary directory (Jinja refuses one it
+    does not own with mode 0700): nothing is written, every run compiles, renders still work."""
+    monkeypatch.setenv(compile_cache.SWITCH, "off")
+    for _ in range(2):
+        env, compiled, _ = _counting_environment()
+        assert env.from_string("{{ 1 + 1 }}").render() == "2" and compiled == ["{{ 1 + 1 }}"]
+    assert not any(own_temp_dir.iterdir())
+
+    monkeypatch.delenv(compile_cache.SWITCH)
+    (own_temp_dir / f"_jinja2-cache-{os.getuid()}").write_text("not a directory")
+    for _ in range(2):
+        env, compiled, _ = _counting_environment()
+        assert env.from_string("{{ 2 + 2 }}").render() == "4" and compiled == ["{{ 2 + 2 }}"]
 
 
 @pytest.mark.parametrize("runtime", ["python", "node", "go"])

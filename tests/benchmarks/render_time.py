@@ -7,8 +7,9 @@ template rendered in the same run (the overhead ratio says what this template co
 Prints a Markdown table for docs/performance.md. Both templates are rendered in-process from a
 git checkout at HEAD, so the git clone Copier makes is in both figures. With --cli, what a user
 runs: `copier copy --defaults` in a new process (Python's start-up and Copier's import included),
-this template and the trivial one alternately; with --before, also the template at COMMIT (a
-worktree), in the same rounds.
+this template and the trivial one alternately, this template twice: as a later render (the
+compiled templates in Jinja's cache from earlier runs) and as a first render (an empty cache: a new
+TMPDIR each time); with --before, also the template at COMMIT (a worktree), in the same rounds.
 """
 
 from __future__ import annotations
@@ -53,30 +54,36 @@ def median_render(template: Path, data: dict, runs: int, scratch: Path) -> tuple
     return statistics.median(times), files
 
 
-def cli_render(template: Path, scratch: Path) -> float:
-    """Seconds of one `copier copy --defaults` of `template` in a new process."""
+def cli_render(template: Path, scratch: Path, first: bool = False) -> float:
+    """Seconds of one `copier copy --defaults` of `template` in a new process; `first`: with a
+    temporary directory of its own, so no compiled template from an earlier run is there."""
     destination = scratch / f"cli-{time.monotonic_ns()}"
+    env = dict(os.environ)
+    if first:
+        env["TMPDIR"] = tempfile.mkdtemp(dir=scratch)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "copier", "copy", "--defaults", "--quiet", "--trust", "--vcs-ref", "HEAD",
-                    str(template), str(destination)], check=True, capture_output=True)
+                    str(template), str(destination)], check=True, capture_output=True, env=env)
     return time.perf_counter() - started
 
 
 def cli_main(runs: int, before: str | None) -> None:
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
-        templates = {"trivial one-file template": trivial_template(scratch), "this template (HEAD)": ROOT}
+        templates = {"trivial one-file template": (trivial_template(scratch), False),
+                     "this template (HEAD), a later render": (ROOT, False),
+                     "this template (HEAD), a first render": (ROOT, True)}
         if before:
             worktree = scratch / "before"
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), before], check=True)
-            templates[f"this template ({before})"] = worktree
+            templates[f"this template ({before})"] = (worktree, False)
         times: dict[str, list[float]] = {name: [] for name in templates}
         try:
-            for name, template in templates.items():
-                cli_render(template, scratch)  # warm the page cache; not counted
+            for name, (template, first) in templates.items():
+                cli_render(template, scratch, first)  # warm the page cache; not counted
             for _ in range(runs):
-                for name, template in templates.items():
-                    times[name].append(cli_render(template, scratch))
+                for name, (template, first) in templates.items():
+                    times[name].append(cli_render(template, scratch, first))
         finally:
             if before:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
