@@ -1017,6 +1017,31 @@ def test_only_builds_with_credentials_mount_the_secret(project, tmp_path):
         assert "FROM build${BUILD_ENV_STAGE} AS build-chosen" in (project / "Dockerfile").read_text()
 
 
+def test_the_github_workflow_names_a_credentials_file_only_when_the_secret_is_set(project, tmp_path):
+    """Each job's step that writes the BUILD_ENV secret, run as GitHub runs it (bash -e): with the
+    secret, a file only the job's user reads, named in GITHUB_ENV; without it, neither (the builds
+    then take the stages without the secret mount)."""
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    steps = [step["run"] for job in workflow["jobs"].values() for step in job["steps"]
+             if "BUILD_ENV" in step.get("env", {})]
+    assert len(steps) == 2, "the test and release jobs"
+    for script in steps:
+        for secret in ("", "NPM_TOKEN=abc"):
+            runner = tmp_path / f"runner-{len(secret)}"
+            shutil.rmtree(runner, ignore_errors=True)
+            runner.mkdir()
+            github_env = runner / "github.env"
+            github_env.touch()
+            run("bash", "-e", "-c", script, env={"PATH": os.environ["PATH"], "BUILD_ENV": secret,
+                                                   "RUNNER_TEMP": str(runner), "GITHUB_ENV": str(github_env)})
+            written = runner / "build.env"
+            if secret:
+                assert github_env.read_text() == f"BUILD_ENV_FILE={written}\n"
+                assert written.read_text() == secret + "\n" and stat.S_IMODE(written.stat().st_mode) == 0o600
+            else:
+                assert github_env.read_text() == "" and not written.exists()
+
+
 def test_a_build_checks_its_credentials_file_before_anything_is_written(project, tmp_path):
     """BUILD_ENV_FILE is checked by every path that builds (compose.sh build or up --build,
     build.sh, CI's release.sh) before anything is written; a good one is taken."""
