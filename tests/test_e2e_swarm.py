@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 
 import pytest
@@ -148,6 +149,12 @@ def test_a_version_failing_its_health_check_is_rolled_back_by_swarm(project, lab
     proc, load, seconds = under_load(lab_swarm, lambda: deploy(project, "v3", check=False))
     assert proc.returncode != 0
     assert "Swarm rolled the app back to v2" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
+    # Why, before it: each task of v3 that stopped, its last health check (the app answered 500)
+    # read from its node's daemon, and the lines it logged.
+    why = proc.stderr[proc.stderr.index("  task "):]
+    assert re.match(r"  task \w{12} \(\S+_app\.\d+ on node\d\): \w+", why), proc.stderr[-2000:]
+    assert re.search(r"^    last health check: exit 1: .*500", why, re.M), why
+    assert "(production, version v3)" in why, why
     assert load.failed == [], f"{len(load.failed)} failed of {len(load.results)}: {load.failed[:10]}"
     assert load.versions() == {"v2"}, "no user request reached the broken version"
     assert serving(lab_swarm) == {"v2"} and history(project) == before

@@ -11,7 +11,8 @@ declare -gA SWARM_IMAGE_DEFAULTS=([CADDY_IMAGE]=docker.io/library/caddy:2.11 [MA
 SWARM_JOBS=(db-roles migrate)
 
 # swarm_init ENV: STACK, STACK_FILE, SWARM (the docker command line for the manager: SWARM_HOST, or
-# DOCKER_HOST / the current context) and the variables the stack file reads. Dies if no manager answers.
+# DOCKER_HOST / the current context), SWARM_NODE_PATTERN and the variables the stack file reads.
+# Dies if no manager answers.
 swarm_init() {
 	local env=$1 host out
 	STACK=$PROJECT_SLUG-$env
@@ -25,22 +26,23 @@ swarm_init() {
 	out=$("${SWARM[@]}" node ls --quiet 2>&1 >/dev/null) ||
 		die "no Swarm manager answers at ${host:-DOCKER_HOST or the current context} ($(tail -n 1 <<<"$out")): set SWARM_HOST in env/$env.env"
 	SWARM_DEPLOY_TIMEOUT=${SWARM_DEPLOY_TIMEOUT:-300}
+	# How this host reaches a node's daemon ({node}: its hostname), for what only the node knows.
+	SWARM_NODE_PATTERN=${SWARM_NODE_HOST:-$(env_value "$env" SWARM_NODE_HOST)}
 }
 
 # swarm_db_exec ENV: DB_EXEC (lib/db.sh) runs in the container of ENV's database task, on whichever
 # node it is: through that node's daemon, SWARM_NODE_HOST with {node} standing for its hostname.
 swarm_db_exec() {
-	local env=$1 node task container pattern
+	local env=$1 node task container
 	swarm_init "$env"
 	read -r node task < <("${SWARM[@]}" service ps --no-trunc --filter desired-state=running \
 		--format '{{.Node}} {{.ID}}' "${STACK}_db" 2>/dev/null | head -n 1) || true
 	[[ -n ${task:-} ]] || die "the $env database is not running on the Swarm (docker service ps ${STACK}_db)"
 	container=$("${SWARM[@]}" inspect --type task --format '{{.Status.ContainerStatus.ContainerID}}' "$task")
-	pattern=${SWARM_NODE_HOST:-$(env_value "$env" SWARM_NODE_HOST)}
-	[[ $pattern == *"{node}"* ]] ||
+	[[ $SWARM_NODE_PATTERN == *"{node}"* ]] ||
 		die "the $env database runs on node $node: set SWARM_NODE_HOST in env/$env.env to how this host reaches a node's Docker daemon, e.g. ssh://ops@{node}"
 	# shellcheck disable=SC2034  # read by lib/db.sh
-	DB_EXEC=(docker --host "${pattern//\{node\}/$node}" exec -i "$container")
+	DB_EXEC=(docker --host "${SWARM_NODE_PATTERN//\{node\}/$node}" exec -i "$container")
 }
 
 # swarm_export_settings ENV: every KEY=VALUE of env/ENV.env, for the stack file's ${KEY} (as Compose
@@ -164,17 +166,46 @@ swarm_app_current() {
 	! grep -qvxF -- "$spec" <<<"$specs"
 }
 
+# swarm_failed_tasks REF: why the app's tasks of REF are not running (the last 3), on stderr: each
+# one's state and Swarm's error, its last health check (from its node's daemon, when
+# SWARM_NODE_HOST says how to reach it) and the lines it logged last.
+swarm_failed_tasks() {
+	local ref=$1 id name node image state error container check shown=0
+	while IFS=$'\t' read -r id name node image state error; do
+		[[ $image == "$ref" && $state != Running* ]] || continue
+		printf '  task %s (%s on %s): %s%s\n' "${id:0:12}" "$name" "$node" "$state" "${error:+, $error}" >&2
+		if [[ $SWARM_NODE_PATTERN == *"{node}"* ]] &&
+			container=$("${SWARM[@]}" inspect --type task --format '{{.Status.ContainerStatus.ContainerID}}' "$id" 2>/dev/null) &&
+			check=$(docker --host "${SWARM_NODE_PATTERN//\{node\}/$node}" inspect --format \
+				'{{with .State.Health}}{{range .Log}}{{"\n"}}exit {{.ExitCode}}: {{printf "%q" .Output}}{{end}}{{end}}' \
+				"$container" 2>/dev/null | tail -n 1) && [[ -n $check ]]; then
+			printf '    last health check: %s\n' "$check" >&2
+		fi
+		"${SWARM[@]}" service logs --raw --tail 5 "$id" 2>&1 | sed 's/^/    /' >&2 || true
+		((++shown < 3)) || break
+	done < <("${SWARM[@]}" service ps --no-trunc \
+		--format '{{.ID}}\t{{.Name}}\t{{.Node}}\t{{.Image}}\t{{.CurrentState}}\t{{.Error}}' "${STACK}_app" 2>/dev/null)
+	return 0
+}
+
 # swarm_wait_app REF MARK: every replica of the app runs REF with the service's current spec and
 # is healthy (a task is "running" only once its health check passed). Returns 2 once Swarm has
-# rolled an update back by itself (a new task failed), 1 after SWARM_DEPLOY_TIMEOUT.
+# rolled an update back by itself (a new task failed), 1 after SWARM_DEPLOY_TIMEOUT; either way
+# the failed tasks of REF are shown first.
 swarm_wait_app() {
 	local ref=$1 mark=$2 deadline=$((SECONDS + SWARM_DEPLOY_TIMEOUT)) update wanted running
 	while :; do
 		update=$(swarm_update_mark)
 		if [[ -n $update && $update != "$mark" ]]; then
 			case ${update%%@*} in
-			rollback_completed) return 2 ;;
-			paused | rollback_paused) return 1 ;;
+			rollback_completed)
+				swarm_failed_tasks "$ref"
+				return 2
+				;;
+			paused | rollback_paused)
+				swarm_failed_tasks "$ref"
+				return 1
+				;;
 			esac
 		fi
 		if [[ ${update%%@*} != updating && ${update%%@*} != rollback_started ]]; then
@@ -185,7 +216,10 @@ swarm_wait_app() {
 				[[ $("${SWARM[@]}" service ps --quiet --filter desired-state=running "${STACK}_app" | wc -l) -eq $wanted ]] &&
 				swarm_app_current && return 0
 		fi
-		((SECONDS < deadline)) || return 1
+		if ((SECONDS >= deadline)); then
+			swarm_failed_tasks "$ref"
+			return 1
+		fi
 		sleep 1
 	done
 }

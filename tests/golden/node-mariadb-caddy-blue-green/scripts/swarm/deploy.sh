@@ -65,7 +65,7 @@ status=0
 swarm_wait_app "$ref" "$mark" || status=$?
 case $status in
 0) ;;
-2) die "deploy $version to $env failed: a new task failed its health check and Swarm rolled the app back to $previous (docker service ps ${STACK}_app)" ;;
+2) die "deploy $version to $env failed: a new task failed (above) and Swarm rolled the app back to $previous (docker service ps ${STACK}_app)" ;;
 *) die "deploy $version to $env failed: the app did not converge on $version within $SWARM_DEPLOY_TIMEOUT s (docker service ps ${STACK}_app)" ;;
 esac
 set_current_version "$version"
