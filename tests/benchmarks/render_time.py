@@ -10,6 +10,8 @@ runs: `copier copy --defaults` in a new process (Python's start-up and Copier's 
 this template and the trivial one alternately, this template twice: as a later render (the
 compiled templates in Jinja's cache from earlier runs) and as a first render (an empty cache: a new
 TMPDIR each time); with --before, also the template at COMMIT (a worktree), in the same rounds.
+With --parts: where a later render's time goes, in new processes: Copier's import alone, the whole
+render, and the render with Copier's per-file `git` calls patched out.
 """
 
 from __future__ import annotations
@@ -97,12 +99,46 @@ def cli_main(runs: int, before: str | None) -> None:
             print(f"| {name} | {median:.2f} | {median / baseline:.2f}x | {' '.join(f'{v:.2f}' for v in values)} |")
 
 
+# Python run in a new process: `copier copy --defaults` of the template, after PATCH.
+PARTS = {
+    "Copier's import alone": "import copier._cli\nraise SystemExit(0)",
+    "the whole render": "",
+    "without Copier's per-file git calls": "import copier._main\ncopier._main.Worker._sync_git_index_executable_bit = lambda *args: None",
+}
+
+
+def parts_main(runs: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        def one(patch: str) -> float:
+            argv = ["copier", "copy", "--defaults", "--quiet", "--trust", "--vcs-ref", "HEAD", str(ROOT),
+                    f"{scratch_dir}/parts-{time.monotonic_ns()}"]
+            code = f"import sys\nsys.argv = {argv!r}\n{patch}\nfrom copier._cli import CopierApp\nCopierApp.run()"
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+            return time.perf_counter() - started
+
+        times: dict[str, list[float]] = {name: [] for name in PARTS}
+        for patch in PARTS.values():
+            one(patch)  # fills the compile cache and the page cache; not counted
+        for _ in range(runs):
+            for name, patch in PARTS.items():
+                times[name].append(one(patch))
+        print("| part | median (s) | each run (s) |")
+        print("|---|---|---|")
+        for name, values in times.items():
+            print(f"| {name} | {statistics.median(values):.2f} | {' '.join(f'{v:.2f}' for v in values)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--cli", action="store_true", help="through the CLI, in a new process per render")
     parser.add_argument("--before", help="with --cli: also the template at this commit")
+    parser.add_argument("--parts", action="store_true", help="where a later render's time goes")
     args = parser.parse_args()
+    if args.parts:
+        parts_main(args.runs)
+        return
     if args.cli:
         cli_main(args.runs, args.before)
         return
