@@ -310,6 +310,7 @@ def test_a_pipenv_app_with_a_stale_lock_is_refused_and_one_without_a_lock_still_
     try:
         # A Pipfile changed since its lock: the build stops and says what to run.
         pipfile.write_text(pipfile.read_text().replace('humanize = "==4.11.0"', 'humanize = "==4.11.0"\nsix = "*"'))
+        uncached(pipfile)  # the lock-less build below must run its steps, not find them in the cache
         proc = stack.compose("build", "app-blue", check=False)
         assert proc.returncode != 0
         assert "Pipfile.lock is out-of-date" in proc.stdout + proc.stderr and "pipenv lock" in proc.stdout + proc.stderr
