@@ -9,7 +9,9 @@ same run: the issue's measure of a cold build.
     python3 tests/benchmarks/go_image.py --runtime node [--before COMMIT]
 
 With --runtime node: the Node example's runtime image, now against the earlier version (size, cold
-build, start to healthy); no single-stage baseline.
+build, start to healthy), and against a single stage in the style of `docker init` (the Node image,
+`npm ci --omit=dev` through a cache mount, non-root), built alternately with ours `--runs` times
+(default 3): medians.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,7 +81,8 @@ def measure(ref: str | None, name: str, scratch: Path, runtime: str = "go") -> d
     return {"size": size / 1e6, "build": build, "healthy": healthy}
 
 
-BASELINE = """\
+BASELINES = {
+    "go": """\
 FROM {image}
 WORKDIR /src
 COPY go.mod go.sum* ./
@@ -87,15 +91,28 @@ COPY . .
 RUN CGO_ENABLED=0 go build -o /usr/local/bin/app .
 USER 10001:10001
 CMD ["/usr/local/bin/app"]
-"""
+""",
+    "node": """\
+FROM {image}
+ENV NODE_ENV=production
+WORKDIR /usr/src/app
+RUN --mount=type=bind,source=package.json,target=package.json \\
+    --mount=type=bind,source=package-lock.json,target=package-lock.json \\
+    --mount=type=cache,target=/root/.npm \\
+    npm ci --omit=dev
+USER 10001:10001
+COPY . .
+CMD ["node", "server.js"]
+""",
+}
 
 
-def baseline(scratch: Path) -> dict:
-    """The rendered Go example built by a single-stage Dockerfile (no health check: build and size only)."""
+def baseline(scratch: Path, runtime: str = "go") -> dict:
+    """The rendered example built by a single-stage Dockerfile (no health check: build and size only)."""
     project = scratch / "now"
-    image = go_image(project)
-    (project / "Dockerfile.baseline").write_text(BASELINE.format(image=image))
-    tag = "bench-go-baseline:dev"
+    image = go_image(project, runtime)
+    (project / "Dockerfile.baseline").write_text(BASELINES[runtime].format(image=image))
+    tag = f"bench-{runtime}-baseline:dev"
     sh("docker", "builder", "prune", "--all", "--force")
     started = time.perf_counter()
     sh("docker", "build", "--quiet", "--file", str(project / "Dockerfile.baseline"), "--tag", tag, str(project))
@@ -109,18 +126,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=BEFORE, help="the template commit to compare with (default: v0.3.0)")
     parser.add_argument("--runtime", default="go", choices=["go", "node"])
+    parser.add_argument("--runs", type=int, default=3, help="with --runtime node: ours and the single stage, alternately")
     args = parser.parse_args()
     if args.runtime != "go":
         with tempfile.TemporaryDirectory() as scratch:
             before = measure(args.before, "before", Path(scratch), args.runtime)
-            now = measure(None, "now", Path(scratch), args.runtime)
+            nows, singles = [], []
+            for _ in range(args.runs):
+                nows.append(measure(None, "now", Path(scratch), args.runtime))
+                singles.append(baseline(Path(scratch), args.runtime))
+        now = {key: statistics.median(m[key] for m in nows) for key in nows[0]}
+        single = {key: statistics.median(m[key] for m in singles) for key in singles[0]}
         print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores; {args.runtime} image: the catalogue pin "
-              f"(STAND-IN where no registry answers); {time.strftime('%Y-%m-%d')}.\n")
-        print("| image | size (MB) | vs before | cold build (s) | vs before | start to healthy (s) |")
-        print("|---|---|---|---|---|---|")
-        for label, m in ((f"before ({args.before[:7]})", before), ("now", now)):
+              f"(STAND-IN where no registry answers); {time.strftime('%Y-%m-%d')}; now and the single stage: "
+              f"medians of {args.runs}.\n")
+        print("| image | size (MB) | vs before | cold build (s) | vs before | start to healthy (s) | cold builds (s) |")
+        print("|---|---|---|---|---|---|---|")
+        for label, m, runs in ((f"before ({args.before[:7]})", before, [before]), ("now", now, nows),
+                               ("single stage (docker init style)", single, singles)):
+            healthy = f"{m['healthy']:.1f}" if "healthy" in m else "-"
+            builds = " ".join(f"{r['build']:.1f}" for r in runs)
             print(f"| {label} | {m['size']:.1f} | {m['size'] / before['size']:.2f}x | {m['build']:.1f} | "
-                  f"{m['build'] / before['build']:.2f}x | {m['healthy']:.1f} |")
+                  f"{m['build'] / before['build']:.2f}x | {healthy} | {builds} |")
+        print(f"\nNow against the single stage: size {now['size'] / single['size']:.2f}x, cold build {now['build'] / single['build']:.2f}x.")
         return
     with tempfile.TemporaryDirectory() as scratch:
         before = measure(args.before, "before", Path(scratch))
