@@ -78,22 +78,24 @@ def compiled_once(environment: jinja2.Environment):
 
     @functools.lru_cache(maxsize=4096)
     def cached(source: str, name: str | None, filename: str | None, defer_init: bool) -> Any:
-        if disk is None:
-            return compile_source(source, name, filename, False, defer_init)
-        # The fingerprint is taken at the first compilation: the extensions are loaded by then.
-        key = hashlib.sha256(repr((_fingerprint(), name, defer_init, source)).encode()).hexdigest()
-        try:
-            bucket = disk.get_bucket(environment, key, None, source)
-        except OSError:
-            return compile_source(source, name, filename, False, defer_init)
-        if bucket.code is None:
-            bucket.code = compile_source(source, name, filename, False, defer_init)
+        bucket = None
+        if disk is not None:
+            # The fingerprint is taken at the first compilation: the extensions are loaded by then.
+            key = hashlib.sha256(repr((_fingerprint(), name, defer_init, source)).encode()).hexdigest()
+            try:
+                bucket = disk.get_bucket(environment, key, None, source)
+            except OSError:
+                pass
+        if bucket is not None and bucket.code is not None:
+            return _with_filename(bucket.code, filename or "<template>")
+        code = compile_source(source, name, filename, False, defer_init)
+        if bucket is not None:
+            bucket.code = code
             try:
                 disk.set_bucket(bucket)
             except OSError:
                 pass
-            return bucket.code
-        return _with_filename(bucket.code, filename or "<template>")
+        return code
 
     def compile_(source, name=None, filename=None, raw=False, defer_init=False):
         if raw or not isinstance(source, str):

@@ -38,12 +38,20 @@ swarm_db_exec() {
 	read -r node task < <("${SWARM[@]}" service ps --no-trunc --filter desired-state=running \
 		--format '{{.Node}} {{.ID}}' "${STACK}_db" 2>/dev/null | head -n 1) || true
 	[[ -n ${task:-} ]] || die "the $env database is not running on the Swarm (docker service ps ${STACK}_db)"
-	container=$("${SWARM[@]}" inspect --type task --format '{{.Status.ContainerStatus.ContainerID}}' "$task")
+	container=$(swarm_task_container "$task")
 	[[ $SWARM_NODE_PATTERN == *"{node}"* ]] ||
 		die "the $env database runs on node $node: set SWARM_NODE_HOST in env/$env.env to how this host reaches a node's Docker daemon, e.g. ssh://ops@{node}"
 	# shellcheck disable=SC2034  # read by lib/db.sh
-	DB_EXEC=(docker --host "${SWARM_NODE_PATTERN//\{node\}/$node}" exec -i "$container")
+	DB_EXEC=(docker --host "$(swarm_node_host "$node")" exec -i "$container")
 }
+
+# swarm_task_container TASK: the ID of the container that runs (or ran) TASK, on its node.
+swarm_task_container() {
+	"${SWARM[@]}" inspect --type task --format '{{.Status.ContainerStatus.ContainerID}}' "$1"
+}
+
+# swarm_node_host NODE: how this host reaches NODE's daemon (SWARM_NODE_PATTERN, {node} replaced).
+swarm_node_host() { printf '%s\n' "${SWARM_NODE_PATTERN//\{node\}/$1}"; }
 
 # swarm_export_settings ENV: every KEY=VALUE of env/ENV.env, for the stack file's ${KEY} (as Compose
 # reads its env file: the last line of a key counts, and a variable set in the environment wins).
@@ -175,8 +183,8 @@ swarm_failed_tasks() {
 		[[ $image == "$ref" && $state != Running* ]] || continue
 		printf '  task %s (%s on %s): %s%s\n' "${id:0:12}" "$name" "$node" "$state" "${error:+, $error}" >&2
 		if [[ $SWARM_NODE_PATTERN == *"{node}"* ]] &&
-			container=$("${SWARM[@]}" inspect --type task --format '{{.Status.ContainerStatus.ContainerID}}' "$id" 2>/dev/null) &&
-			check=$(docker --host "${SWARM_NODE_PATTERN//\{node\}/$node}" inspect --format \
+			container=$(swarm_task_container "$id" 2>/dev/null) &&
+			check=$(docker --host "$(swarm_node_host "$node")" inspect --format \
 				'{{with .State.Health}}{{range .Log}}{{"\n"}}exit {{.ExitCode}}: {{printf "%q" .Output}}{{end}}{{end}}' \
 				"$container" 2>/dev/null | tail -n 1) && [[ -n $check ]]; then
 			printf '    last health check: %s\n' "$check" >&2
