@@ -1,6 +1,6 @@
 #!/bin/sh
 # The dependencies of a Node project, installed in the image's build with the package manager its
-# lock file is for (the Dockerfile runs it in /build, where the package files are):
+# lock file is for (the Dockerfile runs it in /build/app, where the package files are):
 #   docker/node-install.sh production [DEST]   without the development dependencies (what the image
 #                                              runs); DEST: every node_modules then moves there
 #   docker/node-install.sh all                 with them (for the app's build script)
