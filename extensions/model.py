@@ -48,6 +48,11 @@ BUILD_ENV_STAGES = [
     {"suffix": "-credentials", "mounts": BUILD_ENV_MOUNTS, "comment": [
         "The same with the build's credentials mounted: built instead when BUILD_ENV_FILE is set."]},
 ]
+# The Debian packages a build argument lists (BUILD_PACKAGES for the build's stages, RUNTIME_PACKAGES
+# for the runtime) come in a stage named -packages, which a stage starts from only when the list is
+# set: an empty list (the default) costs no step (Dockerfile.build-packages.jinja).
+SYSTEM_STAGE_REFS = {"build": "build-system${BUILD_PACKAGES:+-packages}",
+                     "runtime": "runtime-system${RUNTIME_PACKAGES:+-packages}"}
 # A host job that needs no privilege, started by root (cron, supervisord): util-linux's setpriv
 # empties the bounding and inheritable sets before the exec, so root keeps no capability and cannot
 # regain one (no_new_privs); nice 10 as the systemd units.
@@ -930,6 +935,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "build_env_stage_ref": f"${{{BUILD_ENV_STAGE_ARG}}}",
         "build_env_stages": [dict(stage, comment="\n".join(f"# {line}" for line in stage["comment"]))
                              for stage in BUILD_ENV_STAGES],
+        "system_stage_ref": SYSTEM_STAGE_REFS,
         "grafana_public": f.grafana_public,
         "grafana_admin": grafana_admin(f) if f.monitored else None,
         "volumes": [v for v in VOLUME_ORDER if v in named_volumes],

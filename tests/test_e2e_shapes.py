@@ -177,6 +177,43 @@ def test_a_node_app_with_a_build_script_runs_its_output_without_development_depe
         run("rm", "-rf", stack.project)
 
 
+# The stage each runtime's dependencies are fetched in (where BUILD_PACKAGES must be).
+FETCH_STAGE = {"python-requirements-without-hashes": "build", "node-without-lock": "base", "go-vendored": "build"}
+
+
+@pytest.mark.parametrize("shape", FETCH_STAGE)
+def test_system_packages_reach_only_their_stages_and_cost_no_step_when_unset(copie_session, lab, shape):
+    """The Dockerfile's BUILD_PACKAGES are in the stage that fetches dependencies and not in the
+    runtime, its RUNTIME_PACKAGES in the runtime (Go's runtime has none: scratch); both empty (the
+    default), the stages that install them are not in the build at all."""
+    stack = rendered(copie_session, shape, SHAPES[shape], alone=True)
+    image = f"{stack.answers['image_name']}:dev"
+    stage_image = f"{stack.answers['image_name']}-{FETCH_STAGE[shape]}:dev"
+    dockerfile = stack.project / "Dockerfile"
+    try:
+        proc = stack.compose("build", "app-blue")
+        assert "system-packages" not in proc.stdout + proc.stderr and "apt-get" not in proc.stdout + proc.stderr
+        text = dockerfile.read_text()
+        assert 'ARG BUILD_PACKAGES=""\n' in text and ('ARG RUNTIME_PACKAGES=""\n' in text) == (not shape.startswith("go-"))
+        dockerfile.write_text(text.replace('ARG BUILD_PACKAGES=""', 'ARG BUILD_PACKAGES="jq"')
+                              .replace('ARG RUNTIME_PACKAGES=""', 'ARG RUNTIME_PACKAGES="libjq1"'))
+        proc = stack.compose("build", "app-blue")
+        output = proc.stdout + proc.stderr
+        assert "build-system-packages 1/1] RUN apt-get" in output, "the build takes the stage that installs them"
+        assert ("runtime-system-packages 1/1] RUN apt-get" in output) == (not shape.startswith("go-"))
+        docker("build", "--quiet", "--target", FETCH_STAGE[shape], "--tag", stage_image, str(stack.project))
+        assert docker("run", "--rm", "--entrypoint", "jq", stage_image, "-n", "1+1").stdout.strip() == "2"
+        if not shape.startswith("go-"):
+            found = docker("run", "--rm", "--entrypoint", "sh", image, "-c",
+                           "dpkg-query -W -f='${Status}' libjq1; command -v jq || echo ' no jq'").stdout
+            assert found == "install ok installed no jq\n", found
+        else:
+            assert not docker("run", "--rm", "--entrypoint", "/bin/sh", image, "-c", "command -v jq", check=False).stdout
+    finally:
+        docker("image", "rm", "--force", image, stage_image, check=False)
+        run("rm", "-rf", stack.project)
+
+
 def test_a_yarn_plug_n_play_app_is_refused_with_what_to_do(copie_session, lab):
     """Yarn 2+'s default (Plug'n'Play) makes no node_modules, which the image runs."""
     stack = rendered(copie_session, "node-yarn-berry", SHAPES["node-yarn-berry"], alone=True)

@@ -101,17 +101,21 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     a = answers(project)
     runtime = a["runtime"] if a["runtime"] != "python" else f"python-{a['python_installer']}"
     # (base image argument, or "" for a stage that starts from another stage; stage name)
-    stages = re.findall(r"^FROM (?:\$\{(\w+)\}|\w+(?:\$\{BUILD_ENV_STAGE\})?) AS ([\w-]+)$", dockerfile, re.M)
+    stages = re.findall(r"^FROM (?:\$\{(\w+)\}|[\w-]+(?:\$\{BUILD_ENV_STAGE\}|\$\{(?:BUILD|RUNTIME)_PACKAGES:\+-packages\})?) AS ([\w-]+)$",
+                        dockerfile, re.M)
     # Go also lays out the runtime's few files (busybox and its links) in a stage of its own; Node
     # installs the production dependencies (deps) beside the app's build script (build), both from
     # the package files (base), which a stage of their own picks out of the source (package-files,
     # each workspace's package.json too), as pip's build takes the requirement files.
     # Each stage that fetches dependencies twice, without and with the build's credentials, one of
     # them chosen by BUILD_ENV_STAGE (test_only_builds_with_credentials_mount_the_secret).
-    python = ["build", "build-credentials", "build-chosen", "runtime"]
-    assert [name for _, name in stages] == {"go": ["rootfs", "build", "build-credentials", "build-chosen", "runtime"],
-                                            "node": ["package-files", "base", "deps", "build", "deps-credentials", "build-credentials",
-                                                     "deps-chosen", "build-chosen", "runtime"],
+    # The build's and the runtime's system packages come in stages of their own (-packages), taken
+    # only when the build argument lists some (test_system_packages_add_a_step_only_when_listed).
+    build_system, runtime_system = ["build-system", "build-system-packages"], ["runtime-system", "runtime-system-packages"]
+    python = [*build_system, "build", "build-credentials", "build-chosen", *runtime_system, "runtime"]
+    assert [name for _, name in stages] == {"go": ["rootfs", *build_system, "build", "build-credentials", "build-chosen", "runtime"],
+                                            "node": ["package-files", *build_system, "base", "deps", "build", "deps-credentials",
+                                                     "build-credentials", "deps-chosen", "build-chosen", *runtime_system, "runtime"],
                                             "python-pip": ["requirements", *python], "python-uv": python,
                                             "python-poetry": python, "python-pipenv": python}[runtime]
     # Base images are build arguments with pinned defaults, declared before the first FROM.
@@ -119,8 +123,8 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     for arg in filter(None, (arg for arg, _ in stages)):
         # A pinned image, or (Go's runtime) scratch: nothing but the static binary and busybox.
         assert re.search(rf"^ARG {arg}=([\w./-]+:[\w.-]+|scratch)$", head, re.M), arg
-    runtime_stage = dockerfile.split(" AS runtime", 1)[1]
-    assert "--mount=type=cache" in dockerfile.split(" AS runtime", 1)[0]
+    before_runtime, runtime_stage = re.split(r" AS runtime\n", dockerfile, maxsplit=1)
+    assert "--mount=type=cache" in before_runtime
     assert re.search(r"^USER 10001:10001$", runtime_stage, re.M)
     assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[", runtime_stage, re.M)
     # No HTTP client installed for the health check: the runtime asks the app itself (Python,
@@ -139,7 +143,7 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
         # The production dependencies, never the build stage's (development ones included).
         # Every node_modules (the root's and each workspace's), moved to /build/deps by docker/node-install.sh.
         assert "COPY --from=deps-chosen /build/deps/ ./" in runtime_stage
-        assert "find . -name node_modules -prune -type d -exec rm -rf {} +" in dockerfile.split(" AS build", 1)[1].split("\nFROM ", 1)[0]
+        assert "find . -name node_modules -prune -type d -exec rm -rf {} +" in re.split(r" AS build\n", dockerfile, maxsplit=1)[1].split("\nFROM ", 1)[0]
     assert "org.opencontainers.image.version" in runtime_stage
     # What a stage hands another is never a directory at the image's root: BuildKit checksums a
     # COPY --from source by walking the directory holding it (the root: the whole base image, 0.6 s
@@ -149,9 +153,13 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     assert all(source.strip("/").count("/") >= 1 for _, source in handed_over), handed_over
     # No compiler or package-manager cache arrives in the runtime stage.
     assert "pip install" not in runtime_stage and "npm ci" not in runtime_stage and "BUILD_PACKAGES" not in runtime_stage
-    # The only apt-get there installs the user's RUNTIME_PACKAGES (shared libraries) and drops the lists.
-    installs = [line for line in runtime_stage.splitlines() if "apt-get install" in line]
-    assert all("$RUNTIME_PACKAGES" in line and "rm -rf /var/lib/apt/lists/*" in line for line in installs), installs
+    # No apt-get there: the runtime's only installs are the user's RUNTIME_PACKAGES (shared
+    # libraries), in the stage it starts from when they are listed, which drops the lists.
+    assert "apt-get" not in runtime_stage
+    installs = [line for line in before_runtime.split(" AS runtime-system-packages\n", 1)[-1].split("\nFROM ", 1)[0].splitlines()
+                if "apt-get install" in line]
+    assert runtime == "go" or installs == ["RUN apt-get update && apt-get install -y --no-install-recommends $RUNTIME_PACKAGES "
+                                           "&& rm -rf /var/lib/apt/lists/*"], installs
     ignored = (project / ".dockerignore").read_text().split()
     assert {"secrets/", "env/", "backups/", ".git"} <= set(ignored)
 
