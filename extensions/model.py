@@ -49,10 +49,22 @@ BUILD_ENV_STAGES = [
         "The same with the build's credentials mounted: built instead when BUILD_ENV_FILE is set."]},
 ]
 # The Debian packages a build argument lists (BUILD_PACKAGES for the build's stages, RUNTIME_PACKAGES
-# for the runtime) come in a stage named -packages, which a stage starts from only when the list is
-# set: an empty list (the default) costs no step (Dockerfile.build-packages.jinja).
-SYSTEM_STAGE_REFS = {"build": "build-system${BUILD_PACKAGES:+-packages}",
-                     "runtime": "runtime-system${RUNTIME_PACKAGES:+-packages}"}
+# for the runtime) come in a stage SIDE-system-packages, which a stage starts from (ref) only when the
+# list is set: an empty list (the default) costs no step (Dockerfile.system-packages.jinja).
+SYSTEM_PACKAGES = {
+    "build": ["BUILD_PACKAGES: in the build's stages only, never in the runtime image. Those stages start from",
+              "build-system-packages when the list is set, else from the image itself."],
+    "runtime": ["RUNTIME_PACKAGES: shared libraries the dependencies load at run time, without their -dev",
+                "packages. The runtime starts from runtime-system-packages when the list is set, else from the image."],
+}
+
+
+def system_packages(side: str) -> dict[str, str]:
+    arg, stage = f"{side.upper()}_PACKAGES", f"{side}-system"
+    return {"arg": arg, "stage": stage, "ref": f"{stage}${{{arg}:+-packages}}",
+            "comment": "\n".join(f"# {line}" for line in SYSTEM_PACKAGES[side])}
+
+
 # A host job that needs no privilege, started by root (cron, supervisord): util-linux's setpriv
 # empties the bounding and inheritable sets before the exec, so root keeps no capability and cannot
 # regain one (no_new_privs); nice 10 as the systemd units.
@@ -935,7 +947,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "build_env_stage_ref": f"${{{BUILD_ENV_STAGE_ARG}}}",
         "build_env_stages": [dict(stage, comment="\n".join(f"# {line}" for line in stage["comment"]))
                              for stage in BUILD_ENV_STAGES],
-        "system_stage_ref": SYSTEM_STAGE_REFS,
+        "system_packages": {side: system_packages(side) for side in SYSTEM_PACKAGES},
         "grafana_public": f.grafana_public,
         "grafana_admin": grafana_admin(f) if f.monitored else None,
         "volumes": [v for v in VOLUME_ORDER if v in named_volumes],

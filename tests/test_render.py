@@ -110,7 +110,7 @@ def test_dockerfile_is_multi_stage_non_root_and_cached(render, variant):
     # Each stage that fetches dependencies twice, without and with the build's credentials, one of
     # them chosen by BUILD_ENV_STAGE (test_only_builds_with_credentials_mount_the_secret).
     # The build's and the runtime's system packages come in stages of their own (-packages), taken
-    # only when the build argument lists some (test_system_packages_add_a_step_only_when_listed).
+    # only when the build argument lists some (test_e2e_shapes.py: test_system_packages_reach_only_their_stages_and_cost_no_step_when_unset).
     build_system, runtime_system = ["build-system", "build-system-packages"], ["runtime-system", "runtime-system-packages"]
     python = [*build_system, "build", "build-credentials", "build-chosen", *runtime_system, "runtime"]
     assert [name for _, name in stages] == {"go": ["rootfs", *build_system, "build", "build-credentials", "build-chosen", "runtime"],
