@@ -204,6 +204,23 @@ def test_every_step_that_fetches_dependencies_gets_the_builds_credentials_and_no
     assert re.search(r"^ARG BUILD_ENV_STAGE=$", dockerfile.split("\nFROM ", 1)[0], re.M)
 
 
+# What needs the network beyond fetching dependencies: Debian packages, and the app's own build
+# script (a bundler may fetch fonts or a CDN's files).
+NEEDS_NETWORK = re.compile(FETCHES.pattern + r"|apt-get install|npm run ")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_build_steps_that_fetch_nothing_run_without_a_network(render, variant):
+    """Picking the package files out of the source, laying out Go's runtime files, adding the app's
+    user: no network (nothing in the build's source can reach out there, and such a step starts in
+    half the time); every step that fetches keeps the default network."""
+    stages = stages_of((render(variant) / "Dockerfile").read_text())
+    runs = [step for steps in stages.values() for step in steps if step.startswith("RUN ")]
+    offline = [step for step in runs if not NEEDS_NETWORK.search(step)]
+    assert offline and all(step.startswith("RUN --network=none ") for step in offline), offline
+    assert not any("--network" in step for step in runs if NEEDS_NETWORK.search(step))
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_prometheus_scrapes_the_port_the_app_serves_metrics_on(render, variant):
     """metrics_port (app_port by default) for the app's metrics; the health path's, on app_port,
