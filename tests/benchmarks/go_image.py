@@ -54,6 +54,13 @@ def alias_go_image(project: Path, runtime: str = "go") -> None:
     print(f"note: {wanted} is not on this host: tagged {IMAGES[runtime]} as it (the same stand-in)", file=sys.stderr)
 
 
+def empty_build_cache() -> None:
+    """Before a cold build: no build cache, and the previous build's writes on the disk before the
+    clock starts, not during this build."""
+    sh("docker", "builder", "prune", "--all", "--force")
+    sh("sync")
+
+
 def measure(ref: str | None, name: str, scratch: Path, runtime: str = "go") -> dict:
     project = scratch / name
     with warnings.catch_warnings():
@@ -62,8 +69,7 @@ def measure(ref: str | None, name: str, scratch: Path, runtime: str = "go") -> d
                  data={"project_name": f"Bench {runtime} {name}", "runtime": runtime, "database": "none", "cache": "none"})
     tag = f"bench-{runtime}-{name}:dev"
     alias_go_image(project, runtime)
-    sh("docker", "builder", "prune", "--all", "--force")
-    sh("sync")  # the previous build's writes reach the disk before the clock starts, not during this build
+    empty_build_cache()
     started = time.perf_counter()
     sh("docker", "build", "--quiet", "--target", "runtime", "--tag", tag, str(project))
     build = time.perf_counter() - started
@@ -114,8 +120,7 @@ def baseline(scratch: Path, runtime: str = "go") -> dict:
     image = go_image(project, runtime)
     (project / "Dockerfile.baseline").write_text(BASELINES[runtime].format(image=image))
     tag = f"bench-{runtime}-baseline:dev"
-    sh("docker", "builder", "prune", "--all", "--force")
-    sh("sync")  # the previous build's writes reach the disk before the clock starts, not during this build
+    empty_build_cache()
     started = time.perf_counter()
     sh("docker", "build", "--quiet", "--file", str(project / "Dockerfile.baseline"), "--tag", tag, str(project))
     build = time.perf_counter() - started
