@@ -38,6 +38,7 @@ BUILD_SECRET = "build_env"
 BUILD_ENV_SCRIPT_MOUNT = "--mount=type=bind,source=docker/build-env.sh,target=/tmp/build-env.sh"
 BUILD_ENV_MOUNTS = f"--mount=type=secret,id={BUILD_SECRET} {BUILD_ENV_SCRIPT_MOUNT}"
 BUILD_ENV_STAGE_ARG = "BUILD_ENV_STAGE"
+BUILD_ENV_CREDENTIALS_SUFFIX = "-credentials"
 BUILD_ENV_STAGES = [
     {"suffix": "", "mounts": BUILD_ENV_SCRIPT_MOUNT, "comment": [
         "The steps that fetch dependencies read the build's credentials (a private registry's token:",
@@ -45,7 +46,7 @@ BUILD_ENV_STAGES = [
         "in this stage's copy named -credentials, built in its place when BUILD_ENV_FILE is set (on Docker",
         "Engine 26 a secret mount delays its step: builds without credentials leave it out). No layer",
         "keeps them."]},
-    {"suffix": "-credentials", "mounts": BUILD_ENV_MOUNTS, "comment": [
+    {"suffix": BUILD_ENV_CREDENTIALS_SUFFIX, "mounts": BUILD_ENV_MOUNTS, "comment": [
         "The same with the build's credentials mounted: built instead when BUILD_ENV_FILE is set."]},
 ]
 # The Debian packages a build argument lists (BUILD_PACKAGES for the build's stages, RUNTIME_PACKAGES
@@ -320,7 +321,7 @@ def app_services(f: Facts, reads: dict[str, list[str]]) -> list[Service]:
             # The build's credentials reach the dependency steps only (docker/build-env.sh);
             # BUILD_NETWORK=host lets them reach a registry on the build host's loopback.
             build={"context": ".", "target": "runtime",
-                   "args": {"APP_VERSION": version, BUILD_ENV_STAGE_ARG: "${BUILD_ENV_FILE:+-credentials}",
+                   "args": {"APP_VERSION": version, BUILD_ENV_STAGE_ARG: f"${{BUILD_ENV_FILE:+{BUILD_ENV_CREDENTIALS_SUFFIX}}}",
                             **{BASE_IMAGE_ARGS[key]: image_ref(key) for key in RUNTIMES[f.runtime]["images"]}},
                    "secrets": [BUILD_SECRET], "network": "${BUILD_NETWORK:-default}"}
             if builds else None,
