@@ -225,7 +225,8 @@ PROXY_OPS_PORT = 8081
 
 # Where each proxy's per-environment configuration lives (config/<proxy>/<env>/) and is mounted;
 # where .deploy/<env>/proxy/ is mounted and the file in it that names the active colour (nginx:
-# a marker file per colour, route-<service>, looked for at every request); on a Swarm (no
+# a marker file per colour, route-<service>, looked for at every request), and Caddy's maintenance
+# switch ("on" or "off", read at every request); on a Swarm (no
 # colours), the file whose fixed content names the service `app` instead ("swarm_route").
 PROXIES = {
     "nginx": {"config_dir": "config/nginx", "mount": "/etc/nginx/deploy", "active": "/etc/nginx/active",
@@ -233,7 +234,7 @@ PROXIES = {
               "files": ["nginx.conf", "locations.conf", "app-route.conf", "app-proxy.conf", "security-headers.conf"],
               "swarm_route": "/etc/nginx/deploy/app-route.conf"},
     "caddy": {"config_dir": "config/caddy", "mount": "/etc/caddy/deploy", "active": "/etc/caddy/active",
-              "upstream_file": "upstream-name", "files": ["Caddyfile"],
+              "upstream_file": "upstream-name", "maintenance_file": "maintenance", "files": ["Caddyfile"],
               "swarm_route": "/etc/caddy/active/upstream-name"},
     "traefik": {"config_dir": "config/traefik", "mount": "/etc/traefik/deploy", "active": "/etc/traefik/active",
                 "upstream_file": "upstream.yml", "files": ["dynamic.yml", "maintenance.yml"],

@@ -142,6 +142,24 @@ def test_receiver_credentials_start_as_a_placeholder_with_a_warning(render, tmp_
     assert url.read_text() == "https://chat.example.org/hooks/abc\n", "the operator's value is kept"
 
 
+def test_a_caddy_project_put_in_maintenance_by_an_older_release_stays_in_it(render, tmp_path):
+    """Caddy's maintenance was once the page alone; now a switch file, and the page stays when it
+    goes off. First use after the update (any script) turns the old state into the switch, once."""
+    copy = tmp_path / "project"
+    shutil.copytree(render("py-uv-mariadb-caddy-acme"), copy, ignore=shutil.ignore_patterns("secrets", "*.env", ".deploy"))
+    proxy = copy / ".deploy/production/proxy"
+    proxy.mkdir(parents=True)
+    (proxy / "maintenance.html").write_text("<p>back soon</p>")
+    run(copy / "scripts/init-env.sh", "production")
+    assert (proxy / "maintenance").read_text() == "on" and mode(proxy / "maintenance") == 0o644
+    (proxy / "maintenance").write_text("off")  # what scripts/maintenance.sh ENV off writes, page kept
+    run(copy / "scripts/init-env.sh", "production")
+    assert (proxy / "maintenance").read_text() == "off"
+    shutil.rmtree(copy / ".deploy")
+    run(copy / "scripts/init-env.sh", "production")
+    assert not (copy / ".deploy/production/proxy/maintenance").exists(), "never in maintenance: no switch (off)"
+
+
 def test_first_tls_pair_is_self_signed_for_the_domain(project):
     run(project / "scripts/init-env.sh", "staging")
     proc = run(require_tool("openssl"), "x509", "-in", project / "secrets/staging/tls_cert", "-noout", "-subject", "-ext", "subjectAltName")
