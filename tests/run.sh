@@ -2,12 +2,10 @@
 # The whole test suite, on a fresh Debian 12 machine or a prepared one (README's test command).
 # Installs what it needs (idempotent), then:
 #   1. the fast tier (no Docker engine needed), while the e2e lab is prepared in the background:
-#      a broken render fails within two minutes;
+#      a broken render fails within two minutes; then the slow checks (no Docker engine either:
+#      the static checks of every variant, updates from every release), the lab still preparing;
 #   2. the e2e tier, independent stacks side by side (pytest-xdist; the tests that share a stack
-#      run on one worker, see tests/conftest.py), and beside it the slow checks (no Docker engine:
-#      the static checks of every variant, updates from every release) at a lower CPU priority:
-#      they use the time the stacks spend waiting (health checks, drains, timers), and their
-#      report follows the e2e tier's.
+#      run on one worker, see tests/conftest.py).
 # With arguments, runs one pytest with them instead, e.g.
 #   bash tests/run.sh -m "not e2e and not slow"      # the fast tier only, for the inner loop
 #   bash tests/run.sh tests/test_e2e_release.py -k nginx
@@ -44,14 +42,7 @@ lab_pid=$!
 trap 'kill "$lab_pid" 2>/dev/null || true' EXIT
 
 pytest_tier "fast tier" -m "not e2e and not slow" -n "${DP_FAST_WORKERS:-2}" --durations=10
-
-slow_log=$(mktemp /tmp/dp-slow-checks.XXXXXX.log)
-(
-	renice -n 10 -p "$BASHPID" >/dev/null
-	pytest_tier "slow checks" -m "slow and not e2e" -n "${DP_FAST_WORKERS:-2}" --durations=5
-) >"$slow_log" 2>&1 &
-slow_pid=$!
-trap 'kill "$lab_pid" 2>/dev/null || true; pkill -P "$slow_pid" 2>/dev/null || true' EXIT
+pytest_tier "slow checks" -m "slow and not e2e" -n "${DP_FAST_WORKERS:-2}" --durations=5
 
 started=$SECONDS
 if ! wait "$lab_pid"; then
@@ -60,11 +51,4 @@ if ! wait "$lab_pid"; then
 	exit 1
 fi
 log "e2e lab ready ($((SECONDS - started)) s after the fast tier)"
-e2e_status=0
-pytest_tier "e2e tier" -m e2e -n "${DP_E2E_WORKERS:-3}" --dist loadgroup --durations=10 || e2e_status=$?
-
-slow_status=0
-wait "$slow_pid" || slow_status=$?
-log "the slow checks, run beside the e2e tier ($slow_log):"
-cat "$slow_log"
-((e2e_status == 0 && slow_status == 0))
+pytest_tier "e2e tier" -m e2e -n "${DP_E2E_WORKERS:-3}" --dist loadgroup --durations=10
