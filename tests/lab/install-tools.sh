@@ -98,8 +98,8 @@ fi
 # checkov in a virtualenv of its own (it pins many packages the other tools share), made once per
 # machine and pin in DP_TOOLS_CACHE: a fresh clone links it instead of installing it again (about
 # a minute of CPU). A half-made one (no checkov in it) is made again.
-checkov_pin="checkov>=3.3,<3.4"
-checkov_venv=${DP_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deployment-patterns}/checkov-3.3
+checkov_pin="checkov~=3.3.0" # any 3.3.x; the directory is named after it, so a new pin makes a new one
+checkov_venv=${DP_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deployment-patterns}/checkov-${checkov_pin#checkov~=}
 if [[ ! -x "$checkov_venv/bin/checkov" ]]; then
 	log "installing checkov ($checkov_venv)"
 	rm -rf "$checkov_venv"
