@@ -8,6 +8,7 @@ import importlib.util
 import json
 import re
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ import coverage
 import pytest
 
 from conftest import ROOT, require_tool
-from e2e_support import free_port
+from e2e_support import free_port, wait_until
 from extensions import answers as a
 from extensions import compile_cache, deployment, model
 from extensions.catalogue import IMAGES
@@ -610,4 +611,53 @@ def test_app_healthcheck_is_a_valid_program_of_its_interpreter(runtime, tmp_path
                    "node": [require_tool("node"), "--check"], "go": ["sh", "-n"]}[runtime]
     proc = subprocess.run([*interpreter, program], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def status_server():
+    """tests/status_server.py on all of this host's addresses (the check asks the hostname's)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, ROOT / "tests" / "status_server.py", "0.0.0.0", str(port)])
+    try:
+        wait_until(lambda: listening(port), 10, f"the status server on port {port}", interval=0.05)
+        yield port
+    finally:
+        server.kill()
+        server.wait()
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+# Each runtime's check with a witness of its full path: the modules Python imports (-X importtime),
+# Node's fetch (wrapped by a preloaded module).
+FETCH_WITNESS = "const f=globalThis.fetch;globalThis.fetch=(...a)=>{process.stderr.write('full check\\n');return f(...a)};"
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+def test_app_healthcheck_passes_a_2xx_by_its_cheap_path_and_judges_the_rest_in_full(runtime, status_server, tmp_path):
+    """It runs every few seconds in every replica: a 2xx passes without urllib (Python) or fetch
+    (Node); a redirect is followed and an error named by the full check."""
+    def check(path: str) -> tuple[bool, bool, str]:
+        argv = model.app_healthcheck(runtime, status_server, path)[1:]
+        if runtime == "python":
+            argv = [sys.executable, "-X", "importtime", *argv[1:]]
+        else:
+            witness = tmp_path / "witness.js"
+            witness.write_text(FETCH_WITNESS)
+            argv = [require_tool("node"), "--require", str(witness), *argv[1:]]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        full = "urllib.request" in proc.stderr if runtime == "python" else "full check" in proc.stderr
+        return proc.returncode == 0, full, proc.stderr
+
+    assert check("/s/200")[:2] == (True, False)
+    assert check("/s/204")[:2] == (True, False)
+    assert check("/moved")[:2] == (True, True), "a redirect is followed"
+    passed, full, said = check("/s/503")
+    assert not passed and full and "/s/503 answered" in said and "503" in said.split("answered", 1)[1]
 
