@@ -96,8 +96,10 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
     fails, saying so: Docker keeps the check's output (scripts/lib/release.sh shows it).
     It runs every few seconds in every replica, so a 2xx is recognised first by the cheapest means
     of each runtime (Python: a socket, no site, no urllib; Node: http.get, not fetch: about a third
-    of the CPU each, docs/performance.md); any other outcome (a redirect, an error, no answer) is
-    judged again by the full check, which follows redirects and says what went wrong."""
+    of the CPU each, docs/performance.md). No answer within 2 s fails at once (asking again would
+    outlast Docker's 5 s timeout, whose message would replace the check's); any other outcome (a
+    redirect, an error, a refused connection) is judged again by the full check, which follows
+    redirects and says what went wrong."""
     how = LISTEN_ON_ALL[runtime].format(port=port)
     request = f"GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n"
     if runtime == "python":
@@ -108,9 +110,13 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
             "except OSError:own='127.0.0.1'",
             "said=b''",
             "try:",
-            f" c=socket.socket();c.settimeout(1);c.connect((own,{port}));c.sendall(b'{request}')",
+            f" c=socket.socket();c.settimeout(2);c.connect((own,{port}));c.sendall(b'{request}')",
             # Read to the end, so that the app sees the connection closed, not reset.
             " for got in iter(lambda:c.recv(65536),b''):said=said or got",
+            # No answer in time: asking again would outlast Docker's timeout (5 s), which would
+            # then replace this message with its own.
+            "except socket.timeout:",
+            f" if not said:sys.exit('no answer at %s:{port}: timed out' % own)",
             "except OSError:pass",
             "if said[:5]==b'HTTP/' and said[9:10]==b'2':sys.exit()",
             "import urllib.request as r",
@@ -134,10 +140,11 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
             "e=>ask('127.0.0.1').catch(()=>ask('[::1]'))",
             ".then(()=>fail('" + LOOPBACK_ONLY.format(own="'+own+'", how=how) + "'),",
             f"()=>fail('no answer at '+own+':{port}: '+(e.cause||e).message)));",
+            "const late=new Error('timed out');",
             "require('dns').lookup(require('os').hostname(),{family:4},(e,own)=>{own=e?'127.0.0.1':own;",
-            f"require('http').get({{host:own,port:{port},path:'{path}',headers:{{host:'127.0.0.1:{port}'}},agent:false,timeout:1000}},",
+            f"require('http').get({{host:own,port:{port},path:'{path}',headers:{{host:'127.0.0.1:{port}'}},agent:false,timeout:2000}},",
             "r=>r.statusCode>=200&&r.statusCode<300?r.resume().on('end',()=>process.exit(0)):(r.resume(),judge(own)))",
-            ".on('timeout',function(){this.destroy()}).on('error',()=>judge(own))});",
+            f".on('timeout',function(){{this.destroy(late)}}).on('error',e=>e===late?fail('no answer at '+own+':{port}: timed out'):judge(own))}});",
         ])
         return ["CMD", "node", "-e", code]
     # Go images run from scratch with busybox (Dockerfile): sh, cat and wget, and no resolver to

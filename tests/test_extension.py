@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import types
 
 import coverage
@@ -660,4 +661,17 @@ def test_app_healthcheck_passes_a_2xx_by_its_cheap_path_and_judges_the_rest_in_f
     assert check("/moved")[:2] == (True, True), "a redirect is followed"
     passed, full, said = check("/s/503")
     assert not passed and full and "/s/503 answered" in said and "503" in said.split("answered", 1)[1]
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+def test_app_healthcheck_fails_at_once_on_an_app_that_does_not_answer(runtime):
+    """Connected, no answer: the check says so itself, before Docker's 5 s timeout stops it."""
+    with socket.create_server(("0.0.0.0", 0)) as silent:
+        port = silent.getsockname()[1]
+        argv = model.app_healthcheck(runtime, port, "/healthz")[1:]
+        argv[0] = sys.executable if runtime == "python" else require_tool("node")
+        started = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    assert proc.returncode != 0 and re.fullmatch(rf"no answer at [0-9.]+:{port}: timed out", proc.stderr.strip()), proc.stderr
+    assert time.monotonic() - started < 4.5
 
