@@ -95,8 +95,8 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
     wget takes no other 2xx; urlopen raises on 4xx/5xx). An app that answers on localhost only
     fails, saying so: Docker keeps the check's output (scripts/lib/release.sh shows it).
     It runs every few seconds in every replica, so a 2xx is recognised first by the cheapest means
-    of each runtime (Python: a socket, no site, no urllib; Node: http.get, not fetch: about a third
-    of the CPU each, docs/performance.md). No answer within 2 s fails at once (asking again would
+    of each runtime (Python: a socket, no site, no urllib; Node: http.get, not fetch: about half
+    the CPU each, docs/performance.md). No answer within 2 s fails at once (asking again would
     outlast Docker's 5 s timeout, whose message would replace the check's); any other outcome (a
     redirect, an error, a refused connection) is judged again by the full check, which follows
     redirects and says what went wrong."""
