@@ -101,8 +101,8 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
     redirect, an error, a refused connection) is judged again by the full check, which follows
     redirects and says what went wrong."""
     how = LISTEN_ON_ALL[runtime].format(port=port)
-    request = f"GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n"
     if runtime == "python":
+        request = f"GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n"
         code = "\n".join([
             "import socket,sys",
             # Bytes: a str name would import the idna codec (about 7 ms of CPU).

@@ -635,6 +635,12 @@ def listening(port: int) -> bool:
         return False
 
 
+def check_on_this_host(runtime: str, port: int, path: str, *options: str) -> list[str]:
+    """The app's health check run by this host's interpreter, OPTIONS before the check's own."""
+    interpreter = sys.executable if runtime == "python" else require_tool("node")
+    return [interpreter, *options, *model.app_healthcheck(runtime, port, path)[2:]]
+
+
 # Each runtime's check with a witness of its full path: the modules Python imports (-X importtime),
 # Node's fetch (wrapped by a preloaded module).
 FETCH_WITNESS = "const f=globalThis.fetch;globalThis.fetch=(...a)=>{process.stderr.write('full check\\n');return f(...a)};"
@@ -644,15 +650,13 @@ FETCH_WITNESS = "const f=globalThis.fetch;globalThis.fetch=(...a)=>{process.stde
 def test_app_healthcheck_passes_a_2xx_by_its_cheap_path_and_judges_the_rest_in_full(runtime, status_server, tmp_path):
     """It runs every few seconds in every replica: a 2xx passes without urllib (Python) or fetch
     (Node); a redirect is followed and an error named by the full check."""
+    witness = tmp_path / "witness.js"
+    witness.write_text(FETCH_WITNESS)
+    options = ["-X", "importtime"] if runtime == "python" else ["--require", str(witness)]
+
     def check(path: str) -> tuple[bool, bool, str]:
-        argv = model.app_healthcheck(runtime, status_server, path)[1:]
-        if runtime == "python":
-            argv = [sys.executable, "-X", "importtime", *argv[1:]]
-        else:
-            witness = tmp_path / "witness.js"
-            witness.write_text(FETCH_WITNESS)
-            argv = [require_tool("node"), "--require", str(witness), *argv[1:]]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        proc = subprocess.run(check_on_this_host(runtime, status_server, path, *options), capture_output=True,
+                              text=True, timeout=20)
         full = "urllib.request" in proc.stderr if runtime == "python" else "full check" in proc.stderr
         return proc.returncode == 0, full, proc.stderr
 
@@ -668,10 +672,8 @@ def test_app_healthcheck_fails_at_once_on_an_app_that_does_not_answer(runtime):
     """Connected, no answer: the check says so itself, before Docker's 5 s timeout stops it."""
     with socket.create_server(("0.0.0.0", 0)) as silent:
         port = silent.getsockname()[1]
-        argv = model.app_healthcheck(runtime, port, "/healthz")[1:]
-        argv[0] = sys.executable if runtime == "python" else require_tool("node")
         started = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        proc = subprocess.run(check_on_this_host(runtime, port, "/healthz"), capture_output=True, text=True, timeout=20)
     assert proc.returncode != 0 and re.fullmatch(rf"no answer at [0-9.]+:{port}: timed out", proc.stderr.strip()), proc.stderr
     assert time.monotonic() - started < 4.5
 
