@@ -259,11 +259,16 @@ def test_a_stopped_database_fires_database_down(stack):
 
 def test_a_stopped_binlog_archiver_fires_binlog_archiver_disconnected(stack):
     """MariaDB's archiver streams the binary log over a connection of its own user: with db-archive
-    stopped the database still answers, and the process list has no connection of that user."""
+    stopped the database still answers, and the process list has no connection of that user. It
+    is stopped while streaming, on an idle database: the server would list the stream until its
+    next write, had db-archive not ended the server's end of it as it stopped."""
     rules = (stack.project / "config" / "prometheus" / "rules" / "alerts.yml").read_text()
     if stack.answers["database"] != "mariadb":
         assert "BinlogArchiverDisconnected" not in rules and "WalArchivingFailing" in rules
         return
+    archiver = re.search(r'mysql_user="(\w+)"', rules).group(1)
+    streaming = f'{{__name__=~"mysql_info_schema(_processlist)?_processes_by_user", mysql_user="{archiver}"}} > 0'
+    wait_until(lambda: query(stack, streaming), 120, f"{archiver}'s stream in the process list")
     stack.compose("stop", "db-archive")
     try:
         wait_until(lambda: "BinlogArchiverDisconnected" in firing(stack), 120, "BinlogArchiverDisconnected firing")

@@ -11,12 +11,23 @@ export MYSQL_PWD
 # A replica's id, unique among the server's replicas (the server's own is 1).
 replica_id=${DB_ARCHIVE_SERVER_ID:-4242}
 pid=""
-trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; exit 0' TERM INT
 # Not streaming since (its mtime): the health check passes while it reconnects for up to 2 minutes
 # (the server restarting, recreated after a lost volume); BinlogArchiverDisconnected watches longer.
 touch /tmp/reconnecting
 
 client() { mariadb -h db -P 3306 -uapp_archive --batch --skip-column-names "$@"; }
+
+# On stop, the server's end of the stream is ended too: an idle server notices a vanished replica
+# only when it next sends, and until then lists the connection (BinlogArchiverDisconnected would
+# stay quiet). A user may end its own connections; the lookup gives up after 2 s.
+stop() {
+	[ -z "$pid" ] || kill "$pid" 2>/dev/null
+	for id in $(client --connect-timeout=2 -e "SELECT id FROM information_schema.processlist WHERE command = 'Binlog Dump' AND user = 'app_archive'" 2>/dev/null); do
+		client --connect-timeout=2 -e "KILL CONNECTION $id" 2>/dev/null || true
+	done
+	exit 0
+}
+trap stop TERM INT
 
 while :; do
 	cluster=$(client -e "SELECT id FROM mysql.pitr_cluster" 2>/dev/null || true)
