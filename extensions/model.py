@@ -94,12 +94,13 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
     127.0.0.1:PORT (as when it asked the loopback address: host allow-lists keep working). Passes on 200 or 204 (busybox's
     wget takes no other 2xx; urlopen raises on 4xx/5xx). An app that answers on localhost only
     fails, saying so: Docker keeps the check's output (scripts/lib/release.sh shows it).
-    It runs every few seconds in every replica, so a 2xx is recognised first by the cheapest means
-    of each runtime (Python: a socket, no site, no urllib; Node: http.get, not fetch: about half
-    the CPU each, docs/performance.md). No answer within 2 s fails at once (asking again would
-    outlast Docker's 5 s timeout, whose message would replace the check's); any other outcome (a
-    redirect, an error, a refused connection) is judged again by the full check, which follows
-    redirects and says what went wrong."""
+    It runs every few seconds in every replica (every 250 ms while a replica starts, failing or
+    not), so the answer is read first by the cheapest means of each runtime (Python: a socket, no
+    site, no urllib; Node: http.get, not fetch: about half the CPU each, docs/performance.md): a
+    2xx passes, a 4xx or 5xx fails with the full check's words. No answer within 2 s fails at once
+    (asking again would outlast Docker's 5 s timeout, whose message would replace the check's); any
+    other outcome (a redirect, a refused connection) is judged again by the full check, which
+    follows redirects and says what went wrong."""
     how = LISTEN_ON_ALL[runtime].format(port=port)
     if runtime == "python":
         request = f"GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n"
@@ -119,6 +120,7 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
             f" if not said:sys.exit('no answer at %s:{port}: timed out' % own)",
             "except OSError:pass",
             "if said[:5]==b'HTTP/' and said[9:10]==b'2':sys.exit()",
+            f"if said[:5]==b'HTTP/' and said[9:10] in (b'4',b'5'):sys.exit('{path} answered %s' % said[9:12].decode())",
             "import urllib.request as r",
             f"ask=lambda host:r.urlopen(r.Request('http://'+host+':{port}{path}',headers={{'Host':'127.0.0.1:{port}'}}),timeout=2).status//100==2",
             "try:sys.exit(not ask(own))",
@@ -143,7 +145,8 @@ def app_healthcheck(runtime: str, port: int, path: str) -> list[str]:
             "const late=new Error('timed out');",
             "require('dns').lookup(require('os').hostname(),{family:4},(e,own)=>{own=e?'127.0.0.1':own;",
             f"require('http').get({{host:own,port:{port},path:'{path}',headers:{{host:'127.0.0.1:{port}'}},agent:false,timeout:2000}},",
-            "r=>r.statusCode>=200&&r.statusCode<300?r.resume().on('end',()=>process.exit(0)):(r.resume(),judge(own)))",
+            "r=>r.statusCode>=200&&r.statusCode<300?r.resume().on('end',()=>process.exit(0)):",
+            f"r.statusCode>=400?fail('{path} answered '+r.statusCode):(r.resume(),judge(own)))",
             f".on('timeout',function(){{this.destroy(late)}}).on('error',e=>e===late?fail('no answer at '+own+':{port}: timed out'):judge(own))}});",
         ])
         return ["CMD", "node", "-e", code]

@@ -1,9 +1,10 @@
 """CPU of one app health check, per runtime: the check as a typical Dockerfile writes it (urllib,
 fetch: the baseline), the check of a previous commit, and now, measured in turn in one run.
 
-    python3 tests/benchmarks/health_check.py [--checks 40] [--rounds 5] [--before COMMIT]   # after tests/lab/prepare.sh
+    python3 tests/benchmarks/health_check.py [--checks 40] [--rounds 5] [--before COMMIT] [--path /s/200]
+    # after tests/lab/prepare.sh; --path /s/503: a failing app's check (every 250 ms while it starts)
 
-A server (tests/status_server.py, answering 200) runs in a container of the Python image; each
+A server (tests/status_server.py: /s/CODE answers CODE) runs in a container of the Python image; each
 check runs by `docker exec` in a container of the runtime's image that shares the server's network
 namespace (its hostname and /etc/hosts, as in a replica). What a check costs is the CPU time the
 checking container's cgroup gains over --checks checks (the server's work is in its own cgroup;
@@ -31,13 +32,16 @@ sys.path.insert(0, str(ROOT))
 from extensions.catalogue import IMAGES  # noqa: E402
 from extensions.model import app_healthcheck  # noqa: E402
 
-PORT, PATH = 8080, "/s/200"
-# What a Dockerfile without curl typically runs: the runtime's own client at the loopback address.
-BASELINE = {
-    "python": ["python", "-c", "import sys,urllib.request as r\n"
-               f"sys.exit(r.urlopen('http://127.0.0.1:{PORT}{PATH}',timeout=2).status!=200)"],
-    "node": ["node", "-e", f"fetch('http://127.0.0.1:{PORT}{PATH}').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"],
-}
+PORT = 8080
+RUNTIMES = ("python", "node")
+
+
+def typical_check(runtime: str, path: str) -> list[str]:
+    """What a Dockerfile without curl typically runs: the runtime's own client at the loopback address."""
+    if runtime == "python":
+        return ["python", "-c", "import sys,urllib.request as r\n"
+                f"sys.exit(r.urlopen('http://127.0.0.1:{PORT}{path}',timeout=2).status!=200)"]
+    return ["node", "-e", f"fetch('http://127.0.0.1:{PORT}{path}').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 
 
 def sh(*cmd: str) -> str:
@@ -47,13 +51,13 @@ def sh(*cmd: str) -> str:
     return proc.stdout
 
 
-def check_at(commit: str, runtime: str) -> list[str]:
+def check_at(commit: str, runtime: str, path: str) -> list[str]:
     """The check extensions/model.py wrote at COMMIT (its extensions/ unpacked and imported apart)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "extensions"], capture_output=True, check=True).stdout
     with tempfile.TemporaryDirectory() as where:
         tarfile.open(fileobj=BytesIO(archive)).extractall(where, filter="data")
         code = ("import json,sys;from extensions.model import app_healthcheck as c;"
-                f"print(json.dumps(c({runtime!r},{PORT},{PATH!r})))")
+                f"print(json.dumps(c({runtime!r},{PORT},{path!r})))")
         out = subprocess.run([sys.executable, "-c", code], cwd=where, capture_output=True, text=True, check=True).stdout
     return json.loads(out)[1:]
 
@@ -67,10 +71,11 @@ def cpu_usec(container: str) -> int:
     return int(sh("docker", "exec", container, "sh", "-c", CPU_USEC))
 
 
-def cost_ms(container: str, argv: list[str], checks: int) -> float:
+def cost_ms(container: str, argv: list[str], checks: int, passes: bool) -> float:
     before = cpu_usec(container)
     for _ in range(checks):
-        sh("docker", "exec", container, *argv)
+        if (subprocess.run(["docker", "exec", container, *argv], capture_output=True).returncode == 0) != passes:
+            sys.exit(f"{container}: a check did not {'pass' if passes else 'fail'}")
     return (cpu_usec(container) - before) / 1000 / checks
 
 
@@ -84,39 +89,44 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--before", default="a5c5284", help="the commit whose check is the previous figure")
+    parser.add_argument("--path", default="/s/200", help="what the checks ask: /s/200 passes, /s/503 fails")
     args = parser.parse_args()
-    variants = {runtime: {"baseline": BASELINE[runtime], f"before ({args.before})": check_at(args.before, runtime),
-                          "now": app_healthcheck(runtime, PORT, PATH)[1:]} for runtime in BASELINE}
+    passes = args.path.startswith("/s/2")
+    variants = {runtime: {"baseline": typical_check(runtime, args.path), f"before ({args.before})": check_at(args.before, runtime, args.path),
+                          "now": app_healthcheck(runtime, PORT, args.path)[1:]} for runtime in RUNTIMES}
     tag = os.getpid()
     server = f"dp-bench-check-server-{tag}"
-    checkers = {runtime: f"dp-bench-check-{runtime}-{tag}" for runtime in BASELINE}
+    checkers = {runtime: f"dp-bench-check-{runtime}-{tag}" for runtime in RUNTIMES}
     try:
         sh("docker", "run", "--detach", "--name", server, "--volume", f"{ROOT}/tests/status_server.py:/status_server.py:ro",
            "--entrypoint", "python3", IMAGES["python"], "/status_server.py", "0.0.0.0", str(PORT))
         for runtime, name in checkers.items():
             sh("docker", "run", "--detach", "--name", name, "--network", f"container:{server}", "--entrypoint", "sleep",
                IMAGES[runtime], "3600")
-        for runtime, name in checkers.items():  # every variant passes before any is timed
+        up = app_healthcheck("python", PORT, "/s/200")[1:]
+        for _ in range(50):  # the server answers before anything is timed
+            if subprocess.run(["docker", "exec", checkers["python"], *up], capture_output=True).returncode == 0:
+                break
+        else:
+            sys.exit("the status server did not start")
+        for runtime, name in checkers.items():  # every variant passes (or fails) as the path says
             for variant, argv in variants[runtime].items():
-                for _ in range(50):
-                    if subprocess.run(["docker", "exec", name, *argv], capture_output=True).returncode == 0:
-                        break
-                else:
-                    sys.exit(f"{runtime} {variant}: the check does not pass")
-        costs = {runtime: {variant: [] for variant in variants[runtime]} for runtime in BASELINE}
+                if (subprocess.run(["docker", "exec", name, *argv], capture_output=True).returncode == 0) != passes:
+                    sys.exit(f"{runtime} {variant}: the check does not {'pass' if passes else 'fail'} on {args.path}")
+        costs = {runtime: {variant: [] for variant in variants[runtime]} for runtime in RUNTIMES}
         for _ in range(args.rounds):
             for runtime, name in checkers.items():
                 for variant, argv in variants[runtime].items():
-                    costs[runtime][variant].append(cost_ms(name, argv, args.checks))
+                    costs[runtime][variant].append(cost_ms(name, argv, args.checks, passes))
     finally:
         subprocess.run(["docker", "rm", "--force", server, *checkers.values()], capture_output=True)
     engine = sh("docker", "version", "--format", "{{.Server.Version}}").strip()
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores; Docker Engine {engine}; "
-          f"{args.rounds} rounds of {args.checks} checks, medians of CPU ms per check.\n")
+          f"{args.rounds} rounds of {args.checks} checks of {args.path}, medians of CPU ms per check.\n")
     names = list(variants["python"])
     print("| runtime (image) | " + " | ".join(f"{name} (ms)" for name in names) + " | now / baseline | now / before |")
     print("|---" * (len(names) + 3) + "|")
-    for runtime in BASELINE:
+    for runtime in RUNTIMES:
         medians = {variant: statistics.median(values) for variant, values in costs[runtime].items()}
         now, baseline, before = medians["now"], medians["baseline"], medians[names[1]]
         print(f"| {runtime} ({image_said(IMAGES[runtime])}) | " + " | ".join(f"{medians[name]:.1f}" for name in names)
