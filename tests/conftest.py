@@ -91,6 +91,20 @@ def require_tool(name: str) -> str:
     return path
 
 
+def check_jsonschema(*args: str | os.PathLike) -> None:
+    """check-jsonschema's own command, run in this process: its import (about 2.7 s of CPU, most of
+    it a grammar rfc3987-syntax builds) is paid once per pytest worker, not once per file checked.
+    Findings fail the test, with the command's output."""
+    from check_jsonschema.cli.main_command import main
+    from click.testing import CliRunner
+
+    argv = [str(a) for a in args]
+    result = CliRunner().invoke(main, argv)
+    if result.exit_code != 0:
+        pytest.fail(f"check-jsonschema {' '.join(argv)} exited {result.exit_code}\n{result.output}\n{result.exception!r}",
+                    pytrace=False)
+
+
 def run(*cmd: str | os.PathLike, cwd: Path | None = None, env: dict | None = None, check: bool = True,
         **kwargs) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, text=True, capture_output=True, **kwargs)

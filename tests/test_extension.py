@@ -406,13 +406,10 @@ def test_the_app_runs_as_the_app_user_and_one_offs_are_not_audited():
 def test_the_template_repositorys_renovate_config_finds_every_pin():
     """renovate.json (this repository's) validates and its regexes (run with Python's re) find every
     image, action, CI tool and build tool the catalogue pins."""
-    import subprocess
-
-    from conftest import require_tool
+    from conftest import check_jsonschema
     from extensions import catalogue
 
-    subprocess.run([require_tool("check-jsonschema"), "--builtin-schema", "vendor.renovate", str(ROOT / "renovate.json")],
-                   check=True, capture_output=True)
+    check_jsonschema("--builtin-schema", "vendor.renovate", ROOT / "renovate.json")
     config = json.loads((ROOT / "renovate.json").read_text())
     text = (ROOT / "extensions" / "catalogue.py").read_text()
     found = set()

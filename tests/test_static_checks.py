@@ -11,7 +11,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import VARIANTS, answers, require_tool, run
+from conftest import VARIANTS, answers, check_jsonschema, require_tool, run
 from extensions.model import CAPLESS_COMMAND
 
 pytestmark = pytest.mark.parametrize("variant", VARIANTS)
@@ -96,7 +96,7 @@ def test_compose_files_match_the_compose_spec_schema(render, variant):
     project = render(variant)
     files = sorted(str(p.name) for p in project.glob("compose*.yaml"))
     assert len(files) == 2 + len(answers(project)["environments"])  # compose.yaml, compose.engine-25.yaml, one per env
-    run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *files, cwd=project)
+    check_jsonschema("--builtin-schema", "vendor.compose-spec", *(project / name for name in files))
 
 
 def test_yamllint(render, variant):
@@ -319,10 +319,10 @@ def test_pipeline_files_validate_and_pin_every_action(render, variant):
     assert (project / "scripts" / "ci" / "lint.sh").exists() and (project / "scripts" / "ci" / "test.sh").exists()
     if platform == "gitlab":
         assert not workflows
-        run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", ".gitlab-ci.yml", cwd=project)
+        check_jsonschema("--builtin-schema", "vendor.gitlab-ci", gitlab)
         return
     assert not gitlab.exists() and ".github/workflows/ci.yml" in workflows
-    run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *workflows, cwd=project)
+    check_jsonschema("--builtin-schema", "vendor.github-workflows", *(project / path for path in workflows))
     zizmor = run(require_tool("zizmor"), "--offline", "--min-severity", "medium", "--format", "plain", ".github/workflows",
                  cwd=project, check=False)
     assert zizmor.returncode == 0 and "No findings" in zizmor.stdout + zizmor.stderr, zizmor.stdout + zizmor.stderr
@@ -334,7 +334,7 @@ def test_renovate_config_validates_and_finds_every_image(render, variant):
     """renovate.json against Renovate's schema, and its regex managers (run here with Python's re)
     find every image the compose files pin and every base image of the Dockerfile."""
     project = render(variant)
-    run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.renovate", "renovate.json", cwd=project)
+    check_jsonschema("--builtin-schema", "vendor.renovate", project / "renovate.json")
     config = json.loads((project / "renovate.json").read_text())
     found: dict[str, set[str]] = {}
     for manager in config["customManagers"]:
