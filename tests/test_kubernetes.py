@@ -104,12 +104,15 @@ def test_the_variants_cover_the_kubernetes_branches():
 
 def test_every_overlay_passes_the_api_schemas_strictly(built, tmp_path):
     validator = require_tool("kubernetes-validate")
+    paths = []
     for name, project, env, docs in each_build(built):
         core = [d for d in docs if not d["apiVersion"].startswith(CUSTOM_GROUPS)]
-        path = tmp_path / f"{name}-{env}.yaml"
-        path.write_text(yaml.safe_dump_all(core))
-        proc = run(validator, "--strict", "--kubernetes-version", KUBERNETES_VERSION, "--quiet", path, check=False)
-        assert proc.returncode == 0 and "ERROR" not in proc.stdout + proc.stderr, f"{name}/{env}:\n{proc.stdout}\n{proc.stderr}"
+        paths.append(tmp_path / f"{name}-{env}.yaml")
+        paths[-1].write_text(yaml.safe_dump_all(core))
+    # One run for every file (its start, the schemas' imports, costs about 2.6 s); it names the file of each error.
+    proc = run(validator, "--strict", "--kubernetes-version", KUBERNETES_VERSION, "--quiet", *paths, check=False)
+    assert proc.returncode == 0 and "ERROR" not in proc.stdout + proc.stderr, f"{proc.stdout}\n{proc.stderr}"
+    assert len(paths) > 1
 
 
 @pytest.mark.parametrize("mutation, reported", [
