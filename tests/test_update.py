@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import filecmp
 import fnmatch
+import hashlib
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -68,12 +70,37 @@ def conflicted(project: Path) -> list[str]:
                   if p.is_file() and ".git" not in p.parts and "<<<<<<< " in p.read_text(errors="ignore"))
 
 
-def static_checks(project: Path) -> None:
+@pytest.fixture(scope="session")
+def passed_shellcheck(tmp_path_factory) -> Path:
+    """Where a shellcheck run that passed is noted, by everything it read: the release updates end
+    in the same scripts (each is compared with HEAD's render), about 25 s of CPU each. Shared by
+    the session's xdist workers (their directories' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    memo = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shellcheck-passed"
+    memo.mkdir(exist_ok=True)
+    return memo
+
+
+def shellcheck(project: Path, memo: Path) -> None:
+    """shellcheck -x on the project's scripts, unless the same scripts (every shell file it may
+    source, and its settings) passed the same shellcheck already."""
+    tool = require_tool("shellcheck")
+    scripts = sorted(str(p.relative_to(project)) for p in project.glob("scripts/**/*.sh")) + ["docker/entrypoint.sh"]
+    digest = hashlib.sha256(run(tool, "--version").stdout.encode())
+    for path in sorted([*project.rglob("*.sh"), *project.glob(".shellcheckrc")]):
+        if ".git" not in path.parts:
+            digest.update(f"\0{path.relative_to(project)}\0".encode() + path.read_bytes())
+    passed = memo / digest.hexdigest()
+    if not passed.exists():
+        run(tool, "-x", *scripts, cwd=project)
+        passed.touch()
+
+
+def static_checks(project: Path, memo: Path) -> None:
     """The rendered project's own checkers, as in tests/test_static_checks.py."""
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     run(require_tool("hadolint"), "--failure-threshold", "style", "Dockerfile", cwd=project)
-    scripts = sorted(str(p.relative_to(project)) for p in project.glob("scripts/**/*.sh"))
-    run(require_tool("shellcheck"), "-x", *scripts, "docker/entrypoint.sh", cwd=project)
+    shellcheck(project, memo)
     run(require_tool("yamllint"), "--strict", ".", cwd=project)
     for env in answers["environments"]:
         run(project / "scripts" / "compose.sh", env, "config", "--quiet", cwd=project)
@@ -104,7 +131,7 @@ def test_question_names_survive_or_are_migrated(version, commit):
 
 
 @pytest.mark.parametrize("version, commit", RELEASES, ids=[v for v, _ in RELEASES])
-def test_update_from_release_keeps_edits_and_brings_changes(version, commit, tmp_path):
+def test_update_from_release_keeps_edits_and_brings_changes(version, commit, tmp_path, passed_shellcheck):
     project = render(commit, tmp_path / "project", ANSWERS)
     start_repository(project)
     # What a user does in the first weeks: settings and secrets, and typical edits.
@@ -144,7 +171,7 @@ def test_update_from_release_keeps_edits_and_brings_changes(version, commit, tmp
             continue
         assert (project / relative).exists(), f"{relative} did not arrive"
         assert filecmp.cmp(path, project / relative, shallow=False), f"{relative} differs from HEAD's"
-    static_checks(project)
+    static_checks(project, passed_shellcheck)
 
 
 def test_overlapping_edit_is_shown_as_a_conflict(tmp_path):
@@ -170,7 +197,7 @@ def test_overlapping_edit_is_shown_as_a_conflict(tmp_path):
             assert "+HEALTHCHECK --interval=30s" in (project / "Dockerfile.rej").read_text()
 
 
-def test_changing_answers_in_an_update_equals_a_fresh_copy(tmp_path):
+def test_changing_answers_in_an_update_equals_a_fresh_copy(tmp_path, passed_shellcheck):
     before = {**ANSWERS, "environments": ["dev", "production"], "monitoring": "none"}
     after = {"environments": ["dev", "staging", "production"], "monitoring": "prometheus"}
     # From the newest release: the update brings the template's changes and the new answers at once.
@@ -191,7 +218,7 @@ def test_changing_answers_in_an_update_equals_a_fresh_copy(tmp_path):
     project_answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     fresh_answers = yaml.safe_load((fresh / ".copier-answers.yml").read_text())
     assert {k: v for k, v in project_answers.items() if k != "_commit"} == {k: v for k, v in fresh_answers.items() if k != "_commit"}
-    static_checks(project)
+    static_checks(project, passed_shellcheck)
 
 
 def _differences(comparison: filecmp.dircmp, prefix: str = "") -> set[str]:
