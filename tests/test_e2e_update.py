@@ -14,7 +14,7 @@ import pytest
 from copier import run_copy, run_update
 
 from conftest import ROOT, run
-from e2e_support import TRAFFIC, Load, Stack, add_slow_route, deploy_release, docker, healthy, wait_until
+from e2e_support import TRAFFIC, Load, Stack, add_slow_route, build_release, deploy_release, docker, healthy, wait_until
 from test_update import GIT, RELEASES
 
 pytestmark = pytest.mark.e2e
@@ -98,6 +98,7 @@ def test_a_running_project_of_the_last_release_updates_and_deploys(released):
         assert owners == ["app_owner"], owners
 
     # Later deploys drain: no request lost, whatever kind.
+    build_release(stack.project, "production", "v3")
     with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC) as load:
         deploy(stack, "v3")
     assert load.failed == [] and len(load.results) > 50, load.failed[:10]
@@ -128,6 +129,7 @@ def test_a_blue_green_project_keeps_its_colour_through_the_update_and_a_proxy_re
         assert not list((project / ".deploy/production/proxy").glob("route-*"))
         assert {stack.get_json("/")["version"] for _ in range(8)} == {"v2"}, "the restarted proxy kept the colour"
 
+        build_release(project, "production", "v3")
         with Load(stack.ports["HTTP_PORT"], requests=TRAFFIC) as load:
             deploy(stack, "v3")
         assert load.failed == [] and len(load.results) > 50, load.failed[:10]
