@@ -88,12 +88,18 @@ def monitored(stack: Stack):
         assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
 
 
+PROMETHEUS_CONTAINER: dict[str, str] = {}  # stack name -> Prometheus' container name
+
+
 def prometheus(stack: Stack, path: str, **params) -> dict:
     """Prometheus' HTTP API, asked from inside its container (it is not published outside dev),
     with its password (secrets/ENV/prometheus_password)."""
     password = (stack.project / "secrets" / "production" / "prometheus_password").read_text().strip()
     url = f"http://prometheus:{password}@127.0.0.1:9090{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
-    out = docker("exec", stack.container("prometheus"), "wget", "-q", "-O", "-", url).stdout
+    # Asked every second while an alert is pending: the container's name is looked up once (a
+    # recreated container keeps it).
+    name = PROMETHEUS_CONTAINER.get(stack.name) or PROMETHEUS_CONTAINER.setdefault(stack.name, stack.container("prometheus"))
+    out = docker("exec", name, "wget", "-q", "-O", "-", url).stdout
     answer = json.loads(out)
     assert answer["status"] == "success", answer
     return answer["data"]
