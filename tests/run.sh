@@ -51,6 +51,6 @@ if ! wait "$lab_pid"; then
 	exit 1
 fi
 log "e2e lab ready ($((SECONDS - started)) s after the fast tier)"
-# Each test's seconds (tests/lab/.state/e2e-junit.xml), to measure the groups by.
+# Each test's seconds (tests/lab/.state/e2e-junit.xml): the tier's profile (docs/testing.md).
 pytest_tier "e2e tier" -m e2e -n "${DP_E2E_WORKERS:-3}" --dist loadgroup --durations=10 \
 	--junitxml "tests/lab/.state/e2e-junit.xml"
