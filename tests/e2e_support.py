@@ -214,7 +214,9 @@ class Stack:
             connection = http.client.HTTPConnection(host, port, timeout=10)
             connection.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
             if secure:
-                connection.sock = ssl._create_unverified_context().wrap_socket(connection.sock, server_hostname=host)
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                connection.sock = context.wrap_socket(connection.sock, server_hostname=host)
             with contextlib.closing(connection):
                 connection.request(method, path, body=data, headers=headers)
                 response = connection.getresponse()
