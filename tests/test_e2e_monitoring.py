@@ -98,8 +98,9 @@ def prometheus(stack: Stack, path: str, **params) -> dict:
     url = f"http://prometheus:{password}@127.0.0.1:9090{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
     # Asked every second while an alert is pending: the container's name is looked up once (a
     # recreated container keeps it).
-    name = PROMETHEUS_CONTAINER.get(stack.name) or PROMETHEUS_CONTAINER.setdefault(stack.name, stack.container("prometheus"))
-    out = docker("exec", name, "wget", "-q", "-O", "-", url).stdout
+    if stack.name not in PROMETHEUS_CONTAINER:
+        PROMETHEUS_CONTAINER[stack.name] = stack.container("prometheus")
+    out = docker("exec", PROMETHEUS_CONTAINER[stack.name], "wget", "-q", "-O", "-", url).stdout
     answer = json.loads(out)
     assert answer["status"] == "success", answer
     return answer["data"]

@@ -71,11 +71,16 @@ def cpu_usec(container: str) -> int:
     return int(sh("docker", "exec", container, "sh", "-c", CPU_USEC))
 
 
+def check_once(container: str, argv: list[str], passes: bool) -> None:
+    """One check, by docker exec; it must pass (or fail) as the path says, else the run stops."""
+    if (subprocess.run(["docker", "exec", container, *argv], capture_output=True).returncode == 0) != passes:
+        sys.exit(f"{container}: {' '.join(argv)[:80]}... did not {'pass' if passes else 'fail'}")
+
+
 def cost_ms(container: str, argv: list[str], checks: int, passes: bool) -> float:
     before = cpu_usec(container)
     for _ in range(checks):
-        if (subprocess.run(["docker", "exec", container, *argv], capture_output=True).returncode == 0) != passes:
-            sys.exit(f"{container}: a check did not {'pass' if passes else 'fail'}")
+        check_once(container, argv, passes)
     return (cpu_usec(container) - before) / 1000 / checks
 
 
@@ -110,9 +115,8 @@ def main() -> None:
         else:
             sys.exit("the status server did not start")
         for runtime, name in checkers.items():  # every variant passes (or fails) as the path says
-            for variant, argv in variants[runtime].items():
-                if (subprocess.run(["docker", "exec", name, *argv], capture_output=True).returncode == 0) != passes:
-                    sys.exit(f"{runtime} {variant}: the check does not {'pass' if passes else 'fail'} on {args.path}")
+            for argv in variants[runtime].values():
+                check_once(name, argv, passes)
         costs = {runtime: {variant: [] for variant in variants[runtime]} for runtime in RUNTIMES}
         for _ in range(args.rounds):
             for runtime, name in checkers.items():
