@@ -23,10 +23,15 @@ from .swarm import swarm_model
 # Every health check has a start period: its failures then do not count, and on Docker Engine 25+
 # the check runs every START_INTERVAL meanwhile (compose.engine-25.yaml), so a container is healthy
 # a quarter of a second after it is ready instead of after its first interval. Only while starting:
-# once a check passes (or the start period ends) the interval applies.
+# once a check passes (or the start period ends) the interval applies: there, INTERVAL_AT_REST for
+# every service. Each check is an exec (runc, the shim, dockerd: about 80 ms of CPU however cheap
+# its command), and a stack at rest checked every 5 s spent most of its CPU on them
+# (docs/performance.md, "A stack at rest"). Older engines keep each service's own interval (5 s for
+# the app, the proxy and the data services): with no start interval, it is how soon a start is seen.
 HEALTH_EVERY_5S = {"interval": "5s", "timeout": "5s", "retries": 3, "start_period": "30s"}
 HEALTH_EVERY_15S = {"interval": "15s", "timeout": "5s", "retries": 3, "start_period": "30s"}
 START_INTERVAL = "250ms"
+INTERVAL_AT_REST = "15s"
 # The BuildKit secret of the build's credentials: BUILD_ENV_FILE on the build host, none by default
 # (/dev/null: empty). docker/build-env.sh gives it to the steps that fetch dependencies.
 BUILD_SECRET = "build_env"
@@ -1037,8 +1042,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "proxy_ports": {"http": PROXY_HTTP_PORT, "https": PROXY_HTTPS_PORT, "ops": PROXY_OPS_PORT},
         "app_healthcheck": healthcheck,
         # compose.engine-25.yaml: the services whose health check polls every START_INTERVAL while
-        # they start (those of every environment; a service of some environments keeps its interval).
+        # they start and every INTERVAL_AT_REST after (those of every environment; a service of
+        # some environments keeps its timing).
         "start_interval": START_INTERVAL,
+        "interval_at_rest": INTERVAL_AT_REST,
         "fast_start": [s.name for s in services if s.only_in is None and s.healthcheck and "test" in s.healthcheck],
         "start_exec": exec_form(answers["start_command"]),
         "tools": TOOLS,

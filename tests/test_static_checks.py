@@ -71,8 +71,9 @@ def test_compose_config_per_environment(render, variant):
 
 def test_engine_25_file_gives_every_health_check_a_start_interval_on_engine_25_only(render, variant):
     """On Docker Engine 25+ (API 1.44) compose.sh adds compose.engine-25.yaml: every service of every
-    environment with a health check polls every 250 ms while it starts, within a start period. On an
-    older engine (Compose refuses start_interval there) the file stays out."""
+    environment with a health check polls every 250 ms while it starts, within a start period, and
+    every 15 s after. On an older engine (Compose refuses start_interval there) the file stays out,
+    and the app's check runs every 5 s throughout."""
     project = render(variant)
 
     def services(env: str, api: str) -> dict:
@@ -89,6 +90,8 @@ def test_engine_25_file_gives_every_health_check_a_start_interval_on_engine_25_o
             yaml.safe_load((project / "compose.yaml").read_text())["services"])
         assert fast == checked - defined_whole_here, (env, checked, fast)
         assert all(newer[name]["healthcheck"].get("start_period") for name in fast)
+        assert {newer[name]["healthcheck"]["interval"] for name in fast} == {"15s"}
+        assert {older[name]["healthcheck"]["interval"] for name in older if name.startswith("app-")} == {"5s"}
         assert services(env, "2.0") == newer and services(env, "") == older
 
 
