@@ -20,33 +20,14 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from copier import run_copy
+from healthy import render, sh  # the same rendered project, built before any clock starts
 
-ROOT = Path(__file__).resolve().parents[2]
 ANSWERS = {"monitoring": "none"}
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def sh(*cmd, cwd=None) -> str:
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, text=True, capture_output=True)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout
-
-
-def render(where: Path, name: str, ref: str) -> Path:
-    project = where / name
-    run_copy(str(ROOT), str(project), defaults=True, unsafe=True, vcs_ref=ref, quiet=True,
-             data={"project_name": f"Bench idle {name}", "environments": ["dev", "production"],
-                   "process_manager": "none", **ANSWERS})
-    sh(project / "scripts" / "compose.sh", "production", "build", cwd=project)
-    return project
 
 
 def busy_seconds() -> float:
@@ -85,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     engine = sh("docker", "version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})").strip()
     with tempfile.TemporaryDirectory() as scratch:
-        projects = {"before": render(Path(scratch), "before", args.before), "now": render(Path(scratch), "now", "HEAD")}
+        projects = {label: render(Path(scratch), label, ref, ANSWERS) for label, ref in (("before", args.before), ("now", "HEAD"))}
         cpu: dict[str, list[float]] = {"empty": [], "before": [], "now": []}
         for _ in range(args.rounds):
             cpu["empty"].append(at_rest(None, args.seconds, args.settle))
