@@ -10,8 +10,10 @@ stack is started (`up --wait`), left alone --settle seconds (its services are he
 checks run at their interval), then the host's busy time (/proc/stat: user, nice, system, irq,
 softirq, steal) is read over --seconds; then it is removed with its volumes. What a stack at rest
 costs is mostly its health checks: each is an exec (runc, the shim and dockerd) whatever its
-command. On Docker Engine 25+ (compose.engine-25.yaml); an older engine keeps the 5 s checks. The default answers without monitoring (PostgreSQL, Redis, nginx, 2 app replicas; Grafana,
-Loki and Alloy have no stand-in here). Prints Markdown for docs/performance.md.
+command. Meant for Docker Engine 25+, where compose.engine-25.yaml sets the interval at rest (an
+older engine keeps the 5 s checks). The default answers without monitoring (PostgreSQL, Redis,
+nginx, 2 app replicas; Grafana, Loki and Alloy have no stand-in here). Prints Markdown for
+docs/performance.md.
 """
 
 from __future__ import annotations
